@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` (service on embedded defaults) and `make test` (whole suite).
+# Both create .venv and install the project into it first, so a fresh machine needs only python3 and make.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: run demo test lint bench install
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/provisioner serve
+
+demo: $(VENV)/.installed
+	$(BIN)/provisioner demo
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/provision.py
+	$(BIN)/python bench/tokenize.py

@@ -1,0 +1,1 @@
+"""provisioner.events (see DESIGN.md)."""

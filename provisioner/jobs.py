@@ -1,0 +1,1 @@
+"""provisioner.jobs (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""provisioner.portal (see DESIGN.md)."""

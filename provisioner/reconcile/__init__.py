@@ -1,0 +1,1 @@
+"""provisioner.reconcile (see DESIGN.md)."""

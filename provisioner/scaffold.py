@@ -1,0 +1,1 @@
+"""provisioner.scaffold (see DESIGN.md)."""

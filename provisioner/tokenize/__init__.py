@@ -1,0 +1,1 @@
+"""provisioner.tokenize (see DESIGN.md)."""

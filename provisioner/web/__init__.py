@@ -1,0 +1,1 @@
+"""provisioner.web (see DESIGN.md)."""

@@ -1,0 +1,6 @@
+"""Shared fixtures: real services (PostgreSQL, S3 servers, a portal stand-in) for every test module."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.s3",
+]

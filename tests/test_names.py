@@ -1,0 +1,31 @@
+import pytest
+
+from provisioner.errors import InvalidName
+from provisioner.names import BucketName, Identifier, Namespace
+
+
+@pytest.mark.parametrize("good", ["a", "sales", "sales-eu-2", "x" * 63, "0abc"])
+def test_namespace_accepts_dns_labels(good: str) -> None:
+    ns = Namespace(good)
+    assert ns == good
+    assert ns.prefix == f"{good}/"
+    assert ns.user_name == f"dp-{good}"
+
+
+@pytest.mark.parametrize("bad", ["../x", "A B", "x" * 64, "*", "", "-a", "a-", "Sales", "a/b", "a.b", None, 3])
+def test_namespace_rejects_unsafe_values(bad: object) -> None:
+    with pytest.raises(InvalidName, match="not a safe slug"):
+        Namespace(bad)
+
+
+@pytest.mark.parametrize("bad", ["ab", "Bucket", "a..b", "192.168.1.1", "-ab", "x" * 64])
+def test_bucket_rejects_invalid(bad: str) -> None:
+    with pytest.raises(InvalidName):
+        BucketName(bad)
+
+
+def test_identifier() -> None:
+    assert Identifier("customers") == "customers"
+    for bad in ['a"b', "1abc", "a b", "x" * 64, "a;drop"]:
+        with pytest.raises(InvalidName):
+            Identifier(bad)

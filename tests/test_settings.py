@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from provisioner.cli import main
+from provisioner.errors import SettingsError
+from provisioner.settings import DOCUMENTED, Settings
+
+
+def test_defaults_need_no_environment() -> None:
+    s = Settings.from_env({})
+    assert s.port == 8090
+    assert s.embedded_database and s.embedded_store
+    assert s.products_dir == Path(".provisioner/products")
+    assert s.s3_bucket == "data-products"
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("PROVISIONER_PORT", "99999"),
+        ("PROVISIONER_S3_BUCKET", "Not_A_Bucket"),
+        ("PROVISIONER_DELETE_DATA", "maybe"),
+        ("PROVISIONER_STORE_KIND", "gcs"),
+        ("PROVISIONER_DATABASE_URL", "not a url"),
+        ("PROVISIONER_TENANT_X_FAVOURITE_COLOUR", "blue"),
+    ],
+)
+def test_bad_values_name_the_variable(var: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=var.split("_X_")[0]):
+        Settings.from_env({var: value})
+
+
+def test_endpoint_requires_admin_key() -> None:
+    with pytest.raises(SettingsError, match="PROVISIONER_S3_ACCESS_KEY"):
+        Settings.from_env({"PROVISIONER_S3_ENDPOINT": "http://127.0.0.1:9000"})
+
+
+def test_tenant_ids_may_contain_underscores() -> None:
+    s = Settings.from_env({"PROVISIONER_TENANT_SALES_EU_DSN": "postgresql:///x", "PROVISIONER_TENANT_HR_USER": "u"})
+    assert s.tenants == {"sales_eu": {"DSN": "postgresql:///x"}, "hr": {"USER": "u"}}
+
+
+def test_every_settings_field_is_documented() -> None:
+    names = {f"PROVISIONER_{f.upper()}" for f in Settings.__dataclass_fields__ if f != "tenants"}
+    assert names <= set(DOCUMENTED)
+
+
+def test_cli_bad_setting_exits_1_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioner.cli import build_parser
+
+    def fail(_args: object) -> int:
+        Settings.from_env()
+        return 0
+
+    monkeypatch.setenv("PROVISIONER_PORT", "abc")
+    parser = build_parser()
+    parser.set_defaults(func=fail)
+    monkeypatch.setattr("provisioner.cli.build_parser", lambda: parser)
+    assert main([]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PROVISIONER_PORT" in err[0]
