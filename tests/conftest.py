@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.s3",
+    "tests.fixtures.seaweed",
+    "tests.fixtures.portal",
 ]
