@@ -1,15 +1,212 @@
-"""CLI commands: products (filled in by its issue)."""
+"""Product commands: provision, resync, status, rotate, grants."""
 
 from __future__ import annotations
 
 import argparse
+from collections import deque
 from typing import Any
 
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
-def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is private
-    """Add this module's commands to the top-level parser."""
-    del subparsers
+from provisioner.cli.wiring import Services, names, open_services
+from provisioner.errors import ProvisionerError
+from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
+from provisioner.names import Namespace
+from provisioner.settings import Settings
 
 
-def _unused(args: argparse.Namespace) -> int:
+def register(subparsers: Any) -> None:
+    """Add provision, resync, status, rotate and grants."""
+    p = subparsers.add_parser(
+        "provision",
+        help="reconcile one data product now (by portal id or namespace)",
+        description="Read the product from the portal and converge it now, in this process: prefix, user, key, "
+        "project, .env, finalizer and status; or clean it up when the portal is deleting it.",
+    )
+    p.add_argument("product", help="the product's portal id, or the namespace of a product provisioned before")
+    p.set_defaults(func=_provision)
+
+    p = subparsers.add_parser(
+        "resync",
+        help="compare every portal product with what was provisioned and repair differences",
+        description="List the portal's products, find those whose state differs from what the provisioner "
+        "converged (or whose grants differ), and reconcile them here with a progress bar, or hand them to the "
+        "workers with --enqueue. A resync over unchanged products writes nothing.",
+    )
+    p.add_argument("--enqueue", action="store_true", help="enqueue the reconciles for the workers instead")
+    p.set_defaults(func=_resync)
+
+    p = subparsers.add_parser(
+        "status",
+        help="show provisioned products: prefix, key id, last run, state",
+        description="A table of the products the provisioner manages (never a secret: key ids only).",
+    )
+    p.add_argument("namespace", nargs="?", help="show only this namespace, with its recent runs")
+    p.set_defaults(func=_status)
+
+    p = subparsers.add_parser(
+        "rotate",
+        help="issue a new key for a product, rewrite its .env, delete the old key",
+        description="Use when a project's .env was lost or a key may have leaked: a new key is written into the "
+        ".env atomically (mode 0600) before the old key is deleted.",
+    )
+    p.add_argument("namespace")
+    p.set_defaults(func=_rotate)
+
+    p = subparsers.add_parser(
+        "grants",
+        help="show who can read what, and the last tokenization per output port",
+        description="Every read grant (consumer reads producer's prefix) with the tokenization run that preceded it.",
+    )
+    p.add_argument("namespace", nargs="?", help="only grants where this namespace is consumer or producer")
+    p.set_defaults(func=_grants)
+
+
+def _provision(args: argparse.Namespace) -> int:
+    console = Console()
+    with open_services(Settings.from_env()) as services:
+        product_id = args.product
+        try:
+            record = services.state.live_by_namespace(Namespace(args.product))
+        except ProvisionerError:
+            record = None
+        if record is not None:
+            product_id = record.product_id
+        done = run_triggers(services, [ReconcileProduct(product_id)])
+        runs = services.state.last_runs(product_id, limit=1)
+        run = runs[0] if runs else {}
+        console.print(
+            f"[bold]{product_id}[/]: {run.get('status', '?')} "
+            f"(namespace {run.get('namespace') or '-'}, steps: {names(run.get('steps') or [])}, {done} reconcile(s))"
+        )
+    return 0
+
+
+def run_triggers(services: Services, triggers: list[Trigger], progress: Progress | None = None) -> int:
+    """Run ``triggers`` and their follow-ups in this process; return how many reconciles ran."""
+    queue: deque[Trigger] = deque(triggers)
+    seen: set[Trigger] = set()
+    handlers = services.reconcilers
+    task = progress.add_task("reconciling", total=len(queue)) if progress else None
+    count = 0
+    while queue:
+        trigger = queue.popleft()
+        if trigger in seen:
+            continue
+        seen.add(trigger)
+        follow: list[Trigger] = []
+        match trigger:
+            case ReconcileProduct(product_id):
+                follow = list(handlers.reconcile_product(product_id))
+            case ReconcileAccess(consumer_id):
+                follow = list(handlers.reconcile_access(consumer_id))
+            case ReconcileOutputPort(producer_id, port_id):
+                follow = list(handlers.reconcile_output_port(producer_id, port_id))
+            case ResyncAll():
+                follow = list(handlers.resync())
+        count += 1
+        queue.extend(follow)
+        if progress is not None and task is not None:
+            progress.update(task, total=count + len(queue), completed=count)
+    return count
+
+
+def _resync(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    with open_services(Settings.from_env()) as services:
+        triggers = list(services.reconcilers.resync())
+        if args.enqueue:
+            from provisioner.jobs import enqueue_sync
+
+            with services.state.pool.connection() as conn, conn.transaction():
+                enqueue_sync(conn, triggers)
+            console.print(f"enqueued {len(triggers)} reconcile(s)")
+            return 0
+        failures = 0
+        with Progress(console=console, transient=False) as progress:
+            task = progress.add_task("reconciling", total=len(triggers))
+            for trigger in triggers:
+                try:
+                    run_triggers(services, [trigger])
+                except ProvisionerError as exc:
+                    failures += 1
+                    console.print(f"[red]{trigger}: {exc}[/]")
+                progress.advance(task)
+        console.print(f"resync: {len(triggers)} reconcile(s), {failures} failed")
+    return 1 if failures else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    console = Console()
+    with open_services(Settings.from_env()) as services:
+        records = services.state.all_products()
+        last = services.state.last_run_per_subject()
+        bucket = services.settings.s3_bucket
+        table = Table("product", "namespace", "prefix", "key id", "reads", "last run", "state")
+        for r in records:
+            if args.namespace and r.namespace != args.namespace:
+                continue
+            run = last.get(r.product_id, {})
+            when = run.get("finished_at") or run.get("started_at")
+            table.add_row(
+                r.name or r.product_id,
+                r.namespace,
+                f"s3://{bucket}/{r.namespace}/",
+                r.access_key_id or "-",
+                names(r.read_prefixes),
+                f"{run.get('kind', '-')} {run.get('status', '-')} {when:%Y-%m-%d %H:%M:%S}" if when else "-",
+                r.state,
+            )
+        console.print(table)
+        if args.namespace:
+            record = next((r for r in records if r.namespace == args.namespace), None)
+            if record is None:
+                console.print(f"namespace {args.namespace!r} is not provisioned here")
+                return 1
+            runs = Table("run", "kind", "status", "steps", "error", "started")
+            for run in services.state.last_runs(record.product_id, limit=10):
+                runs.add_row(
+                    str(run["id"]),
+                    run["kind"],
+                    run["status"],
+                    names(run["steps"]),
+                    run["error"] or "",
+                    f"{run['started_at']:%Y-%m-%d %H:%M:%S}",
+                )
+            console.print(runs)
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    with open_services(Settings.from_env()) as services:
+        key_id = services.reconcilers.rotate(args.namespace)
+    Console().print(f"{args.namespace}: new key {key_id} written to .env; old key deleted")
+    return 0
+
+
+def _grants(args: argparse.Namespace) -> int:
+    console = Console()
+    with open_services(Settings.from_env()) as services:
+        products = {r.product_id: r for r in services.state.all_products()}
+        outcomes = services.state.tokenize_outcomes()
+        table = Table("consumer", "reads", "output port", "last tokenization", "granted because")
+        for g in services.state.all_grants():
+            consumer = products.get(g.consumer_id)
+            consumer_ns = consumer.namespace if consumer else g.consumer_id
+            if args.namespace and args.namespace not in (consumer_ns, g.producer_namespace):
+                continue
+            outcome = outcomes.get(g.output_port_id)
+            last = (
+                f"{outcome['status']} {outcome['rows_changed']} rows (run {outcome['run_id']})" if outcome else "none"
+            )
+            table.add_row(
+                consumer_ns,
+                f"s3://{services.settings.s3_bucket}/{g.producer_namespace}/",
+                g.output_port_namespace or g.output_port_id,
+                last,
+                g.tokenize_note,
+            )
+        console.print(table)
     return 0

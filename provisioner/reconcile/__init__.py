@@ -1,1 +1,89 @@
-"""provisioner.reconcile (see DESIGN.md)."""
+"""Desired versus observed, for products and access grants: the only place that decides what to change.
+
+``Reconcilers`` bundles the product, access and resync logic behind the job handler interface the worker calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from provisioner.errors import PermanentError
+from provisioner.events import Trigger
+from provisioner.logs import log_event
+from provisioner.names import Namespace
+from provisioner.portal import PortalClient
+from provisioner.reconcile import credentials
+from provisioner.reconcile.access import AccessReconciler
+from provisioner.reconcile.config import ReconcileConfig, TokenizeOutcome, Tokenizer, no_tokenizer
+from provisioner.reconcile.products import ProductReconciler
+from provisioner.reconcile.resync import Resync
+from provisioner.reconcile.state import StateStore
+from provisioner.storage.base import StoreAdmin
+
+__all__ = ["ReconcileConfig", "Reconcilers", "TokenizeOutcome", "Tokenizer", "no_tokenizer"]
+
+log = logging.getLogger(__name__)
+
+
+class NotProvisioned(PermanentError):
+    """A command named a namespace the provisioner does not manage."""
+
+
+class Reconcilers:
+    """The job handlers: each method converges one entity and returns follow-up triggers to enqueue."""
+
+    def __init__(
+        self,
+        *,
+        portal: PortalClient,
+        store: StoreAdmin,
+        state: StateStore,
+        config: ReconcileConfig,
+        tokenizer: Tokenizer = no_tokenizer,
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.config = config
+        self.products = ProductReconciler(portal=portal, store=store, state=state, config=config)
+        self.access = AccessReconciler(
+            portal=portal, store=store, state=state, config=config, products=self.products, tokenizer=tokenizer
+        )
+        self.resyncer = Resync(portal=portal, state=state, config=config)
+
+    def reconcile_product(self, product_id: str) -> Sequence[Trigger]:
+        """Provision, update or clean up one product."""
+        return self.products.reconcile_product(product_id)
+
+    def reconcile_access(self, consumer_id: str) -> Sequence[Trigger]:
+        """Converge one consumer's read grants."""
+        return self.access.reconcile_access(consumer_id)
+
+    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> Sequence[Trigger]:
+        """Name the consumers an output-port decision concerns."""
+        return self.access.reconcile_output_port(producer_id, output_port_id)
+
+    def resync(self) -> Sequence[Trigger]:
+        """Plan the reconciles that repair drift from the portal."""
+        return self.resyncer.plan()
+
+    def rotate(self, namespace: str) -> str:
+        """Issue a new key for ``namespace``, rewrite its .env, delete the old key; return the new key id."""
+        ns = Namespace(namespace)
+        record = self.state.live_by_namespace(ns)
+        if record is None:
+            raise NotProvisioned(f"namespace {ns!r} is not provisioned here; see `provisioner status`")
+        run = self.state.start_run("rotate", record.product_id, ns)
+        try:
+            keys = credentials.rotate(self.store, self.config, ns, record.read_prefixes)
+            self.state.save_product(replace(record, access_key_id=keys.access_key_id))
+        except Exception as exc:
+            self.state.finish_run(run, "failure", str(exc))
+            raise
+        run.step("key_rotated")
+        run.detail["deleted_keys"] = list(keys.deleted)
+        self.state.finish_run(run, "success")
+        log_event(log, "product.rotated", namespace=ns, access_key_id=keys.access_key_id)
+        assert keys.access_key_id is not None
+        return keys.access_key_id

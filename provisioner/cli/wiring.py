@@ -1,0 +1,117 @@
+"""Builds the running parts from Settings: the one place where configuration becomes clients.
+
+Entry points (serve, worker, the product commands, demo) call ``open_services``; adapters below receive only the
+plain values they need.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner import db
+from provisioner.logs import log_event
+from provisioner.portal import PortalClient
+from provisioner.reconcile import ReconcileConfig, Reconcilers, TokenizeOutcome, Tokenizer, no_tokenizer
+from provisioner.reconcile.state import StateStore
+from provisioner.settings import Settings
+from provisioner.storage import build_store
+from provisioner.storage.base import StoreAdmin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a command needs to reconcile, with its clients open."""
+
+    settings: Settings
+    database_url: str
+    state: StateStore
+    store: StoreAdmin
+    portal: PortalClient
+    reconcilers: Reconcilers
+    s3_endpoint: str
+
+
+def resolve_database(settings: Settings) -> str:
+    """The database URL: the configured one, or the embedded server's (started if needed); migrated."""
+    url = settings.database_url or db.start_embedded(settings.data_dir / "postgres").url
+    db.migrate(url)
+    return url
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[tuple[StoreAdmin, str]]:
+    """The store admin client and the endpoint to write into .env files; starts the embedded store if needed."""
+    with ExitStack() as stack:
+        if settings.s3_endpoint is None:
+            from provisioner.storage.embedded import start_embedded_store
+
+            embedded = start_embedded_store(settings.data_dir / "s3", settings.s3_embedded_port)
+            stack.callback(embedded.stop)
+            endpoint, access, secret, kind = embedded.endpoint, embedded.access_key, embedded.secret_key, "aws-iam"
+        else:
+            assert settings.s3_access_key is not None and settings.s3_secret_key is not None
+            endpoint, access, secret = settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key
+            kind = settings.store_kind
+        store = build_store(kind, endpoint=endpoint, access_key=access, secret_key=secret, region=settings.s3_region)
+        yield store, settings.s3_public_endpoint or endpoint
+
+
+def build_tokenizer(settings: Settings, database_url: str) -> Tokenizer:
+    """The tokenizer the access flow runs before a grant, from PROVISIONER_TOKENIZE_* and tenant settings."""
+    if settings.tokenize_policy is None:
+        return no_tokenizer
+    from provisioner.cli.tokenize import policy_tokenizer
+
+    return policy_tokenizer(settings, database_url)
+
+
+@contextmanager
+def open_services(settings: Settings, database_url: str | None = None) -> Iterator[Services]:
+    """Open the database pool, store and portal clients and the reconcilers; close them on exit."""
+    url = database_url or resolve_database(settings)
+    with ExitStack() as stack:
+        pool = stack.enter_context(db.open_pool(url, max_size=max(4, settings.worker_concurrency + 2)))
+        store, endpoint = stack.enter_context(open_store(settings))
+        portal = PortalClient(
+            settings.portal_url,
+            api_key=settings.portal_api_key,
+            timeout=settings.portal_timeout_seconds,
+            retries=settings.portal_retries,
+        )
+        stack.callback(portal.close)
+        state = StateStore(pool)
+        config = ReconcileConfig(
+            bucket=settings.s3_bucket,
+            products_dir=settings.products_dir.resolve(),
+            template=settings.template,
+            s3_endpoint=endpoint,
+            s3_region=settings.s3_region,
+            finalizer=settings.finalizer,
+            delete_data=settings.delete_data,
+        )
+        reconcilers = Reconcilers(
+            portal=portal, store=store, state=state, config=config, tokenizer=build_tokenizer(settings, url)
+        )
+        log_event(log, "services.opened", portal=settings.portal_url, s3_endpoint=endpoint, bucket=settings.s3_bucket)
+        yield Services(settings, url, state, store, portal, reconcilers, endpoint)
+
+
+def tokenize_outcome(status: str, run_id: str | None, rows: int, error: str | None) -> TokenizeOutcome:
+    """Adapt a tokenization result to what reconcile decides on."""
+    return TokenizeOutcome(status=status, run_id=run_id, rows_changed=rows, error=error)
+
+
+def products_dir_of(settings: Settings) -> Path:
+    """Where projects are written (resolved, for messages)."""
+    return settings.products_dir.resolve()
+
+
+def names(items: Sequence[str]) -> str:
+    """A comma-separated list, or a dash when empty (for tables)."""
+    return ", ".join(items) if items else "-"

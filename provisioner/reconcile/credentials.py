@@ -1,0 +1,118 @@
+"""Keys and the project's .env: exactly one live key per product, its secret only in the .env.
+
+Crash safety comes from the order of writes: a new key is written into the .env before it is recorded, and old
+keys are deleted last. Whatever step a crash interrupts, the next converge keeps the key the .env can use and
+deletes the others (every key of a ``dp-<namespace>`` user was issued by us).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner import scaffold
+from provisioner.logs import log_event
+from provisioner.names import Namespace
+from provisioner.reconcile.config import ReconcileConfig
+from provisioner.storage.base import StoreAdmin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """The key a product's project uses after converging, and what it took."""
+
+    access_key_id: str | None
+    created: bool = False
+    deleted: tuple[str, ...] = ()
+    env_changed: bool = False
+    secret_missing: bool = False  # the store has our key but the .env lost its secret: `provisioner rotate`
+
+
+def project_dir(config: ReconcileConfig, namespace: Namespace) -> Path:
+    """Where the project of ``namespace`` lives."""
+    return config.products_dir / namespace
+
+
+def env_path(config: ReconcileConfig, namespace: Namespace) -> Path:
+    """The project's .env file."""
+    return project_dir(config, namespace) / ".env"
+
+
+def env_values(config: ReconcileConfig, namespace: Namespace, read_prefixes: Sequence[str]) -> dict[str, str]:
+    """The non-secret S3 settings of a project's .env."""
+    return {
+        "S3_ENDPOINT": config.s3_endpoint,
+        "S3_BUCKET": str(config.bucket),
+        "S3_PREFIX": namespace.prefix,
+        "S3_REGION": config.s3_region,
+        "S3_READ_PREFIXES": ",".join(sorted(read_prefixes)),
+    }
+
+
+def converge_key(
+    store: StoreAdmin,
+    config: ReconcileConfig,
+    namespace: Namespace,
+    read_prefixes: Sequence[str],
+    recorded_key_id: str | None,
+) -> KeyState:
+    """Make the project's .env hold a working key; create one only when the user has none we can use."""
+    path = env_path(config, namespace)
+    env = scaffold.read_env(path) if path.exists() else {}
+    live = {k.access_key_id for k in store.list_keys(namespace)}
+    env_key = env.get("S3_ACCESS_KEY")
+    values = env_values(config, namespace, read_prefixes)
+
+    if env_key in live and env.get("S3_SECRET_KEY"):
+        chosen: str | None = env_key
+        changed = scaffold.write_env(path, {**values, "S3_ACCESS_KEY": env_key})
+        deleted = _delete_others(store, namespace, live, keep=env_key)
+        return KeyState(chosen, deleted=deleted, env_changed=changed)
+
+    if recorded_key_id in live:
+        # The key exists but its secret is gone from the .env; only a rotation can bring one back.
+        assert recorded_key_id is not None
+        changed = scaffold.write_env(path, {**values, "S3_ACCESS_KEY": recorded_key_id})
+        log_event(
+            log,
+            "product.env_secret_missing",
+            level=logging.WARNING,
+            namespace=namespace,
+            access_key_id=recorded_key_id,
+            hint=f"run `provisioner rotate {namespace}`",
+        )
+        deleted = _delete_others(store, namespace, live, keep=recorded_key_id)
+        return KeyState(recorded_key_id, deleted=deleted, env_changed=changed, secret_missing=True)
+
+    return rotate(store, config, namespace, read_prefixes, live)
+
+
+def rotate(
+    store: StoreAdmin,
+    config: ReconcileConfig,
+    namespace: Namespace,
+    read_prefixes: Sequence[str],
+    live: set[str] | None = None,
+) -> KeyState:
+    """Issue a new key, write it into the .env atomically, then delete every other key of the user."""
+    if live is None:
+        live = {k.access_key_id for k in store.list_keys(namespace)}
+    key = store.create_key(namespace)
+    values = env_values(config, namespace, read_prefixes)
+    scaffold.write_env(
+        env_path(config, namespace), {**values, "S3_ACCESS_KEY": key.access_key_id, "S3_SECRET_KEY": key.secret_key}
+    )
+    deleted = _delete_others(store, namespace, live, keep=key.access_key_id)
+    log_event(log, "product.key_issued", namespace=namespace, access_key_id=key.access_key_id, deleted=list(deleted))
+    return KeyState(key.access_key_id, created=True, deleted=deleted, env_changed=True)
+
+
+def _delete_others(store: StoreAdmin, namespace: Namespace, live: set[str], keep: str) -> tuple[str, ...]:
+    others = tuple(sorted(k for k in live if k != keep))
+    for key_id in others:
+        store.delete_key(namespace, key_id)
+    return others

@@ -1,0 +1,215 @@
+"""Converge one data product: the portal's desired state in, prefix + user + key + project + status out.
+
+Level triggered: create, update, replay, resync and a restart mid-way all call ``reconcile_product(id)``.
+Every step checks before it writes, so a converged product costs reads only, and the portal is written to only
+when its state differs (the portal echoes each write back to us as a new event).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from provisioner import scaffold
+from provisioner.errors import InvalidName, PermanentError, ProvisionerError
+from provisioner.events import ReconcileAccess, Trigger
+from provisioner.logs import log_event
+from provisioner.names import Namespace
+from provisioner.portal import PortalClient, Product
+from provisioner.reconcile import credentials
+from provisioner.reconcile.config import ReconcileConfig
+from provisioner.reconcile.state import ProductRecord, Run, StateStore
+from provisioner.storage.base import StoreAdmin
+
+log = logging.getLogger(__name__)
+
+ACTIVE = "active"
+DELETING = "deleting"
+
+
+class NamespaceConflict(PermanentError):
+    """Two portal products claim the same namespace."""
+
+
+def fingerprint(namespace: str, status: str, finalized: bool, name: str) -> str:
+    """A digest of the portal-side state a converged product should show; resync skips products that match."""
+    text = "\x1f".join((namespace, status, "1" if finalized else "0", name))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class ProductReconciler:
+    """Provisions, updates and cleans up data products."""
+
+    def __init__(self, *, portal: PortalClient, store: StoreAdmin, state: StateStore, config: ReconcileConfig) -> None:
+        self.portal = portal
+        self.store = store
+        self.state = state
+        self.config = config
+
+    def reconcile_product(self, product_id: str) -> list[Trigger]:
+        """Converge ``product_id``; return follow-up work (consumers whose grants must change)."""
+        run = self.state.start_run("product", product_id)
+        try:
+            product = self.portal.get_product(product_id)
+            record = self.state.product(product_id)
+            if product is None or product.status == DELETING:
+                run.kind = "delete"
+                follow_up = self._clean_up(run, product, record)
+            else:
+                follow_up = self._converge(run, product, record)
+        except ProvisionerError as exc:
+            self.state.finish_run(run, "failure", str(exc))
+            log_event(
+                log,
+                "product.failed",
+                level=logging.ERROR,
+                product_id=product_id,
+                namespace=run.namespace,
+                error=str(exc),
+            )
+            raise
+        except Exception as exc:
+            self.state.finish_run(run, "failure", f"unexpected error: {type(exc).__name__}: {exc}")
+            raise
+        status = "skipped" if run.detail.get("outcome") == "skipped" else "success"
+        self.state.finish_run(run, status)
+        return follow_up
+
+    # -- converge ---------------------------------------------------------------------------
+    def _converge(self, run: Run, product: Product, record: ProductRecord | None) -> list[Trigger]:
+        try:
+            namespace = Namespace(product.namespace)
+        except InvalidName as exc:
+            raise InvalidName(f"product {product.id} ({product.name!r}): {exc}") from None
+        run.namespace = namespace
+        owner = self.state.live_by_namespace(namespace)
+        if owner is not None and owner.product_id != product.id:
+            raise NamespaceConflict(
+                f"namespace {namespace!r} of product {product.id} is already provisioned for product "
+                f"{owner.product_id}; rename one of them in the portal"
+            )
+        cfg = self.config
+        if cfg.finalizer not in product.finalizers:
+            self.portal.add_finalizer(product.id, cfg.finalizer)
+            run.step("finalizer")
+        if self.store.ensure_bucket(cfg.bucket):
+            run.step("bucket")
+        if self.store.ensure_prefix(cfg.bucket, namespace):
+            run.step("prefix")
+        read_prefixes = record.read_prefixes if record and record.state == "provisioned" else ()
+        if self.store.ensure_user(cfg.bucket, namespace, [Namespace(p) for p in read_prefixes]):
+            run.step("user")
+
+        project = credentials.project_dir(cfg, namespace)
+        added = scaffold.render_project(
+            cfg.template,
+            project,
+            {
+                "namespace": str(namespace),
+                "product_id": product.id,
+                "product_name": product.name,
+                "description": product.description,
+                "bucket": str(cfg.bucket),
+                "s3_endpoint": cfg.s3_endpoint,
+                "region": cfg.s3_region,
+            },
+        )
+        if added:
+            run.step("project")
+            run.detail["files_added"] = len(added)
+
+        recorded_key = record.access_key_id if record and record.state == "provisioned" else None
+        keys = credentials.converge_key(self.store, cfg, namespace, read_prefixes, recorded_key)
+        if keys.created:
+            run.step("key")
+        if keys.deleted:
+            run.step("stale_keys_deleted")
+        if keys.env_changed and not keys.created:
+            run.step("env")
+        if keys.secret_missing:
+            run.detail["warning"] = (
+                f".env has no secret for key {keys.access_key_id}: run `provisioner rotate {namespace}`"
+            )
+
+        seeded = bool(record and record.seeded and record.state == "provisioned")
+        if not seeded:
+            uploaded = self._seed(namespace, project)
+            if uploaded:
+                run.step("seed")
+                run.detail["seeded_objects"] = uploaded
+            seeded = True
+
+        final_status = product.status
+        if product.status == "pending":
+            self.portal.set_status(product.id, ACTIVE)
+            final_status = ACTIVE
+            run.step("status")
+
+        new_record = ProductRecord(
+            product_id=product.id,
+            namespace=namespace,
+            name=product.name,
+            state="provisioned",
+            access_key_id=keys.access_key_id,
+            read_prefixes=tuple(read_prefixes),
+            seeded=seeded,
+            fingerprint=fingerprint(namespace, final_status, True, product.name),
+        )
+        self.state.save_product(new_record)
+        run.detail["outcome"] = "provisioned" if run.steps else "unchanged"
+        log_event(
+            log,
+            "product.provisioned" if run.steps else "product.unchanged",
+            product_id=product.id,
+            namespace=namespace,
+            steps=run.steps,
+            access_key_id=keys.access_key_id,
+        )
+        return []
+
+    def _seed(self, namespace: Namespace, project: Path) -> int:
+        uploaded = 0
+        for name, body in scaffold.raw_seed_files(project):
+            key = f"{namespace.prefix}raw/{name}"
+            if not self.store.object_exists(self.config.bucket, key):
+                self.store.put_object(self.config.bucket, key, body)
+                uploaded += 1
+        return uploaded
+
+    # -- clean up ---------------------------------------------------------------------------
+    def _clean_up(self, run: Run, product: Product | None, record: ProductRecord | None) -> list[Trigger]:
+        cfg = self.config
+        if record is None or record.state != "provisioned":
+            # Never provisioned (or already cleaned up): only our finalizer may still hold the deletion.
+            if product is not None and cfg.finalizer in product.finalizers:
+                self.portal.remove_finalizer(product.id, cfg.finalizer)
+                run.step("finalizer_removed")
+            run.detail["outcome"] = "cleaned" if run.steps else "skipped"
+            return []
+        namespace = Namespace(record.namespace)
+        run.namespace = namespace
+        for key in self.store.list_keys(namespace):
+            self.store.delete_key(namespace, key.access_key_id)
+            run.step("key_deleted")
+        if self.store.delete_user(namespace):
+            run.step("user_deleted")
+        if cfg.delete_data:
+            deleted = self.store.delete_prefix(cfg.bucket, namespace)
+            run.detail["objects_deleted"] = deleted
+            run.step("data_deleted")
+        archived = scaffold.archive_project(cfg.products_dir, namespace)
+        if archived is not None:
+            run.step("project_archived")
+            run.detail["archive"] = str(archived)
+        consumers = self.state.consumers_of(record.product_id)
+        self.state.replace_grants(record.product_id, [])
+        self.state.save_product(replace(record, state="deleted", access_key_id=None, read_prefixes=()))
+        if product is not None and cfg.finalizer in product.finalizers:
+            self.portal.remove_finalizer(product.id, cfg.finalizer)
+            run.step("finalizer_removed")
+        run.detail["outcome"] = "deleted"
+        log_event(log, "product.deleted", product_id=record.product_id, namespace=namespace, steps=run.steps)
+        # Consumers that could read this product's prefix must lose that statement and rotate their keys.
+        return [ReconcileAccess(c) for c in consumers]

@@ -1,0 +1,81 @@
+"""Periodic repair: compare the portal's list with what we recorded and name only what must be reconciled.
+
+The portal never retries a failed webhook, so resync is what makes a lost event harmless. It is cheap on a
+converged site: one list call, one query, and (for grants) one input-port read per product, in parallel; no store
+call at all. Products not verified for ``verify_seconds`` are reconciled anyway, which repairs drift in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+from provisioner.events import ReconcileAccess, ReconcileProduct, Trigger
+from provisioner.logs import log_event
+from provisioner.portal import PortalClient, Product
+from provisioner.reconcile.config import ReconcileConfig
+from provisioner.reconcile.products import DELETING, fingerprint
+from provisioner.reconcile.state import ProductRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+
+class Resync:
+    """Plans the reconciles a resync must enqueue."""
+
+    def __init__(
+        self, *, portal: PortalClient, state: StateStore, config: ReconcileConfig, parallelism: int = 8
+    ) -> None:
+        self.portal = portal
+        self.state = state
+        self.config = config
+        self.parallelism = parallelism
+
+    def plan(self) -> list[Trigger]:
+        """Every product whose portal state differs from what we converged, plus consumers whose grants differ."""
+        products = self.portal.list_products()
+        records = {r.product_id: r for r in self.state.all_products()}
+        now = datetime.now(UTC)
+        triggers: list[Trigger] = []
+        seen: set[str] = set()
+        for product in products:
+            seen.add(product.id)
+            if self._needs_reconcile(product, records.get(product.id), now):
+                triggers.append(ReconcileProduct(product.id))
+        for record in records.values():
+            if record.state == "provisioned" and record.product_id not in seen:
+                triggers.append(ReconcileProduct(record.product_id))  # gone from the portal: clean up
+
+        live = [p for p in products if p.status != DELETING]
+        triggers.extend(self._access_drift(live))
+        log_event(log, "resync.planned", products=len(products), reconciles=len(triggers))
+        return triggers
+
+    def _needs_reconcile(self, product: Product, record: ProductRecord | None, now: datetime) -> bool:
+        finalized = self.config.finalizer in product.finalizers
+        if record is None:
+            return product.status != DELETING or finalized
+        if record.state == "deleted":
+            return finalized  # our finalizer still holds a deletion, or the product came back
+        if product.status == DELETING:
+            return True
+        if record.fingerprint != fingerprint(product.namespace, product.status, finalized, product.name):
+            return True
+        verified = record.verified_at
+        return verified is None or now - verified > timedelta(seconds=self.config.verify_seconds)
+
+    def _access_drift(self, products: list[Product]) -> list[Trigger]:
+        grants: dict[str, set[str]] = {}
+        for g in self.state.all_grants():
+            grants.setdefault(g.consumer_id, set()).add(g.output_port_id)
+
+        def approved(product: Product) -> tuple[str, set[str]]:
+            ports = self.portal.input_ports(product.id)
+            return product.id, {p.output_port_id for p in ports if p.status == "approved"}
+
+        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+            results = list(pool.map(approved, products))
+        return [
+            ReconcileAccess(consumer_id) for consumer_id, wanted in results if wanted != grants.get(consumer_id, set())
+        ]

@@ -1,0 +1,263 @@
+"""What the provisioner recorded about each product, grant and run, in its own PostgreSQL.
+
+Only ids and outcomes live here: access key ids, never secrets (the secret goes only into the project's .env).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+
+@dataclass(frozen=True)
+class ProductRecord:
+    """One row of provisioner_products."""
+
+    product_id: str
+    namespace: str
+    name: str
+    state: str
+    access_key_id: str | None
+    read_prefixes: tuple[str, ...]
+    seeded: bool
+    fingerprint: str | None
+    verified_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class GrantRecord:
+    """One read grant: the consumer may read the producer's prefix through this output port."""
+
+    consumer_id: str
+    output_port_id: str
+    producer_id: str
+    producer_namespace: str
+    output_port_namespace: str = ""
+    tokenize_run_id: str | None = None
+    tokenize_note: str = ""
+
+
+@dataclass
+class Run:
+    """A run being recorded: the steps that changed something, counts, and its final status."""
+
+    id: int
+    kind: str
+    subject: str
+    namespace: str | None = None
+    steps: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, name: str) -> None:
+        """Note that step ``name`` changed something."""
+        self.steps.append(name)
+
+
+class StateStore:
+    """Reads and writes the provisioner's own tables through a sync connection pool."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    # -- products ---------------------------------------------------------------------------
+    def product(self, product_id: str) -> ProductRecord | None:
+        """The record of ``product_id``, deleted ones included."""
+        return self._one_product("SELECT * FROM provisioner_products WHERE product_id = %s", (product_id,))
+
+    def live_by_namespace(self, namespace: str) -> ProductRecord | None:
+        """The provisioned product that owns ``namespace``, if any."""
+        return self._one_product(
+            "SELECT * FROM provisioner_products WHERE namespace = %s AND state = 'provisioned'", (namespace,)
+        )
+
+    def live_products(self) -> list[ProductRecord]:
+        """Every provisioned product."""
+        return self._products("SELECT * FROM provisioner_products WHERE state = 'provisioned' ORDER BY namespace", ())
+
+    def all_products(self) -> list[ProductRecord]:
+        """Every product we ever provisioned, deleted ones included."""
+        return self._products("SELECT * FROM provisioner_products ORDER BY namespace, updated_at DESC", ())
+
+    def save_product(self, record: ProductRecord) -> None:
+        """Insert or update ``record``; ``verified_at`` becomes now."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                """
+                INSERT INTO provisioner_products
+                    (product_id, namespace, name, state, access_key_id, read_prefixes, seeded, fingerprint,
+                     verified_at, updated_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now(), now())
+                ON CONFLICT (product_id) DO UPDATE SET
+                    namespace = EXCLUDED.namespace, name = EXCLUDED.name, state = EXCLUDED.state,
+                    access_key_id = EXCLUDED.access_key_id, read_prefixes = EXCLUDED.read_prefixes,
+                    seeded = EXCLUDED.seeded, fingerprint = EXCLUDED.fingerprint,
+                    verified_at = now(), updated_at = now()
+                """,
+                (
+                    record.product_id,
+                    record.namespace,
+                    record.name,
+                    record.state,
+                    record.access_key_id,
+                    list(record.read_prefixes),
+                    record.seeded,
+                    record.fingerprint,
+                ),
+            )
+
+    def _one_product(self, query: str, params: Sequence[object]) -> ProductRecord | None:
+        rows = self._products(query, params)
+        return rows[0] if rows else None
+
+    def _products(self, query: str, params: Sequence[object]) -> list[ProductRecord]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)  # type: ignore[arg-type]
+            return [
+                ProductRecord(
+                    product_id=r["product_id"],
+                    namespace=r["namespace"],
+                    name=r["name"],
+                    state=r["state"],
+                    access_key_id=r["access_key_id"],
+                    read_prefixes=tuple(r["read_prefixes"]),
+                    seeded=r["seeded"],
+                    fingerprint=r["fingerprint"],
+                    verified_at=r["verified_at"],
+                    updated_at=r["updated_at"],
+                )
+                for r in cur.fetchall()
+            ]
+
+    # -- grants -----------------------------------------------------------------------------
+    def grants_of(self, consumer_id: str) -> list[GrantRecord]:
+        """The read grants a consumer holds now."""
+        return self._grants(
+            "SELECT * FROM provisioner_grants WHERE consumer_id = %s ORDER BY output_port_id", [consumer_id]
+        )
+
+    def all_grants(self) -> list[GrantRecord]:
+        """Every read grant."""
+        return self._grants("SELECT * FROM provisioner_grants ORDER BY consumer_id, output_port_id", [])
+
+    def consumers_of(self, producer_id: str) -> list[str]:
+        """Consumers holding a grant on ``producer_id``'s prefix."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT consumer_id FROM provisioner_grants WHERE producer_id = %s ORDER BY 1", (producer_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def replace_grants(self, consumer_id: str, grants: Iterable[GrantRecord]) -> None:
+        """Make ``grants`` the consumer's complete grant set, in one transaction."""
+        grants = list(grants)
+        with self.pool.connection() as conn, conn.transaction():
+            keep = [g.output_port_id for g in grants]
+            conn.execute(
+                "DELETE FROM provisioner_grants WHERE consumer_id = %s AND NOT (output_port_id = ANY(%s))",
+                (consumer_id, keep),
+            )
+            for g in grants:
+                conn.execute(
+                    """
+                    INSERT INTO provisioner_grants (consumer_id, output_port_id, producer_id, producer_namespace,
+                                                    output_port_namespace, tokenize_run_id, tokenize_note)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (consumer_id, output_port_id) DO NOTHING
+                    """,
+                    (
+                        consumer_id,
+                        g.output_port_id,
+                        g.producer_id,
+                        g.producer_namespace,
+                        g.output_port_namespace,
+                        g.tokenize_run_id,
+                        g.tokenize_note,
+                    ),
+                )
+
+    def _grants(self, query: str, params: Sequence[object]) -> list[GrantRecord]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)  # type: ignore[arg-type]
+            return [
+                GrantRecord(
+                    consumer_id=r["consumer_id"],
+                    output_port_id=r["output_port_id"],
+                    producer_id=r["producer_id"],
+                    producer_namespace=r["producer_namespace"],
+                    output_port_namespace=r["output_port_namespace"],
+                    tokenize_run_id=r["tokenize_run_id"],
+                    tokenize_note=r["tokenize_note"],
+                )
+                for r in cur.fetchall()
+            ]
+
+    def record_tokenize_outcome(
+        self, output_port_id: str, producer_id: str, status: str, run_id: str | None, rows: int, error: str | None
+    ) -> None:
+        """Remember the last tokenization outcome of an output port."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                """
+                INSERT INTO provisioner_tokenize_outcomes
+                    (output_port_id, producer_id, status, run_id, rows_changed, error, finished_at)
+                VALUES (%s, %s, %s, %s, %s, %s, now())
+                ON CONFLICT (output_port_id) DO UPDATE SET producer_id = EXCLUDED.producer_id,
+                    status = EXCLUDED.status, run_id = EXCLUDED.run_id, rows_changed = EXCLUDED.rows_changed,
+                    error = EXCLUDED.error, finished_at = now()
+                """,
+                (output_port_id, producer_id, status, run_id, rows, error),
+            )
+
+    def tokenize_outcomes(self) -> dict[str, dict[str, Any]]:
+        """Last tokenization outcome per output port id."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT * FROM provisioner_tokenize_outcomes")
+            return {r["output_port_id"]: dict(r) for r in cur.fetchall()}
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(self, kind: str, subject: str, namespace: str | None = None) -> Run:
+        """Insert a ``running`` run row."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO provisioner_runs (kind, subject, namespace, status) VALUES (%s, %s, %s, 'running') "
+                "RETURNING id",
+                (kind, subject, namespace),
+            ).fetchone()
+        assert row is not None
+        return Run(id=row[0], kind=kind, subject=subject, namespace=namespace)
+
+    def finish_run(self, run: Run, status: str, error: str | None = None) -> None:
+        """Close a run with ``status`` (success, failure, skipped), its steps, detail and error."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE provisioner_runs SET status = %s, steps = %s, detail = %s, error = %s, namespace = %s, "
+                "finished_at = now() WHERE id = %s",
+                (status, json.dumps(run.steps), json.dumps(run.detail, default=str), error, run.namespace, run.id),
+            )
+
+    def last_runs(self, subject: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest runs, optionally of one subject."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            if subject:
+                cur.execute(
+                    "SELECT * FROM provisioner_runs WHERE subject = %s ORDER BY id DESC LIMIT %s", (subject, limit)
+                )
+            else:
+                cur.execute("SELECT * FROM provisioner_runs ORDER BY id DESC LIMIT %s", (limit,))
+            return [dict(r) for r in cur.fetchall()]
+
+    def last_run_per_subject(self) -> dict[str, dict[str, Any]]:
+        """The newest run of every subject (for status tables)."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT DISTINCT ON (subject) * FROM provisioner_runs WHERE kind IN ('product', 'access', 'delete', "
+                "'rotate') ORDER BY subject, id DESC"
+            )
+            return {r["subject"]: dict(r) for r in cur.fetchall()}
