@@ -53,6 +53,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_PRODUCTS_DIR": ("$DATA_DIR/products", "where scaffolded projects are written"),
     "PROVISIONER_TEMPLATE": ("templates/sqlmesh", "cookiecutter template of a product project"),
     "PROVISIONER_RESYNC_SECONDS": ("300", "period of the resync against the portal; 0 = off"),
+    "PROVISIONER_VERIFY_SECONDS": ("3600", "resync re-checks a converged product against the store this often"),
     "PROVISIONER_WORKER_CONCURRENCY": ("4", "jobs one worker runs at once"),
     "PROVISIONER_JOB_MAX_ATTEMPTS": ("8", "attempts of a failing job before it is given up"),
     "PROVISIONER_TOKENIZE_KEY": ("(unset)", "HMAC key of deterministic tokens (required in hmac mode)"),
@@ -99,6 +100,7 @@ class Settings:
     products_dir: Path = Path(".provisioner/products")
     template: Path = Path("templates/sqlmesh")
     resync_seconds: int = 300
+    verify_seconds: int = 3600
     worker_concurrency: int = 4
     job_max_attempts: int = 8
     tokenize_key: str | None = field(default=None, repr=False)
@@ -146,6 +148,7 @@ class Settings:
             products_dir=r.get("PRODUCTS_DIR", Path, data_dir / "products"),
             template=r.get("TEMPLATE", Path, default_template()),
             resync_seconds=r.get("RESYNC_SECONDS", _non_negative, 300),
+            verify_seconds=r.get("VERIFY_SECONDS", _positive, 3600),
             worker_concurrency=r.get("WORKER_CONCURRENCY", _positive, 4),
             job_max_attempts=r.get("JOB_MAX_ATTEMPTS", _positive, 8),
             tokenize_key=r.get("TOKENIZE_KEY", _nonempty, None),

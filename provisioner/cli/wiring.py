@@ -94,6 +94,7 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
             s3_region=settings.s3_region,
             finalizer=settings.finalizer,
             delete_data=settings.delete_data,
+            verify_seconds=settings.verify_seconds,
         )
         reconcilers = Reconcilers(
             portal=portal, store=store, state=state, config=config, tokenizer=build_tokenizer(settings, url)
