@@ -1,1 +1,396 @@
-"""provisioner.portal (see DESIGN.md)."""
+"""The Data Product Portal API client: typed results, timeouts, bounded retries with backoff.
+
+Shapes checked against the portal's source (repository conveyordata/data-product-portal):
+
+- ``backend/app/data_products/router.py``: ``GET /api/v2/data_products`` answers
+  ``{"data_products": [...]}``; ``GET …/{id}`` a product (``schema_response.py``: id, name, description,
+  namespace, status, finalizers, tags [{id, value}], …); ``GET …/{id}/input_ports`` answers
+  ``{"input_ports": [{id, status, output_port_id, output_port, current_request, …}]}`` (the consumer's view;
+  ``abstract_data_product/schema_response.py`` ``AbstractDataProductInputPort``: no consumer id in it);
+  ``POST …/{id}/finalizers`` with ``{"finalizer": name}`` (``abstract_data_product/schema_request.py``
+  ``FinalizerRequest``); ``DELETE …/{id}/finalizers/{finalizer}``; ``PUT …/{id}/status`` with
+  ``{"status": "pending|active|archived"}`` (``schema_request.py`` ``DataProductStatusUpdate``: ``deleting``
+  is refused with 422; ``status.py`` lists the values).
+- ``backend/app/data_products/output_ports/input_ports/router.py`` and ``schema_response.py``: the producer's
+  view ``GET /api/v2/data_products/{producer}/output_ports/{port}/input_ports/`` answers
+  ``{"input_ports": [{id, status, current_request, consuming_abstract_data_product_id,
+  consuming_abstract_data_product: {name, namespace, abstract_data_product_type}}]}``: the consumer id is
+  ``consuming_abstract_data_product_id``, and current portals do not embed the output port (older ones did,
+  as ``output_port``), so it is read once from ``GET …/{producer}/output_ports/{port}``
+  (``output_ports/router.py``). Approve/deny/revoke/remove take ``{"consuming_data_product_id": …}``.
+
+A 404 means "gone". 5xx, 429 and transport errors are retried with exponential backoff and jitter, then
+raise ``PortalUnavailable``; any other 4xx and any unusable body raise ``PortalError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from provisioner.errors import PortalError, PortalUnavailable
+from provisioner.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+API = "/api/v2/data_products"
+# Longest wait we honour from a Retry-After header; a portal asking for more is treated as down.
+_MAX_RETRY_AFTER = 30.0
+
+
+class PortalNotFound(PortalError):
+    """A write addressed an entity the portal no longer has (404)."""
+
+
+@dataclass(frozen=True)
+class Product:
+    """A data product as the portal reports it; ``namespace`` is raw (reconcile validates it)."""
+
+    id: str
+    name: str
+    namespace: str
+    status: str
+    finalizers: tuple[str, ...]
+    description: str
+    tags: tuple[str, ...]
+    lifecycle: str | None
+
+
+@dataclass(frozen=True)
+class OutputPort:
+    """An output port of a producing data product."""
+
+    id: str
+    name: str
+    namespace: str
+    data_product_id: str
+    access_type: str
+    status: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InputPort:
+    """A consumer's link to an output port; ``status == "approved"`` is a grant to converge to.
+
+    ``consumer_type`` is ``data_products`` or ``explorations`` when the portal says so, else None.
+    """
+
+    id: str
+    status: str
+    output_port_id: str
+    output_port: OutputPort
+    consumer_id: str | None
+    consumer_type: str | None = None
+
+
+def _field(obj: Any, name: str, where: str, kind: type | tuple[type, ...] = str, *, default: Any = ...) -> Any:
+    """``obj[name]`` checked to be of ``kind``; a missing or mistyped field is a PortalError naming it."""
+    if not isinstance(obj, dict):
+        raise PortalError(f"portal answered {where} with {type(obj).__name__} where an object was expected")
+    if name not in obj or obj[name] is None:
+        if default is not ...:
+            return default
+        raise PortalError(f"portal answered {where} without field {name!r}")
+    value = obj[name]
+    if not isinstance(value, kind):
+        raise PortalError(f"portal answered {where} with field {name!r} of type {type(value).__name__}")
+    return value
+
+
+def _tags(obj: dict[str, Any], where: str) -> tuple[str, ...]:
+    values: list[str] = []
+    for i, tag in enumerate(_field(obj, "tags", where, list, default=[])):
+        if isinstance(tag, str):
+            values.append(tag)
+        else:
+            values.append(_field(tag, "value", f"{where} tags[{i}]"))
+    return tuple(values)
+
+
+def parse_product(obj: Any, where: str = "a data product") -> Product:
+    """A Product from the portal's JSON object; PortalError naming the field when the shape is wrong."""
+    finalizers = _field(obj, "finalizers", where, list, default=[])
+    if not all(isinstance(f, str) for f in finalizers):
+        raise PortalError(f"portal answered {where} with a non-string entry in field 'finalizers'")
+    lifecycle = _field(obj, "lifecycle", where, (dict, str), default=None)
+    if isinstance(lifecycle, dict):
+        lifecycle = _field(lifecycle, "name", f"{where} lifecycle")
+    return Product(
+        id=_field(obj, "id", where),
+        name=_field(obj, "name", where),
+        namespace=_field(obj, "namespace", where),
+        status=_field(obj, "status", where),
+        finalizers=tuple(finalizers),
+        description=_field(obj, "description", where, default=""),
+        tags=_tags(obj, where),
+        lifecycle=lifecycle,
+    )
+
+
+def parse_output_port(obj: Any, where: str = "an output port") -> OutputPort:
+    """An OutputPort from the portal's JSON object."""
+    return OutputPort(
+        id=_field(obj, "id", where),
+        name=_field(obj, "name", where),
+        namespace=_field(obj, "namespace", where),
+        data_product_id=_field(obj, "data_product_id", where),
+        access_type=_field(obj, "access_type", where),
+        status=_field(obj, "status", where),
+        tags=_tags(obj, where),
+    )
+
+
+def _list_of(body: Any, key: str, where: str) -> list[Any]:
+    items = _field(body, key, where, list)
+    return items
+
+
+class PortalClient:
+    """Synchronous client of the portal API; one instance per worker, closed with ``close()``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"accept": "application/json", "user-agent": "provisioner"}
+        if api_key:
+            headers["x-key"] = api_key
+        self._retries = max(0, retries)
+        self._backoff = max(0.0, backoff)
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def get_product(self, product_id: str) -> Product | None:
+        """The product, or None when the portal answers 404 (it is gone)."""
+        path = f"{API}/{_seg(product_id)}"
+        response = self._request("GET", path, allow_404=True)
+        if response is None:
+            return None
+        return parse_product(_json(response, path), f"GET {path}")
+
+    def list_products(self) -> list[Product]:
+        """Every product the portal has (for resync)."""
+        body = _json(self._require("GET", API), API)
+        items = _list_of(body, "data_products", f"GET {API}")
+        return [parse_product(item, f"GET {API} data_products[{i}]") for i, item in enumerate(items)]
+
+    def input_ports(self, consumer_id: str) -> list[InputPort]:
+        """The consumer's input ports (any status); [] when the consumer is gone."""
+        path = f"{API}/{_seg(consumer_id)}/input_ports"
+        response = self._request("GET", path, allow_404=True)
+        if response is None:
+            return []
+        where = f"GET {path}"
+        ports: list[InputPort] = []
+        for i, item in enumerate(_list_of(_json(response, path), "input_ports", where)):
+            at = f"{where} input_ports[{i}]"
+            output_port = parse_output_port(_field(item, "output_port", at, dict), f"{at} output_port")
+            ports.append(
+                InputPort(
+                    id=_field(item, "id", at),
+                    status=_field(item, "status", at),
+                    output_port_id=_field(item, "output_port_id", at, default=output_port.id),
+                    output_port=output_port,
+                    consumer_id=consumer_id,
+                    consumer_type="data_products",
+                )
+            )
+        return ports
+
+    def output_port(self, producer_id: str, output_port_id: str) -> OutputPort | None:
+        """One output port, or None when it (or its product) is gone."""
+        path = f"{API}/{_seg(producer_id)}/output_ports/{_seg(output_port_id)}"
+        response = self._request("GET", path, allow_404=True)
+        if response is None:
+            return None
+        return parse_output_port(_json(response, path), f"GET {path}")
+
+    def output_port_input_ports(self, producer_id: str, output_port_id: str) -> list[InputPort]:
+        """The producer's view: every input port on one output port, with ``consumer_id`` filled; [] when gone."""
+        path = f"{API}/{_seg(producer_id)}/output_ports/{_seg(output_port_id)}/input_ports/"
+        response = self._request("GET", path, allow_404=True)
+        if response is None:
+            return []
+        where = f"GET {path}"
+        items = _list_of(_json(response, path), "input_ports", where)
+        shared: OutputPort | None = None
+        ports: list[InputPort] = []
+        for i, item in enumerate(items):
+            at = f"{where} input_ports[{i}]"
+            embedded = _field(item, "output_port", at, dict, default=None)
+            if embedded is not None:
+                port = parse_output_port(embedded, f"{at} output_port")
+            else:
+                if shared is None:
+                    shared = self.output_port(producer_id, output_port_id)
+                    if shared is None:
+                        return []
+                port = shared
+            consumer = _field(item, "consuming_abstract_data_product_id", at, default=None)
+            if consumer is None:
+                consumer = _field(item, "consuming_data_product_id", at, default=None)
+            if consumer is None:
+                consumer = _field(item, "data_product_id", at, default=None)
+            if consumer is None:
+                raise PortalError(f"portal answered {at} without field 'consuming_abstract_data_product_id'")
+            info = _field(item, "consuming_abstract_data_product", at, dict, default={})
+            consumer_type = _field(info, "abstract_data_product_type", at, default=None)
+            ports.append(
+                InputPort(
+                    id=_field(item, "id", at),
+                    status=_field(item, "status", at),
+                    output_port_id=_field(item, "output_port_id", at, default=output_port_id),
+                    output_port=port,
+                    consumer_id=consumer,
+                    consumer_type=consumer_type,
+                )
+            )
+        return ports
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def add_finalizer(self, product_id: str, name: str) -> None:
+        """Register finalizer ``name`` on the product; PortalNotFound when the product is gone."""
+        path = f"{API}/{_seg(product_id)}/finalizers"
+        if self._request("POST", path, json={"finalizer": name}, allow_404=True) is None:
+            raise PortalNotFound(f"cannot add finalizer {name!r}: data product {product_id} is gone (404)")
+
+    def remove_finalizer(self, product_id: str, name: str) -> None:
+        """Remove finalizer ``name``; a 404 (product or finalizer already gone) counts as done."""
+        self._request("DELETE", f"{API}/{_seg(product_id)}/finalizers/{_seg(name)}", allow_404=True)
+
+    def set_status(self, product_id: str, status: str) -> None:
+        """Report the product's status (``pending``, ``active`` or ``archived``); PortalNotFound when gone."""
+        path = f"{API}/{_seg(product_id)}/status"
+        if self._request("PUT", path, json={"status": status}, allow_404=True) is None:
+            raise PortalNotFound(f"cannot set status {status!r}: data product {product_id} is gone (404)")
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> PortalClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _require(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._request(method, path, **kwargs)
+        assert response is not None  # allow_404 is False: a 404 raised already
+        return response
+
+    def _request(self, method: str, path: str, *, json: Any = None, allow_404: bool = False) -> httpx.Response | None:
+        """Send one call with retries; None on 404 when ``allow_404``; typed errors otherwise."""
+        attempts = self._retries + 1
+        problem = ""
+        for attempt in range(attempts):
+            retry_after: float | None = None
+            try:
+                response = self._client.request(method, path, json=json)
+            except httpx.TimeoutException as exc:
+                problem = f"timed out ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                problem = f"could not be reached ({type(exc).__name__})"
+            else:
+                status = response.status_code
+                if status < 300:
+                    return response
+                if status == 404 and allow_404:
+                    return None
+                if status >= 500 or status == 429:
+                    problem = f"answered {status}"
+                    retry_after = _retry_after(response)
+                else:
+                    raise PortalError(_client_error(method, path, response))
+            if attempt + 1 < attempts:
+                delay = self._backoff * (2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter only
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
+                log_event(
+                    logger,
+                    "portal.retry",
+                    level=logging.WARNING,
+                    method=method,
+                    path=path,
+                    problem=problem,
+                    attempt=attempt + 1,
+                    delay_seconds=round(delay, 3),
+                )
+                time.sleep(delay)
+        raise PortalUnavailable(
+            f"portal {method} {path} {problem} after {attempts} attempt(s); check that the portal at "
+            f"{self._client.base_url} is up (retried with backoff)"
+        )
+
+
+def _seg(value: str) -> str:
+    """One URL path segment, quoted so an id cannot change the path."""
+    return quote(str(value), safe="")
+
+
+def _json(response: httpx.Response, path: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise PortalError(
+            f"portal answered {response.request.method} {path} with a body that is not JSON "
+            f"(content-type {response.headers.get('content-type', 'unset')!r})"
+        ) from exc
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+def _client_error(method: str, path: str, response: httpx.Response) -> str:
+    status = response.status_code
+    detail = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and "detail" in body:
+            detail = str(body["detail"])[:300]
+    except ValueError:
+        detail = response.text[:200]
+    hint = ""
+    if status in (401, 403):
+        hint = (
+            " The portal refused our credentials: set PROVISIONER_PORTAL_API_KEY to a key of the portal's "
+            "systemaccount_bot user, which needs an admin role to write."
+        )
+    elif status == 422:
+        hint = " The portal rejected the request body; the portal version may not match this provisioner."
+    suffix = f": {detail}" if detail else ""
+    return f"portal {method} {path} answered {status}{suffix}.{hint}"
