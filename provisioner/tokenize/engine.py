@@ -1,0 +1,403 @@
+"""The PostgreSQL executor: ``plan(policy) -> TokenizePlan`` and ``run(plan) -> RunResult``.
+
+How a run goes:
+
+1. The column limit is checked, then every table and column is looked up as the tenant's role (exists, is a
+   table, text or varchar wide enough for a token, not generated, SELECT and UPDATE granted). Any problem
+   fails the run here, before a single write, with a message naming the table or column.
+2. In hmac mode the padded key is loaded by ``COPY … FROM STDIN`` into a session temporary table: key bytes
+   never appear in SQL text or bound parameters, so ``log_statement = 'all'`` cannot write them to the log.
+3. Each table is rewritten in its own transaction: ``SET LOCAL lock_timeout/statement_timeout``, then
+   ``LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE``, then one set-based ``UPDATE`` over all its PII columns,
+   ``WHERE`` some value is not NULL, not empty and not already a token.
+
+Why a table lock rather than row locks: ``SELECT … FOR UPDATE`` of every row writes WAL for each row and
+still lets new rows be inserted (untokenized) while the run works. SHARE ROW EXCLUSIVE lets readers go on
+(they see the old values until commit), blocks writers until commit, and conflicts with itself so two runs on
+one table take turns. ``lock_timeout`` keeps a run from queueing behind, and stalling, a long transaction.
+
+Any error rolls the table's transaction back (0 rows changed in it) and ends the run as FAILURE; tables
+before it stay committed, which is harmless because a rerun skips values that are already tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from provisioner.errors import ProvisionerError, TemporaryError
+from provisioner.logs import log_event, redact_text
+from provisioner.tokenize import statements
+from provisioner.tokenize.errors import TargetError
+from provisioner.tokenize.policy import TableTarget, TokenizePolicy
+from provisioner.tokenize.records import RunRecorder
+from provisioner.tokenize.tenants import TenantConnector, Tenants
+from provisioner.tokenize.tokens import DEFAULT_KEY_ENV, TokenFormat, Tokenizer
+
+log = logging.getLogger("provisioner.tokenize")
+
+Status = Literal["SUCCESS", "FAILURE"]
+Connect = Callable[[str], psycopg.Connection] | Tenants | TenantConnector | str
+_TEXT_TYPES = frozenset({"text", "character varying"})
+
+
+@dataclass(frozen=True)
+class TokenizeOptions:
+    """Token format, key and limits; the CLI builds it from Settings, callers may build it by hand."""
+
+    format: TokenFormat = field(default_factory=TokenFormat)
+    key: bytes | str | None = field(default=None, repr=False)
+    key_env: str = DEFAULT_KEY_ENV
+    max_columns: int = 50
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 600_000
+
+
+@dataclass(frozen=True)
+class TokenizePlan:
+    """A validated policy with its tokenizer and limits, ready to run (or dry-run)."""
+
+    policy: TokenizePolicy
+    tokenizer: Tokenizer = field(repr=False)
+    max_columns: int
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+
+    @property
+    def tenant(self) -> str:
+        """The tenant whose connection and role the run uses."""
+        return self.policy.tenant
+
+    @property
+    def tables(self) -> tuple[TableTarget, ...]:
+        """Tables with at least one PII column, in policy order."""
+        return tuple(t for t in self.policy.tables if t.columns)
+
+    @property
+    def column_count(self) -> int:
+        """PII columns over every table."""
+        return sum(len(t.columns) for t in self.tables)
+
+
+@dataclass(frozen=True)
+class TableResult:
+    """What one table's transaction did (or, in a dry run, would do)."""
+
+    table: str
+    rows: int
+    rows_by_column: Mapping[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run; ``status`` is SUCCESS only when every table was committed (or counted)."""
+
+    run_id: str
+    status: Status
+    dry_run: bool
+    tenant: str
+    policy: str
+    rows_by_column: Mapping[str, int]
+    total_rows: int
+    tables: tuple[TableResult, ...]
+    error: str | None
+    retryable: bool
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        """True on SUCCESS."""
+        return self.status == "SUCCESS"
+
+
+@dataclass(frozen=True)
+class TableProgress:
+    """A progress event for displays: a table started, finished or failed."""
+
+    index: int
+    count: int
+    table: str
+    phase: Literal["started", "finished", "failed"]
+    rows: int = 0
+    seconds: float = 0.0
+
+
+Progress = Callable[[TableProgress], None]
+
+
+def plan(policy: TokenizePolicy | Mapping[str, Any], options: TokenizeOptions | None = None) -> TokenizePlan:
+    """Validate the policy and options into a plan; TokenizeConfigError when hmac mode has no key."""
+    options = options or TokenizeOptions()
+    if not isinstance(policy, TokenizePolicy):
+        policy = TokenizePolicy.from_dict(policy)
+    tokenizer = Tokenizer(options.format, options.key, key_env=options.key_env)
+    limit = options.max_columns if policy.max_columns is None else min(policy.max_columns, options.max_columns)
+    return TokenizePlan(
+        policy=policy,
+        tokenizer=tokenizer,
+        max_columns=limit,
+        lock_timeout_ms=options.lock_timeout_ms,
+        statement_timeout_ms=options.statement_timeout_ms,
+    )
+
+
+def run(
+    plan: TokenizePlan,
+    dry_run: bool = False,
+    *,
+    connect: Connect,
+    recorder: RunRecorder | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Execute (or dry-run) a plan against its tenant's database and record it; never raises for a failed run.
+
+    ``connect`` opens a connection for a tenant id: a ``Tenants`` set, one ``TenantConnector``, a conninfo
+    string, or a callable. Errors of the recorder itself (RecorderError) do propagate.
+    """
+    run_id = str(uuid.uuid4())
+    started_at = datetime.now(UTC)
+    clock = time.perf_counter()
+    tables = [t.name for t in plan.tables]
+    if recorder:
+        recorder.start(
+            run_id=run_id,
+            tenant=plan.tenant,
+            policy=plan.policy.name,
+            dry_run=dry_run,
+            tables=tables,
+            started_at=started_at,
+        )
+    log_event(
+        log,
+        "run.started",
+        run_id=run_id,
+        tenant=plan.tenant,
+        policy=plan.policy.name,
+        dry_run=dry_run,
+        tables=tables,
+        columns=plan.column_count,
+        tokenize_mode=plan.tokenizer.format.mode,
+    )
+    done: list[TableResult] = []
+    error: str | None = None
+    retryable = False
+    try:
+        _execute(plan, dry_run, _opener(connect), done, progress)
+    except ProvisionerError as exc:
+        error, retryable = str(exc), isinstance(exc, TemporaryError)
+    except psycopg.Error as exc:  # outside a table (e.g. connection lost while loading the key)
+        error, retryable = _describe(exc, plan, None), _retryable(exc)
+    finished_at = datetime.now(UTC)
+    duration = time.perf_counter() - clock
+    rows_by_column = {k: v for t in done for k, v in t.rows_by_column.items()}
+    result = RunResult(
+        run_id=run_id,
+        status="FAILURE" if error else "SUCCESS",
+        dry_run=dry_run,
+        tenant=plan.tenant,
+        policy=plan.policy.name,
+        rows_by_column=rows_by_column,
+        total_rows=sum(t.rows for t in done),
+        tables=tuple(done),
+        error=error,
+        retryable=retryable,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=duration,
+    )
+    if recorder:
+        recorder.finish(
+            run_id=run_id,
+            result=result.status,
+            rows_by_column=rows_by_column,
+            total_rows=result.total_rows,
+            error=error,
+            finished_at=finished_at,
+            duration_ms=duration * 1000,
+        )
+    if error:
+        log_event(
+            log,
+            "tokenize.error",
+            level=logging.ERROR,
+            run_id=run_id,
+            tenant=plan.tenant,
+            dry_run=dry_run,
+            error=error,
+            retryable=retryable,
+            rows_committed=result.total_rows,
+            duration_s=round(duration, 3),
+        )
+    else:
+        log_event(
+            log,
+            "tokenize.success",
+            run_id=run_id,
+            tenant=plan.tenant,
+            dry_run=dry_run,
+            total_rows=result.total_rows,
+            rows_by_column=rows_by_column,
+            duration_s=round(duration, 3),
+        )
+    return result
+
+
+def _opener(connect: Connect) -> Callable[[str], psycopg.Connection]:
+    if isinstance(connect, Tenants):
+        return connect.connect
+    if isinstance(connect, TenantConnector):
+        return lambda _tenant: connect.connect()
+    if isinstance(connect, str):
+        return lambda _tenant: psycopg.connect(connect, application_name="provisioner-tokenize")
+    return connect
+
+
+def _execute(
+    plan: TokenizePlan,
+    dry_run: bool,
+    connect: Callable[[str], psycopg.Connection],
+    done: list[TableResult],
+    progress: Progress | None,
+) -> None:
+    if plan.column_count > plan.max_columns:
+        raise TargetError(
+            f"the policy names {plan.column_count} PII columns, more than max_columns={plan.max_columns}: "
+            "split the policy or raise the limit (nothing was written)"
+        )
+    conn = connect(plan.tenant)
+    try:
+        conn.autocommit = True
+        for table in plan.tables:
+            _preflight(conn, table, plan.tokenizer.format)
+        returning_old = conn.info.server_version >= 180000
+        fmt = plan.tokenizer.format
+        if not dry_run and fmt.mode == "hmac":
+            _load_key(conn, plan.tokenizer)
+        count = len(plan.tables)
+        for index, table in enumerate(plan.tables, start=1):
+            if progress:
+                progress(TableProgress(index, count, table.name, "started"))
+            clock = time.perf_counter()
+            try:
+                rows, per_column = _table(conn, plan, table, dry_run, returning_old)
+            except psycopg.Error as exc:
+                if progress:
+                    progress(TableProgress(index, count, table.name, "failed", seconds=time.perf_counter() - clock))
+                if _retryable(exc):
+                    raise _TableTemporary(_describe(exc, plan, table)) from None
+                raise TargetError(_describe(exc, plan, table)) from None
+            seconds = time.perf_counter() - clock
+            done.append(TableResult(table.name, rows, per_column, seconds))
+            if progress:
+                progress(TableProgress(index, count, table.name, "finished", rows=rows, seconds=seconds))
+        if not dry_run and fmt.mode == "hmac":
+            conn.execute(statements.drop_key_table())
+    finally:
+        conn.close()
+
+
+class _TableTemporary(TemporaryError):
+    """A table's transaction failed in a way that may pass (lock timeout, deadlock, lost connection)."""
+
+
+def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -> None:
+    found = conn.execute(statements.FIND_TABLE, (table.schema, table.table)).fetchone()
+    if found is None:
+        raise TargetError(f"table {table.name} does not exist (or the tenant role cannot see it)")
+    oid, relkind = found
+    if relkind not in ("r", "p"):
+        raise TargetError(f"{table.name} is not a table (relkind {relkind!r}); only tables can be tokenized")
+    role, can_update_table = conn.execute(statements.TABLE_PRIVILEGES, (oid,)).fetchone() or ("?", False)
+    described = {r[0]: r[1:] for r in conn.execute(statements.DESCRIBE_COLUMNS, (oid, list(table.columns))).fetchall()}
+    for column in table.columns:
+        if column not in described:
+            raise TargetError(f"column {column!r} does not exist in table {table.name}")
+        shown, base, max_len, generated, can_select, can_update = described[column]
+        where = f"{table.name}.{column}"
+        if base not in _TEXT_TYPES:
+            raise TargetError(f"column {where} is of type {shown}; tokens need a text or varchar column")
+        if generated:
+            raise TargetError(f"column {where} is a generated column and cannot be rewritten")
+        if fmt.token_length and max_len is not None and max_len < fmt.token_length:
+            raise TargetError(f"column {where} is {shown}, too short for {fmt.token_length}-character tokens")
+        if not (can_select and can_update):
+            raise TargetError(f"role {role} lacks SELECT and UPDATE on column {where}; grant them to tokenize it")
+    if not can_update_table:
+        raise TargetError(
+            f"role {role} lacks UPDATE on table {table.name} (needed to lock it against concurrent writes); grant it"
+        )
+
+
+def _load_key(conn: psycopg.Connection, tokenizer: Tokenizer) -> None:
+    pads = tokenizer.pads
+    conn.execute(statements.create_key_table())
+    with conn.cursor() as cur, cur.copy(statements.copy_key()) as copy:
+        copy.write_row((pads.ipad, pads.opad))
+
+
+def _table(
+    conn: psycopg.Connection, plan: TokenizePlan, table: TableTarget, dry_run: bool, returning_old: bool
+) -> tuple[int, dict[str, int]]:
+    fmt = plan.tokenizer.format
+    keys = [f"{table.name}.{c}" for c in table.columns]
+    with conn.transaction():
+        if dry_run:
+            conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+            (f"{plan.lock_timeout_ms}ms", f"{plan.statement_timeout_ms}ms"),
+        )
+        if dry_run:
+            row = conn.execute(statements.count_statement(table.schema, table.table, table.columns, fmt)).fetchone()
+            assert row is not None
+            return int(row[0]), dict(zip(keys, map(int, row[1:]), strict=True))
+        conn.execute(statements.lock_statement(table.schema, table.table))
+        update = statements.update_statement(table.schema, table.table, table.columns, fmt, returning_old=returning_old)
+        if returning_old:
+            row = conn.execute(update).fetchone()
+            assert row is not None
+            return int(row[0]), dict(zip(keys, map(int, row[1:]), strict=True))
+        # Before PostgreSQL 18 RETURNING cannot see old values: count first, under the same lock.
+        counted = conn.execute(statements.count_statement(table.schema, table.table, table.columns, fmt)).fetchone()
+        assert counted is not None
+        cur = conn.execute(update)
+        return cur.rowcount, dict(zip(keys, map(int, counted[1:]), strict=True))
+
+
+def _retryable(exc: psycopg.Error) -> bool:
+    return isinstance(
+        exc,
+        pg_errors.LockNotAvailable
+        | pg_errors.DeadlockDetected
+        | pg_errors.SerializationFailure
+        | psycopg.OperationalError,
+    ) and not isinstance(exc, pg_errors.QueryCanceled)
+
+
+def _describe(exc: psycopg.Error, plan: TokenizePlan, table: TableTarget | None) -> str:
+    # Only the primary message: DETAIL lines can quote row values (e.g. a unique violation's key).
+    diag = exc.diag
+    primary = diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = f"table {table.name}" if table else f"tenant {plan.tenant}"
+    if isinstance(exc, pg_errors.LockNotAvailable):
+        return (
+            f"{where}: could not lock it within lock_timeout={plan.lock_timeout_ms}ms (another transaction holds it); "
+            "retry later. Nothing in it was changed"
+        )
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return f"{where}: cancelled after statement_timeout={plan.statement_timeout_ms}ms; nothing in it was changed"
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return f"{where}: the tenant role lacks a privilege: {primary}; nothing in it was changed"
+    state = f" (SQLSTATE {diag.sqlstate})" if diag.sqlstate else ""
+    return redact_text(f"{where}: {primary}{state}; the transaction was rolled back, nothing in it was changed")

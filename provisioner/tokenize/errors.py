@@ -1,0 +1,29 @@
+"""Errors of the tokenization engine, all under ``provisioner.errors``."""
+
+from __future__ import annotations
+
+from provisioner.errors import InvalidInput, SettingsError, TemporaryError, TokenizeError
+
+
+class TokenizeConfigError(SettingsError):
+    """The token format or key is missing or invalid; the message names the setting."""
+
+
+class PolicyError(InvalidInput):
+    """A tokenization policy (YAML file or dict) is malformed; the message says where."""
+
+
+class TargetError(TokenizeError):
+    """A table or column of the policy is unknown, of the wrong type, or not writable by the tenant role."""
+
+
+class TenantError(TokenizeError):
+    """A tenant has no usable connection settings or its credential provider failed."""
+
+
+class TenantUnavailable(TemporaryError):
+    """A tenant database could not be reached; retrying later may work."""
+
+
+class RecorderError(TemporaryError):
+    """The run record could not be written to the provisioner's database."""

@@ -1,0 +1,149 @@
+"""Run records in PostgreSQL: one row per run, RUNNING then COMPLETE with SUCCESS or FAILURE.
+
+The table ``tokenize_runs`` is created on first use (idempotently, under an advisory lock), so the engine
+needs no migration of its own. Records hold counts, timings and error messages; never values or keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from provisioner.logs import redact_text
+from provisioner.tokenize.errors import RecorderError
+
+_LOCK = 7_341_020_004  # any constant: serialises CREATE TABLE IF NOT EXISTS across processes
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokenize_runs (
+    run_id         uuid PRIMARY KEY,
+    tenant         text NOT NULL,
+    policy         text NOT NULL DEFAULT '',
+    dry_run        boolean NOT NULL,
+    state          text NOT NULL CHECK (state IN ('RUNNING', 'COMPLETE')),
+    result         text CHECK (result IN ('SUCCESS', 'FAILURE')),
+    tables         jsonb NOT NULL DEFAULT '[]'::jsonb,
+    rows_by_column jsonb NOT NULL DEFAULT '{}'::jsonb,
+    total_rows     bigint NOT NULL DEFAULT 0,
+    error          text,
+    started_at     timestamptz NOT NULL,
+    finished_at    timestamptz,
+    duration_ms    double precision
+);
+CREATE INDEX IF NOT EXISTS tokenize_runs_started ON tokenize_runs (started_at DESC);
+"""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``tokenize_runs`` as ``provisioner runs`` shows it."""
+
+    run_id: str
+    tenant: str
+    policy: str
+    dry_run: bool
+    state: str
+    result: str | None
+    tables: list[str]
+    rows_by_column: dict[str, int]
+    total_rows: int
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: float | None
+
+
+class RunRecorder:
+    """Writes and reads run records in the database at ``conninfo`` (the provisioner's own, usually)."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._ready = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[psycopg.Connection]:
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10) as conn:
+                if not self._ready:
+                    with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+                        conn.execute(SCHEMA)
+                    self._ready = True
+                yield conn
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RecorderError(f"cannot write the tokenization run record: {redact_text(first)}") from None
+
+    def start(
+        self, *, run_id: str, tenant: str, policy: str, dry_run: bool, tables: list[str], started_at: datetime
+    ) -> None:
+        """Record a run as RUNNING."""
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO tokenize_runs (run_id, tenant, policy, dry_run, state, tables, started_at)"
+                " VALUES (%s, %s, %s, %s, 'RUNNING', %s, %s)",
+                (run_id, tenant, policy, dry_run, json.dumps(tables), started_at),
+            )
+
+    def finish(
+        self,
+        *,
+        run_id: str,
+        result: str,
+        rows_by_column: Mapping[str, int],
+        total_rows: int,
+        error: str | None,
+        finished_at: datetime,
+        duration_ms: float,
+    ) -> None:
+        """Mark a run COMPLETE with its result, counts, error and timing."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE tokenize_runs SET state = 'COMPLETE', result = %s, rows_by_column = %s, total_rows = %s,"
+                " error = %s, finished_at = %s, duration_ms = %s WHERE run_id = %s",
+                (result, json.dumps(dict(rows_by_column)), total_rows, error, finished_at, duration_ms, run_id),
+            )
+
+    def get(self, run_id: str) -> RunRecord | None:
+        """One run by id, or None."""
+        with self._connect() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM tokenize_runs WHERE run_id = %s", (run_id,)).fetchone()
+        return _record(row) if row else None
+
+    def last(self, n: int = 20) -> list[RunRecord]:
+        """The ``n`` most recent runs, newest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM tokenize_runs ORDER BY started_at DESC, run_id LIMIT %s", (n,)
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+
+_COLUMNS = (
+    "run_id::text, tenant, policy, dry_run, state, result, tables, rows_by_column, total_rows, error,"
+    " started_at, finished_at, duration_ms"
+)
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        run_id=row[0],
+        tenant=row[1],
+        policy=row[2],
+        dry_run=row[3],
+        state=row[4],
+        result=row[5],
+        tables=list(row[6]),
+        rows_by_column={k: int(v) for k, v in row[7].items()},
+        total_rows=int(row[8]),
+        error=row[9],
+        started_at=row[10],
+        finished_at=row[11],
+        duration_ms=row[12],
+    )

@@ -1,0 +1,135 @@
+"""The SQL of the PostgreSQL executor, composed with ``psycopg.sql`` (identifiers are never formatted by hand).
+
+The HMAC is computed in the database from core ``sha256()`` (pgcrypto is not installed everywhere):
+``HMAC(k, m) = sha256(opad || sha256(ipad || m))`` with ``ipad``/``opad`` read from a session temporary
+table filled by ``COPY … FROM STDIN``, so no key byte is ever part of a statement or its parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psycopg import sql
+
+from provisioner.names import Identifier
+from provisioner.tokenize.tokens import TokenFormat
+
+KEY_TABLE = "provisioner_tokenize_key"
+_KEY = sql.Identifier("pg_temp", KEY_TABLE)
+_ROW = sql.Identifier("t")  # the alias of the target table in every statement
+
+
+def create_key_table() -> sql.Composed:
+    """A session temporary table for the padded key; only this session can read it."""
+    return sql.SQL(
+        "DROP TABLE IF EXISTS {k}; CREATE TEMPORARY TABLE {k} (ipad bytea NOT NULL, opad bytea NOT NULL)"
+    ).format(k=_KEY)
+
+
+def copy_key() -> sql.Composed:
+    """COPY statement that loads the pads; the data travels in the COPY stream, never in the statement."""
+    return sql.SQL("COPY {} (ipad, opad) FROM STDIN").format(_KEY)
+
+
+def drop_key_table() -> sql.Composed:
+    """Remove the pads as soon as the run is over (the session would drop them at disconnect anyway)."""
+    return sql.SQL("DROP TABLE IF EXISTS {}").format(_KEY)
+
+
+def table_ref(schema: Identifier, table: Identifier) -> sql.Composed:
+    """The quoted ``schema.table``."""
+    return sql.Identifier(schema, table)
+
+
+def needs_token(column: Identifier, fmt: TokenFormat) -> sql.Composed:
+    """True when the column's value must be tokenized: not NULL, not empty, not already a token."""
+    col = sql.Identifier("t", column)
+    return sql.SQL("({c} <> '' AND {c} !~ {g})").format(c=col, g=sql.Literal(fmt.guard_pattern))
+
+
+def token_expr(column: Identifier, fmt: TokenFormat) -> sql.Composed:
+    """The token of the column's value, computed in the database exactly as ``Tokenizer.token`` does."""
+    col = sql.Identifier("t", column)
+    data = sql.SQL("convert_to({}, 'UTF8')").format(col)
+    if fmt.mode == "base64":
+        # encode() wraps base64 at 76 characters; Python's b64encode does not.
+        body = sql.SQL("replace(encode({d}, 'base64'), E'\\n', '')").format(d=data)
+    else:
+        mac = sql.SQL("sha256(k.opad || sha256(k.ipad || {d}))").format(d=data)
+        body = sql.SQL("translate(left(encode({m}, 'base64'), {n}), '+/', '-_')").format(
+            m=mac, n=sql.Literal(fmt.length)
+        )
+    return sql.SQL("{p} || {b} || {s}").format(p=sql.Literal(fmt.prefix), b=body, s=sql.Literal(fmt.suffix))
+
+
+def update_statement(
+    schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat, *, returning_old: bool
+) -> sql.Composed:
+    """One set-based UPDATE rewriting every PII column of the table; rows without work are not touched.
+
+    With ``returning_old`` (PostgreSQL 18+) it returns one row of counts: rows changed, then values changed
+    per column. Without it, it returns nothing and the caller counts beforehand under the same lock.
+    """
+    sets = sql.SQL(", ").join(
+        sql.SQL("{c} = CASE WHEN {n} THEN {e} ELSE {tc} END").format(
+            c=sql.Identifier(c), n=needs_token(c, fmt), e=token_expr(c, fmt), tc=sql.Identifier("t", c)
+        )
+        for c in columns
+    )
+    where = sql.SQL(" OR ").join(needs_token(c, fmt) for c in columns)
+    key_join = sql.SQL(" FROM {} AS k").format(_KEY) if fmt.mode == "hmac" else sql.SQL("")
+    update = sql.SQL("UPDATE {tbl} AS t SET {sets}{join} WHERE {where}").format(
+        tbl=table_ref(schema, table), sets=sets, join=key_join, where=where
+    )
+    if not returning_old:
+        return update
+    flags = sql.SQL(", ").join(
+        sql.SQL("old.{c} IS DISTINCT FROM new.{c} AS {f}").format(c=sql.Identifier(c), f=sql.Identifier(f"c{i}"))
+        for i, c in enumerate(columns)
+    )
+    counts = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE {f})").format(f=sql.Identifier(f"c{i}")) for i in range(len(columns))
+    )
+    return sql.SQL("WITH changed AS ({u} RETURNING {flags}) SELECT count(*), {counts} FROM changed").format(
+        u=update, flags=flags, counts=counts
+    )
+
+
+def count_statement(
+    schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat
+) -> sql.Composed:
+    """One scan counting rows that would change, then values per column that would change (the dry run)."""
+    needs = [needs_token(c, fmt) for c in columns]
+    per_column = sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(n) for n in needs)
+    return sql.SQL("SELECT count(*) FILTER (WHERE {any}), {per} FROM {tbl} AS t").format(
+        any=sql.SQL(" OR ").join(needs), per=per_column, tbl=table_ref(schema, table)
+    )
+
+
+def lock_statement(schema: Identifier, table: Identifier) -> sql.Composed:
+    """SHARE ROW EXCLUSIVE: readers go on, writers (and other tokenizer runs) wait until commit."""
+    return sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table_ref(schema, table))
+
+
+FIND_TABLE = """
+SELECT c.oid, c.relkind
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+
+# One row per requested column that exists: its base type (domains resolved), varchar limit,
+# generated flag and the session role's privileges on it.
+DESCRIBE_COLUMNS = """
+SELECT a.attname,
+       format_type(a.atttypid, a.atttypmod),
+       format_type(COALESCE(NULLIF(ty.typbasetype, 0), a.atttypid), NULL),
+       CASE WHEN COALESCE(NULLIF(ty.typbasetype, 0), a.atttypid) = 'varchar'::regtype
+            THEN NULLIF(COALESCE(NULLIF(ty.typtypmod, -1), a.atttypmod), -1) - 4 END,
+       a.attgenerated <> '',
+       has_column_privilege(a.attrelid, a.attnum, 'SELECT'),
+       has_column_privilege(a.attrelid, a.attnum, 'UPDATE')
+FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY(%s)
+"""
+
+TABLE_PRIVILEGES = "SELECT current_user, has_table_privilege(%s::oid, 'UPDATE')"
