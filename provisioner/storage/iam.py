@@ -1,0 +1,184 @@
+"""StoreAdmin over the AWS IAM API: AWS itself, SeaweedFS (embedded default) and moto's server.
+
+Each product gets user ``dp-<namespace>`` with one inline policy, ``provisioner-scope``. Writes happen
+only when the store differs from what we want, so a resync over unchanged products writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from provisioner.errors import StorageError
+from provisioner.logs import log_event
+from provisioner.names import BucketName, Namespace
+from provisioner.storage.base import AccessKey, KeyInfo
+from provisioner.storage.botocall import error_code, is_not_found, make_client, storage_errors
+from provisioner.storage.objects import S3Objects
+from provisioner.storage.policy import normalize_policy, policy_json, product_policy
+
+POLICY_NAME = "provisioner-scope"
+
+logger = logging.getLogger(__name__)
+
+
+class IamStore(S3Objects):
+    """Users, inline policies and access keys through the AWS IAM API; objects through S3."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None,
+        access_key: str,
+        secret_key: str,
+        region: str = "us-east-1",
+        timeout: float = 10.0,
+        max_attempts: int = 3,
+    ) -> None:
+        common: dict[str, Any] = {
+            "endpoint": endpoint,
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "region": region,
+            "timeout": timeout,
+            "max_attempts": max_attempts,
+        }
+        super().__init__(make_client("s3", **common), endpoint=endpoint, region=region)
+        self._iam = make_client("iam", **common)
+
+    def ensure_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+        """Make user ``dp-<namespace>`` exist with exactly the scoped policy; True when anything changed."""
+        user = namespace.user_name
+        desired = product_policy(bucket, namespace, read_prefixes)
+        changed = False
+        with storage_errors(f"ensuring store user {user}", self._endpoint):
+            if not self.user_exists(namespace):
+                self._iam.create_user(UserName=user)
+                changed = True
+            names = self._policy_names(user)
+            for name in names:
+                if name != POLICY_NAME:  # drift: someone added a policy by hand; we own this user
+                    self._iam.delete_user_policy(UserName=user, PolicyName=name)
+                    changed = True
+            current = self._current_policy(user) if POLICY_NAME in names else None
+            if current is None or normalize_policy(current) != normalize_policy(desired):
+                self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
+                changed = True
+        if changed:
+            log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(read_prefixes))
+        return changed
+
+    def user_exists(self, namespace: Namespace) -> bool:
+        """True when the store user of ``namespace`` exists."""
+        with storage_errors(f"looking up store user {namespace.user_name}", self._endpoint):
+            try:
+                self._iam.get_user(UserName=namespace.user_name)
+                return True
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return False
+                raise
+
+    def user_policy(self, namespace: Namespace) -> dict[str, Any] | None:
+        """The user's current scope policy document as the store returns it, or None."""
+        user = namespace.user_name
+        with storage_errors(f"reading the policy of store user {user}", self._endpoint):
+            try:
+                if POLICY_NAME not in self._policy_names(user):
+                    return None
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+            return self._current_policy(user)
+
+    def list_keys(self, namespace: Namespace) -> list[KeyInfo]:
+        """The user's access keys (ids and state only); empty when the user does not exist."""
+        user = namespace.user_name
+        with storage_errors(f"listing access keys of {user}", self._endpoint):
+            try:
+                paginator = self._iam.get_paginator("list_access_keys")
+                items = [m for page in paginator.paginate(UserName=user) for m in page.get("AccessKeyMetadata", [])]
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return []
+                raise
+        return [
+            KeyInfo(
+                access_key_id=m["AccessKeyId"],
+                active=m.get("Status", "Active") == "Active",
+                created_at=m.get("CreateDate") if isinstance(m.get("CreateDate"), datetime) else None,
+            )
+            for m in items
+        ]
+
+    def create_key(self, namespace: Namespace) -> AccessKey:
+        """Issue a new access key for the user."""
+        user = namespace.user_name
+        with storage_errors(f"creating an access key for {user}", self._endpoint):
+            try:
+                key = self._iam.create_access_key(UserName=user)["AccessKey"]
+            except ClientError as exc:
+                if error_code(exc) == "LimitExceeded":
+                    raise StorageError(
+                        f"store user {user} already has the most access keys the store allows; delete an old key "
+                        "(rotate) before issuing a new one"
+                    ) from None
+                if is_not_found(exc):
+                    raise StorageError(
+                        f"store user {user} does not exist; ensure the user before issuing keys"
+                    ) from None
+                raise
+        log_event(logger, "storage.key.created", namespace=str(namespace), access_key_id=key["AccessKeyId"])
+        return AccessKey(access_key_id=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+
+    def delete_key(self, namespace: Namespace, access_key_id: str) -> None:
+        """Deactivate then delete a key; no error when it is already gone."""
+        user = namespace.user_name
+        with storage_errors(f"deleting access key {access_key_id} of {user}", self._endpoint):
+            # Deactivate first: if the delete fails half-way the key at least no longer works.
+            try:
+                self._iam.update_access_key(UserName=user, AccessKeyId=access_key_id, Status="Inactive")
+                self._iam.delete_access_key(UserName=user, AccessKeyId=access_key_id)
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise
+                return
+        log_event(logger, "storage.key.deleted", namespace=str(namespace), access_key_id=access_key_id)
+
+    def delete_user(self, namespace: Namespace) -> bool:
+        """Delete the user's keys, policies and the user; True when something was deleted."""
+        user = namespace.user_name
+        if not self.user_exists(namespace):
+            return False
+        for key in self.list_keys(namespace):
+            self.delete_key(namespace, key.access_key_id)
+        with storage_errors(f"deleting store user {user}", self._endpoint):
+            try:
+                for name in self._policy_names(user):
+                    self._iam.delete_user_policy(UserName=user, PolicyName=name)
+                self._iam.delete_user(UserName=user)
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise
+        log_event(logger, "storage.user.deleted", namespace=str(namespace), user=user)
+        return True
+
+    def _policy_names(self, user: str) -> list[str]:
+        paginator = self._iam.get_paginator("list_user_policies")
+        return [name for page in paginator.paginate(UserName=user) for name in page.get("PolicyNames", [])]
+
+    def _current_policy(self, user: str) -> dict[str, Any] | None:
+        try:
+            document = self._iam.get_user_policy(UserName=user, PolicyName=POLICY_NAME)["PolicyDocument"]
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        # boto3 decodes AWS's URL-encoded JSON into a dict; some servers hand back the JSON text.
+        return json.loads(document) if isinstance(document, str) else dict(document)

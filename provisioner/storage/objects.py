@@ -1,0 +1,96 @@
+"""Bucket, prefix-marker and object operations over the S3 API, shared by every store backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from provisioner.names import BucketName, Namespace
+from provisioner.storage.botocall import error_code, is_not_found, storage_errors
+
+_DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
+
+
+class S3Objects:
+    """The S3 half of a store backend: buckets, prefix markers and objects, with an admin key."""
+
+    def __init__(self, s3: Any, *, endpoint: str | None, region: str) -> None:
+        self._s3 = s3
+        self._endpoint = endpoint
+        self._region = region
+
+    def ensure_bucket(self, bucket: BucketName) -> bool:
+        """Create ``bucket`` if missing; True when it was created."""
+        with storage_errors(f"checking bucket {bucket}", self._endpoint):
+            try:
+                self._s3.head_bucket(Bucket=bucket)
+                return False
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise
+            kwargs: dict[str, Any] = {"Bucket": bucket}
+            if self._region and self._region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+            try:
+                self._s3.create_bucket(**kwargs)
+            except ClientError as exc:
+                # Another worker created it between our check and our create: same end state.
+                if error_code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    return False
+                raise
+            return True
+
+    def ensure_prefix(self, bucket: BucketName, namespace: Namespace) -> bool:
+        """Create the marker object ``<namespace>/`` if missing; True when created."""
+        if self.object_exists(bucket, namespace.prefix):
+            return False
+        self.put_object(bucket, namespace.prefix, b"")
+        return True
+
+    def object_exists(self, bucket: BucketName, key: str) -> bool:
+        """True when ``key`` exists in ``bucket``."""
+        with storage_errors(f"checking object s3://{bucket}/{key}", self._endpoint):
+            try:
+                self._s3.head_object(Bucket=bucket, Key=key)
+                return True
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return False
+                raise
+
+    def put_object(self, bucket: BucketName, key: str, body: bytes) -> None:
+        """Write one object."""
+        with storage_errors(f"writing object s3://{bucket}/{key}", self._endpoint):
+            self._s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    def delete_prefix(self, bucket: BucketName, namespace: Namespace) -> int:
+        """Delete every object under ``<namespace>/``; return how many were deleted."""
+        deleted = 0
+        with storage_errors(f"deleting s3://{bucket}/{namespace.prefix}", self._endpoint):
+            try:
+                self._s3.head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return 0
+                raise
+            paginator = self._s3.get_paginator("list_objects_v2")
+            keys = [
+                obj["Key"]
+                for page in paginator.paginate(Bucket=bucket, Prefix=namespace.prefix)
+                for obj in page.get("Contents", [])
+            ]
+            for start in range(0, len(keys), _DELETE_BATCH):
+                batch = keys[start : start + _DELETE_BATCH]
+                result = self._s3.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+                errors = result.get("Errors", [])
+                if errors:
+                    first = errors[0]
+                    raise ClientError(
+                        {"Error": {"Code": first.get("Code", "DeleteFailed"), "Message": first.get("Message", "")}},
+                        "DeleteObjects",
+                    )
+                deleted += len(batch)
+        return deleted
