@@ -1,1 +1,310 @@
-"""provisioner.scaffold (see DESIGN.md)."""
+"""Project scaffolding: render the cookiecutter template, write the project's ``.env``, archive a project.
+
+Rendering never overwrites: a re-render adds only files missing from the project, so a data team's
+edits survive and a file the template gained (or the team deleted) appears. Secrets never pass through
+the template context (cookiecutter keeps a replay copy of it); they go to ``.env`` through ``write_env``,
+which writes atomically with mode 0600 from the first byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from provisioner.errors import ScaffoldError
+from provisioner.logs import log_event
+from provisioner.names import Namespace
+
+logger = logging.getLogger(__name__)
+
+ENV_KEYS = ("S3_ENDPOINT", "S3_BUCKET", "S3_PREFIX", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION", "S3_READ_PREFIXES")
+CONTEXT_KEYS = ("namespace", "product_id", "product_name", "description", "bucket", "s3_endpoint", "region")
+ARCHIVE_DIR = ".archive"
+SEED_DIR = Path("seed") / "raw"
+
+_SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access_key|api_key|private", re.IGNORECASE)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_LINE = re.compile(r"\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*)")
+_BARE_VALUE = re.compile(r"[A-Za-z0-9_./:@,+=%-]*")
+_ENV_HEADER = (
+    "# Written by the provisioner for this data product. Its keys (S3_*) are updated on every\n"
+    "# provisioning; lines you add are kept. Never commit this file: it holds the product's secret key.\n"
+)
+
+
+def render_project(template: Path, dest: Path, context: Mapping[str, str]) -> list[str]:
+    """Render ``template`` and copy into ``dest`` only the files it lacks; return the relative paths added.
+
+    ``dest`` is the project folder itself (``<products_dir>/<namespace>``). Existing files are never
+    touched, so a re-render of an unchanged template returns ``[]``. ``context`` must hold
+    ``namespace`` (validated) and never a secret: cookiecutter records its context.
+    """
+    namespace = Namespace(context.get("namespace"))
+    _check_context(context)
+    template = Path(template)
+    if not (template / "cookiecutter.json").is_file():
+        raise ScaffoldError(f"{template} is not a cookiecutter template (no cookiecutter.json)")
+    from cookiecutter.exceptions import CookiecutterException
+    from cookiecutter.main import cookiecutter
+
+    with tempfile.TemporaryDirectory(prefix="provisioner-render-") as tmp:
+        work = Path(tmp)
+        # A private config keeps cookiecutter's replay file (a copy of the context) and its template cache
+        # inside this temporary folder, not in the home directory; a user's ~/.cookiecutterrc is ignored.
+        config = work / "cookiecutter.yaml"
+        config.write_text(f'replay_dir: "{work / "replay"}"\ncookiecutters_dir: "{work / "cache"}"\n')
+        try:
+            rendered = Path(
+                cookiecutter(
+                    str(template),
+                    no_input=True,
+                    extra_context={key: _literal(str(value)) for key, value in context.items()},
+                    output_dir=str(work / "out"),
+                    config_file=str(config),
+                    accept_hooks=False,
+                )
+            )
+        except (CookiecutterException, OSError, ValueError) as exc:
+            raise ScaffoldError(f"rendering {template} for namespace {namespace} failed: {exc}") from exc
+        added = _copy_missing(rendered, Path(dest))
+    log_event(logger, "scaffold.rendered", namespace=str(namespace), dest=str(dest), added=len(added))
+    return added
+
+
+def env_values(
+    *,
+    endpoint: str,
+    bucket: str,
+    namespace: Namespace,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    read_prefixes: Iterable[str] = (),
+) -> dict[str, str]:
+    """The ``.env`` values of a product project, keyed by ``ENV_KEYS``.
+
+    ``S3_PREFIX`` is the product's prefix (``<namespace>/``); ``S3_READ_PREFIXES`` the comma-separated,
+    sorted namespaces whose ``published/`` data the product may read.
+    """
+    namespace = Namespace(namespace)
+    readable = sorted({Namespace(str(p).strip("/")) for p in read_prefixes})
+    return {
+        "S3_ENDPOINT": endpoint,
+        "S3_BUCKET": bucket,
+        "S3_PREFIX": namespace.prefix,
+        "S3_ACCESS_KEY": access_key,
+        "S3_SECRET_KEY": secret_key,
+        "S3_REGION": region,
+        "S3_READ_PREFIXES": ",".join(readable),
+    }
+
+
+def write_env(path: Path, values: Mapping[str, str]) -> bool:
+    """Set ``values`` in the ``.env`` at ``path``, keeping every other line; True only if the file changed.
+
+    The file is replaced atomically (temporary file in the same folder, fsync, rename) and is 0600
+    from creation. Keys already present are updated in place; new keys are appended.
+    """
+    path = Path(path)
+    rendered = {key: _env_assignment(key, value) for key, value in values.items()}
+    try:
+        old = path.read_text(encoding="utf-8") if path.exists() else None
+    except OSError as exc:
+        raise ScaffoldError(f"cannot read {path}: {exc.strerror}") from exc
+    new = _merge_env(old, rendered)
+    if new == old:
+        if stat.S_IMODE(path.stat().st_mode) != 0o600:
+            os.chmod(path, 0o600)
+        log_event(logger, "scaffold.env_unchanged", path=str(path))
+        return False
+    _atomic_write(path, new.encode("utf-8"))
+    log_event(logger, "scaffold.env_written", path=str(path), keys=sorted(values))
+    return True
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """The assignments of a ``.env`` file (last one wins); ``{}`` when the file does not exist."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ScaffoldError(f"cannot read {path}: {exc.strerror}") from exc
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        parsed = _parse_env_line(line)
+        if parsed is not None:
+            values[parsed[0]] = parsed[1]
+    return values
+
+
+def archive_project(products_dir: Path, namespace: Namespace, *, now: datetime | None = None) -> Path | None:
+    """Move ``products_dir/<namespace>`` to ``products_dir/.archive/<namespace>-<UTC timestamp>``.
+
+    Returns the archive path, or None when there is no project to archive (already archived or never made).
+    """
+    namespace = Namespace(namespace)
+    source = Path(products_dir) / namespace
+    if not source.exists():
+        return None
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    archive = Path(products_dir) / ARCHIVE_DIR
+    target = archive / f"{namespace}-{stamp}"
+    counter = 1
+    while target.exists():
+        target = archive / f"{namespace}-{stamp}-{counter}"
+        counter += 1
+    try:
+        archive.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target)
+    except OSError as exc:
+        raise ScaffoldError(f"cannot archive {source} to {target}: {exc.strerror}") from exc
+    log_event(logger, "scaffold.archived", namespace=str(namespace), archive=str(target))
+    return target
+
+
+def raw_seed_files(project_dir: Path) -> list[tuple[str, bytes]]:
+    """Example raw files of a rendered project (``seed/raw/**``): (name relative to ``raw/``, content).
+
+    The provisioner uploads them once, on first provisioning, to ``s3://<bucket>/<namespace>/raw/<name>``.
+    """
+    root = Path(project_dir) / SEED_DIR
+    if not root.is_dir():
+        return []
+    files = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not path.is_symlink() and not any(p.startswith(".") for p in relative.parts):
+            files.append((relative.as_posix(), path.read_bytes()))
+    return files
+
+
+def _check_context(context: Mapping[str, str]) -> None:
+    for key in context:
+        if _SECRET_KEY.search(str(key)):
+            raise ScaffoldError(
+                f"template context key {key!r} looks like a secret: cookiecutter records its context, "
+                "so secrets go to .env through write_env, never to the template"
+            )
+    endpoint = context.get("s3_endpoint")
+    if endpoint and "@" in urlsplit(str(endpoint)).netloc:
+        raise ScaffoldError("s3_endpoint must not carry credentials (user:password@host); use write_env")
+
+
+def _literal(value: str) -> str:
+    # cookiecutter renders every context value as a Jinja template before use, and its environment is not
+    # sandboxed: a product description such as "{{ ... }}" would run. Emit each brace through a Jinja string
+    # expression so user text can never form a delimiter and renders back to itself.
+    return "".join("{{ '{' }}" if c == "{" else "{{ '}' }}" if c == "}" else c for c in value)
+
+
+def _copy_missing(rendered: Path, dest: Path) -> list[str]:
+    added: list[str] = []
+    for source in sorted(rendered.rglob("*")):
+        relative = source.relative_to(rendered)
+        target = dest / relative
+        if source.is_dir():
+            continue
+        if target.exists() or target.is_symlink():
+            continue
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # "x" mode: if a user creates the same file meanwhile, theirs wins and we skip it.
+            with source.open("rb") as src, target.open("xb") as dst:
+                shutil.copyfileobj(src, dst)
+            shutil.copymode(source, target)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ScaffoldError(f"cannot write {target}: {exc.strerror}") from exc
+        added.append(relative.as_posix())
+    return added
+
+
+def _env_assignment(key: str, value: str) -> str:
+    if not _ENV_NAME.fullmatch(key):
+        raise ScaffoldError(f".env key {key!r} is not a valid variable name")
+    value = str(value)
+    if _BARE_VALUE.fullmatch(value):
+        return f"{key}={value}"
+    if "'" in value or "\n" in value or "\r" in value:
+        # The value itself is not echoed: it may be a secret.
+        raise ScaffoldError(f".env value of {key} contains a quote or a line break, which .env cannot hold safely")
+    return f"{key}='{value}'"
+
+
+def _parse_env_line(line: str) -> tuple[str, str] | None:
+    if line.lstrip().startswith("#"):
+        return None
+    match = _ENV_LINE.fullmatch(line)
+    if match is None:
+        return None
+    value = match["value"].strip()
+    if value[:1] in ("'", '"'):
+        quote = value[0]
+        end = value.find(quote, 1)
+        value = value[1:end] if end > 0 else value[1:]
+        if quote == '"':
+            value = value.replace('\\"', '"').replace("\\\\", "\\")
+    else:
+        value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+    return match["key"], value
+
+
+def _merge_env(old: str | None, assignments: Mapping[str, str]) -> str:
+    if old is None:
+        return _ENV_HEADER + "".join(f"{line}\n" for line in assignments.values())
+    lines = old.splitlines()
+    seen: set[str] = set()
+    merged: list[str] = []
+    for line in lines:
+        parsed = _parse_env_line(line)
+        key = parsed[0] if parsed else None
+        if key in assignments:
+            if key in seen:
+                continue  # a later duplicate of one of our keys would shadow the value we set
+            seen.add(key)
+            merged.append(assignments[key])
+        else:
+            merged.append(line)
+    merged.extend(line for key, line in assignments.items() if key not in seen)
+    return "\n".join(merged) + "\n" if merged else ""
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    directory = path.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)  # created 0600
+    except OSError as exc:
+        raise ScaffoldError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ScaffoldError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable; not all filesystems allow a directory fsync
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
