@@ -1,1 +1,324 @@
-"""provisioner.jobs (see DESIGN.md)."""
+"""The durable job queue (procrastinate on PostgreSQL) and the thin tasks that call the job handlers.
+
+One task per trigger kind. Every job carries an entity ``lock`` so two workers never reconcile the same
+product at once, and a ``queueing_lock`` so at most one job per entity and kind waits in the queue:
+a second trigger while one is waiting is *coalesced* into it (the reconcile is level triggered, so the
+waiting job will see the newest state anyway). Deferring goes through the SQL function
+``provisioner_defer`` (sql/002_inbox.sql), which calls procrastinate's own defer function inside a
+sub-transaction per job, so it works inside the caller's transaction and never fails on a coalesce.
+
+Errors: ``PermanentError`` fails the job at once; anything else is retried with exponential backoff
+until ``max_attempts`` attempts have run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import procrastinate
+import psycopg
+from procrastinate import JobContext, RetryDecision
+from procrastinate.retry import BaseRetryStrategy
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from provisioner.errors import PermanentError
+from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
+from provisioner.logs import log_event
+
+log = logging.getLogger(__name__)
+
+QUEUE = "provisioner"
+TASK_PRODUCT = "reconcile_product"
+TASK_ACCESS = "reconcile_access"
+TASK_OUTPUT_PORT = "reconcile_output_port"
+TASK_RESYNC = "resync"
+RESYNC_LOCK = "resync"
+#: Backoff of the n-th retry is ``backoff_seconds * 2**(n-1)``, capped here.
+MAX_BACKOFF_SECONDS = 3600
+
+
+class JobHandlers(Protocol):
+    """What the worker calls; sync functions (they run in worker threads). Must be idempotent."""
+
+    def reconcile_product(self, product_id: str) -> None: ...
+
+    def reconcile_access(self, consumer_id: str) -> None: ...
+
+    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> None: ...
+
+    def resync(self) -> Sequence[Trigger]: ...
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """How one trigger becomes one procrastinate job."""
+
+    task_name: str
+    lock: str
+    queueing_lock: str
+    args: dict[str, str]
+
+
+@dataclass(frozen=True)
+class EnqueueOutcome:
+    """The result of enqueueing one trigger: a new job id, or coalesced into a waiting job."""
+
+    trigger: Trigger
+    job_id: int | None
+
+    @property
+    def coalesced(self) -> bool:
+        """True when a job for the same entity and kind was already waiting."""
+        return self.job_id is None
+
+
+def job_spec(trigger: Trigger) -> JobSpec:
+    """The task, entity lock, queueing lock and arguments of ``trigger``."""
+    match trigger:
+        case ReconcileProduct(product_id=pid):
+            return JobSpec(TASK_PRODUCT, f"product:{pid}", f"{TASK_PRODUCT}:{pid}", {"product_id": pid})
+        case ReconcileAccess(consumer_id=cid):
+            # Access grants live on the consumer product: serialise with its product reconcile.
+            return JobSpec(TASK_ACCESS, f"product:{cid}", f"{TASK_ACCESS}:{cid}", {"consumer_id": cid})
+        case ReconcileOutputPort(producer_id=pid, output_port_id=opid):
+            return JobSpec(
+                TASK_OUTPUT_PORT,
+                f"output_port:{pid}:{opid}",
+                f"{TASK_OUTPUT_PORT}:{pid}:{opid}",
+                {"producer_id": pid, "output_port_id": opid},
+            )
+        case ResyncAll():
+            return JobSpec(TASK_RESYNC, RESYNC_LOCK, RESYNC_LOCK, {})
+    raise TypeError(f"not a trigger: {trigger!r}")
+
+
+def entity_of(trigger: Trigger) -> str:
+    """The entity a trigger is about (its lock key), for the inbox and logs."""
+    return job_spec(trigger).lock
+
+
+def defer_arguments(triggers: Sequence[Trigger]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The four parallel arrays ``provisioner_defer``/``provisioner_intake`` take (args as JSON text)."""
+    specs = [job_spec(t) for t in triggers]
+    return (
+        [s.task_name for s in specs],
+        [s.lock for s in specs],
+        [s.queueing_lock for s in specs],
+        [json.dumps(s.args) for s in specs],
+    )
+
+
+_DEFER_SQL = "SELECT provisioner_defer(%s::text[], %s::text[], %s::text[], %s::text[]::jsonb[])"
+
+
+async def enqueue(conn: psycopg.AsyncConnection[Any], triggers: Sequence[Trigger]) -> list[EnqueueOutcome]:
+    """Enqueue ``triggers`` inside the caller's transaction; coalesced per entity and kind."""
+    if not triggers:
+        return []
+    cur = await conn.execute(_DEFER_SQL, defer_arguments(triggers))
+    row = await cur.fetchone()
+    return _outcomes(triggers, row)
+
+
+def enqueue_sync(conn: psycopg.Connection[Any], triggers: Sequence[Trigger]) -> list[EnqueueOutcome]:
+    """``enqueue`` for sync callers (the CLI, the resync task)."""
+    if not triggers:
+        return []
+    row = conn.execute(_DEFER_SQL, defer_arguments(triggers)).fetchone()
+    return _outcomes(triggers, row)
+
+
+def _outcomes(triggers: Sequence[Trigger], row: Any) -> list[EnqueueOutcome]:
+    ids: list[int | None] = list(row[0]) if row and row[0] is not None else [None] * len(triggers)
+    return [EnqueueOutcome(t, i) for t, i in zip(triggers, ids, strict=True)]
+
+
+class JobMetrics:
+    """Job outcomes and durations, registered in the given (per-app) registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.outcomes = Counter(
+            "provisioner_jobs", "Jobs finished, by task and outcome", ["task", "outcome"], registry=registry
+        )
+        self.durations = Histogram(
+            "provisioner_job_duration_seconds",
+            "Run time of a job, by task",
+            ["task"],
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+
+
+class _Backoff(BaseRetryStrategy):
+    """Exponential backoff for temporary failures; no retry for ``PermanentError``."""
+
+    def __init__(self, max_attempts: int, backoff_seconds: float) -> None:
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+
+    def get_retry_decision(self, *, exception: BaseException, job: procrastinate.jobs.Job) -> RetryDecision | None:
+        if isinstance(exception, PermanentError) or job.attempts + 1 >= self.max_attempts:
+            return None
+        wait = min(self.backoff_seconds * 2**job.attempts, MAX_BACKOFF_SECONDS)
+        return RetryDecision(retry_in={"seconds": wait})
+
+
+def build_app(
+    database_url: str,
+    handlers: JobHandlers,
+    *,
+    max_attempts: int,
+    resync_seconds: int,
+    backoff_seconds: float = 2.0,
+    metrics: JobMetrics | None = None,
+) -> procrastinate.App:
+    """A procrastinate App whose four tasks call ``handlers``; resync runs periodically unless 0."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url))
+    retry = _Backoff(max_attempts, backoff_seconds)
+    runner = _Runner(max_attempts, metrics)
+
+    @app.task(name=TASK_PRODUCT, queue=QUEUE, retry=retry, pass_context=True)
+    def reconcile_product(context: JobContext, product_id: str) -> None:
+        runner.run(context, TASK_PRODUCT, lambda: handlers.reconcile_product(product_id), product_id=product_id)
+
+    @app.task(name=TASK_ACCESS, queue=QUEUE, retry=retry, pass_context=True)
+    def reconcile_access(context: JobContext, consumer_id: str) -> None:
+        runner.run(context, TASK_ACCESS, lambda: handlers.reconcile_access(consumer_id), consumer_id=consumer_id)
+
+    @app.task(name=TASK_OUTPUT_PORT, queue=QUEUE, retry=retry, pass_context=True)
+    def reconcile_output_port(context: JobContext, producer_id: str, output_port_id: str) -> None:
+        runner.run(
+            context,
+            TASK_OUTPUT_PORT,
+            lambda: handlers.reconcile_output_port(producer_id, output_port_id),
+            producer_id=producer_id,
+            output_port_id=output_port_id,
+        )
+
+    def resync_and_enqueue() -> None:
+        triggers = list(handlers.resync())
+        with psycopg.connect(database_url) as conn:
+            outcomes = enqueue_sync(conn, triggers)
+        log_event(
+            log,
+            "job.resync_enqueued",
+            triggers=len(outcomes),
+            coalesced=sum(o.coalesced for o in outcomes),
+        )
+
+    @app.task(
+        name=TASK_RESYNC, queue=QUEUE, retry=retry, pass_context=True, lock=RESYNC_LOCK, queueing_lock=RESYNC_LOCK
+    )
+    def resync(context: JobContext, timestamp: int | None = None) -> None:
+        runner.run(context, TASK_RESYNC, resync_and_enqueue)
+
+    if resync_seconds > 0:
+        app.periodic(cron=resync_cron(resync_seconds), periodic_id="resync")(resync)
+    return app
+
+
+def resync_cron(seconds: int) -> str:
+    """A cron expression close to "every ``seconds``" (procrastinate schedules periodic jobs by cron)."""
+    if seconds < 60:
+        return f"* * * * * */{seconds}"  # croniter's sixth field is seconds
+    minutes = max(1, round(seconds / 60))
+    if minutes < 60:
+        return f"*/{minutes} * * * *"
+    hours = max(1, round(minutes / 60))
+    return f"0 */{hours} * * *" if hours < 24 else "0 0 * * *"
+
+
+class _Runner:
+    """Logs job.started / job.succeeded / job.failed and records metrics around one handler call."""
+
+    def __init__(self, max_attempts: int, metrics: JobMetrics | None) -> None:
+        self.max_attempts = max_attempts
+        self.metrics = metrics
+
+    def run(self, context: JobContext, task: str, call: Callable[[], object], **ids: str) -> None:
+        job = context.job
+        attempt = job.attempts + 1
+        log_event(log, "job.started", job_id=job.id, task=task, attempt=attempt, **ids)
+        started = time.perf_counter()
+        try:
+            call()
+        except Exception as exc:
+            retry = not isinstance(exc, PermanentError) and attempt < self.max_attempts
+            self._observe(task, "retried" if retry else "failed", started)
+            log_event(
+                log,
+                "job.failed",
+                level=logging.WARNING if retry else logging.ERROR,
+                job_id=job.id,
+                task=task,
+                attempt=attempt,
+                max_attempts=self.max_attempts,
+                will_retry=retry,
+                error_type=type(exc).__name__,
+                error=str(exc),
+                **ids,
+            )
+            raise
+        self._observe(task, "succeeded", started)
+        log_event(log, "job.succeeded", job_id=job.id, task=task, attempt=attempt, **ids)
+
+    def _observe(self, task: str, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.outcomes.labels(task=task, outcome=outcome).inc()
+            self.metrics.durations.labels(task=task).observe(time.perf_counter() - started)
+
+
+async def run_worker(
+    app: procrastinate.App,
+    *,
+    concurrency: int,
+    wait: bool = True,
+    install_signal_handlers: bool = True,
+    name: str = "provisioner-worker",
+) -> None:
+    """Run a worker until stopped (or, with ``wait=False``, until the queue is empty)."""
+    async with app.open_async():
+        await app.run_worker_async(
+            queues=[QUEUE],
+            concurrency=concurrency,
+            wait=wait,
+            install_signal_handlers=install_signal_handlers,
+            name=name,
+        )
+
+
+class RecordingHandlers:
+    """Placeholder handlers: each job writes a ``provisioner_runs`` row (kind ``job``, status success)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def reconcile_product(self, product_id: str) -> None:
+        """Record that a product reconcile ran."""
+        self._record(product_id, TASK_PRODUCT)
+
+    def reconcile_access(self, consumer_id: str) -> None:
+        """Record that an access reconcile ran."""
+        self._record(consumer_id, TASK_ACCESS)
+
+    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> None:
+        """Record that an output-port reconcile ran."""
+        self._record(f"{producer_id}/{output_port_id}", TASK_OUTPUT_PORT)
+
+    def resync(self) -> Sequence[Trigger]:
+        """Record that a resync ran; it knows no portal, so it enqueues nothing."""
+        self._record("all", TASK_RESYNC)
+        return ()
+
+    def _record(self, subject: str, task: str) -> None:
+        with psycopg.connect(self.database_url) as conn:
+            conn.execute(
+                "INSERT INTO provisioner_runs (kind, subject, status, detail, finished_at)"
+                " VALUES ('job', %s, 'success', %s::jsonb, now())",
+                (subject, json.dumps({"task": task})),
+            )

@@ -1,0 +1,225 @@
+"""The durable queue against real PostgreSQL and a real procrastinate worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from provisioner import jobs
+from provisioner.errors import PermanentError, TemporaryError
+from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
+
+P1 = "11111111-1111-4111-8111-111111111111"
+P2 = "22222222-2222-4222-8222-222222222222"
+OP = "33333333-3333-4333-8333-333333333333"
+
+
+def _jobs(url: str) -> list[tuple[str, str, int, Any]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT task_name, status::text, attempts, args FROM procrastinate_jobs ORDER BY id"
+        ).fetchall()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def _drain(app: Any, url: str, concurrency: int = 1) -> None:
+    """Run the worker until no job is waiting (a worker with wait=False stops when all it can fetch is locked)."""
+    for _ in range(20):
+        await jobs.run_worker(app, concurrency=concurrency, wait=False, install_signal_handlers=False)
+        if not any(r[1] == "todo" for r in _jobs(url)):
+            return
+    raise AssertionError("jobs still waiting after 20 worker runs")
+
+
+class Scripted:
+    """Handlers whose behaviour each test scripts; records every call."""
+
+    def __init__(self, failures: Sequence[BaseException] = (), resync: Sequence[Trigger] = ()) -> None:
+        self.failures = list(failures)
+        self.calls: list[tuple[str, ...]] = []
+        self.to_resync = list(resync)
+        self.lock = threading.Lock()
+
+    def _call(self, *call: str) -> None:
+        with self.lock:
+            self.calls.append(call)
+            failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
+
+    def reconcile_product(self, product_id: str) -> None:
+        self._call("product", product_id)
+
+    def reconcile_access(self, consumer_id: str) -> None:
+        self._call("access", consumer_id)
+
+    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> None:
+        self._call("output_port", producer_id, output_port_id)
+
+    def resync(self) -> Sequence[Trigger]:
+        self._call("resync")
+        return self.to_resync
+
+
+def test_enqueue_coalesces_per_entity_and_kind(pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        first = jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileAccess(P1), ReconcileOutputPort(P1, OP)])
+        second = jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileProduct(P2), ResyncAll(), ResyncAll()])
+    assert [o.coalesced for o in first] == [False, False, False]
+    assert [o.coalesced for o in second] == [True, False, False, True]
+    rows = _jobs(pg_url)
+    assert [r[0] for r in rows] == [
+        "reconcile_product",
+        "reconcile_access",
+        "reconcile_output_port",
+        "reconcile_product",
+        "resync",
+    ]
+    with psycopg.connect(pg_url) as conn:
+        locks = conn.execute("SELECT lock FROM procrastinate_jobs ORDER BY id").fetchall()
+    assert [r[0] for r in locks] == [
+        f"product:{P1}",
+        f"product:{P1}",
+        f"output_port:{P1}:{OP}",
+        f"product:{P2}",
+        "resync",
+    ]
+
+
+def test_enqueue_rolls_back_with_the_callers_transaction(pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        conn.rollback()
+    assert _jobs(pg_url) == []
+
+
+async def test_worker_runs_recording_handlers(pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileAccess(P2), ReconcileOutputPort(P1, OP), ResyncAll()])
+    registry = CollectorRegistry()
+    metrics = jobs.JobMetrics(registry)
+    app = jobs.build_app(pg_url, jobs.RecordingHandlers(pg_url), max_attempts=3, resync_seconds=0, metrics=metrics)
+    await _drain(app, pg_url)
+    assert {r[1] for r in _jobs(pg_url)} == {"succeeded"}
+    with psycopg.connect(pg_url) as conn:
+        runs = conn.execute("SELECT kind, subject, status FROM provisioner_runs ORDER BY id").fetchall()
+    assert sorted(runs) == sorted(
+        [("job", P1, "success"), ("job", P2, "success"), ("job", f"{P1}/{OP}", "success"), ("job", "all", "success")]
+    )
+    assert registry.get_sample_value("provisioner_jobs_total", {"task": "reconcile_product", "outcome": "succeeded"})
+
+
+async def test_temporary_failures_retry_until_success(pg_url: str) -> None:
+    handlers = Scripted(failures=[TemporaryError("portal timed out"), RuntimeError("boom")])
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+    app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=0)
+    await _drain(app, pg_url)
+    assert handlers.calls == [("product", P1)] * 3
+    assert _jobs(pg_url) == [("reconcile_product", "succeeded", 3, {"product_id": P1})]
+
+
+async def test_retries_stop_at_max_attempts(pg_url: str) -> None:
+    handlers = Scripted(failures=[TemporaryError("down")] * 10)
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+    app = jobs.build_app(pg_url, handlers, max_attempts=3, resync_seconds=0, backoff_seconds=0)
+    await _drain(app, pg_url)
+    assert len(handlers.calls) == 3
+    assert [r[1] for r in _jobs(pg_url)] == ["failed"]
+
+
+async def test_permanent_error_fails_without_retry(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    handlers = Scripted(failures=[PermanentError("namespace 'x y' is invalid")])
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileAccess(P1)])
+    app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=0)
+    with caplog.at_level("INFO", logger="provisioner.jobs"):
+        await _drain(app, pg_url)
+    assert handlers.calls == [("access", P1)]
+    assert _jobs(pg_url) == [("reconcile_access", "failed", 1, {"consumer_id": P1})]
+    failed = [r for r in caplog.records if getattr(r, "event", None) == "job.failed"]
+    assert failed and failed[0].fields["error"] == "namespace 'x y' is invalid"  # type: ignore[attr-defined]
+    assert failed[0].fields["will_retry"] is False  # type: ignore[attr-defined]
+
+
+async def test_retry_survives_a_waiting_job_with_the_same_queueing_lock(pg_url: str) -> None:
+    """A trigger arriving while a job runs queues a second job; the first one's retry must not be lost."""
+
+    class FailOnceAndRetrigger(Scripted):
+        def reconcile_product(self, product_id: str) -> None:
+            first = not self.calls
+            self._call("product", product_id)
+            if first:
+                with psycopg.connect(pg_url) as conn:
+                    assert not jobs.enqueue_sync(conn, [ReconcileProduct(product_id)])[0].coalesced
+                raise TemporaryError("first attempt fails")
+
+    handlers = FailOnceAndRetrigger()
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+    app = jobs.build_app(pg_url, handlers, max_attempts=3, resync_seconds=0, backoff_seconds=0)
+    await _drain(app, pg_url)
+    assert [r[1] for r in _jobs(pg_url)] == ["succeeded", "succeeded"]
+    assert len(handlers.calls) == 3
+
+
+async def test_entity_lock_serialises_jobs_of_one_product(pg_url: str) -> None:
+    """Product and access jobs of one product never overlap, while other products run in parallel."""
+    active: dict[str, int] = {}
+    overlap: list[str] = []
+    both_others_running = threading.Barrier(2, timeout=10)
+    guard = threading.Lock()
+
+    class Slow(Scripted):
+        def _call(self, *call: str) -> None:
+            super()._call(*call)
+            entity = call[1]
+            if entity == P2 or call[0] == "output_port":
+                both_others_running.wait()  # raises BrokenBarrierError unless both run at once
+                return
+            with guard:
+                active[entity] = active.get(entity, 0) + 1
+                if active[entity] > 1:
+                    overlap.append(entity)
+            time.sleep(0.2)  # give a second worker slot the chance to break the lock
+            with guard:
+                active[entity] -= 1
+
+    handlers = Slow()
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileAccess(P1)])
+        jobs.enqueue_sync(conn, [ReconcileProduct(P2), ReconcileOutputPort(P2, OP)])
+    app = jobs.build_app(pg_url, handlers, max_attempts=1, resync_seconds=0)
+    await _drain(app, pg_url, concurrency=4)
+    assert overlap == []
+    assert [r[1] for r in _jobs(pg_url)] == ["succeeded"] * 4
+
+
+async def test_resync_enqueues_what_the_handler_returns(pg_url: str) -> None:
+    handlers = Scripted(resync=[ReconcileProduct(P1), ReconcileProduct(P2)])
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ResyncAll()])
+    app = jobs.build_app(pg_url, handlers, max_attempts=1, resync_seconds=0)
+    await _drain(app, pg_url)
+    assert handlers.calls[0] == ("resync",)
+    assert sorted(handlers.calls[1:]) == [("product", P1), ("product", P2)]
+
+
+def test_resync_cron_follows_the_period() -> None:
+    assert jobs.resync_cron(300) == "*/5 * * * *"
+    assert jobs.resync_cron(30) == "* * * * * */30"
+    assert jobs.resync_cron(7200) == "0 */2 * * *"
+
+
+def test_periodic_resync_is_registered_only_when_enabled(pg_url: str) -> None:
+    on = jobs.build_app(pg_url, jobs.RecordingHandlers(pg_url), max_attempts=1, resync_seconds=300)
+    off = jobs.build_app(pg_url, jobs.RecordingHandlers(pg_url), max_attempts=1, resync_seconds=0)
+    assert [t.task.name for t in on.periodic_registry.periodic_tasks.values()] == ["resync"]
+    assert not off.periodic_registry.periodic_tasks
