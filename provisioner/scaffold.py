@@ -18,7 +18,6 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from provisioner.errors import ScaffoldError
 from provisioner.logs import log_event
@@ -196,7 +195,7 @@ def _check_context(context: Mapping[str, str]) -> None:
                 "so secrets go to .env through write_env, never to the template"
             )
     endpoint = context.get("s3_endpoint")
-    if endpoint and "@" in urlsplit(str(endpoint)).netloc:
+    if endpoint and "@" in str(endpoint):  # user:password@host, possibly malformed by a '/' in the password
         raise ScaffoldError("s3_endpoint must not carry credentials (user:password@host); use write_env")
 
 
