@@ -1,0 +1,61 @@
+"""The Starlette application: webhook intake, health, metrics and status, wired from explicit inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from provisioner.errors import ProvisionerError
+from provisioner.web import health, status
+from provisioner.web.auth import WebhookAuth
+from provisioner.web.intake import IntakeConfig, receive_webhook
+from provisioner.web.metrics import WebMetrics, metrics_endpoint
+
+
+def create_app(
+    *,
+    pool: AsyncConnectionPool[Any],
+    database_url: str,
+    auth: WebhookAuth,
+    registry: CollectorRegistry,
+    max_body_bytes: int = 1024 * 1024,
+    dedup_seconds: int = 600,
+) -> Starlette:
+    """Build the app; the caller owns ``pool`` (open it before serving, close it after)."""
+    metrics = WebMetrics(registry)
+    routes = [
+        Route("/webhooks/portal", receive_webhook, methods=["POST"]),
+        Route("/webhooks/portal/v2", receive_webhook, methods=["POST"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/status/products", status.products, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={ProvisionerError: _provisioner_error})
+    app.state.pool = pool
+    app.state.database_url = database_url
+    app.state.metrics = metrics
+    app.state.intake = IntakeConfig(
+        pool=pool, auth=auth, metrics=metrics, max_body_bytes=max_body_bytes, dedup_seconds=dedup_seconds
+    )
+    return app
+
+
+async def open_pool(database_url: str, *, min_size: int = 2, max_size: int = 16) -> AsyncConnectionPool[Any]:
+    """The intake's pool: autocommit connections, so one intake call is one round trip and one transaction."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open(wait=True, timeout=15)
+    return pool
+
+
+async def _provisioner_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProvisionerError)
+    return JSONResponse({"error": exc.message}, status_code=exc.http_status)

@@ -1,0 +1,239 @@
+"""Webhook intake through the real ASGI app and real PostgreSQL: what is stored, enqueued and answered."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from provisioner.events import parse_delivery
+from provisioner.jobs import job_spec
+from provisioner.web.auth import url_token, v1_signature
+from tests.web.conftest import SECRET, V2_KINDS, Web, WebFactory, v1_samples, v2_sample
+
+P = "c9d573ab-84ce-48c4-9051-e7c0a37b1c4d"
+WIRE_HEADERS = ("Sign", "Content-Type")  # what the portal sends that matters; Host etc. belong to the capture
+
+
+def _wire(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k in WIRE_HEADERS}
+
+
+def cloudevent(event_type: str = "data_product.event", data: Any = None, event_id: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id or str(uuid.uuid4()),
+            "source": "data-product-portal",
+            "type": event_type,
+            "time": "2026-11-22T10:00:00+00:00",
+            "data": {"id": P} if data is None else data,
+        }
+    ).encode()
+
+
+async def post_v2(web: Web, body: bytes, **headers: str) -> Any:
+    return await web.client.post(
+        f"/webhooks/portal/v2?token={url_token(SECRET)}",
+        content=body,
+        headers={"Content-Type": "application/json", **headers},
+    )
+
+
+async def test_captured_v1_deliveries_are_accepted_and_enqueued_once_per_entity(web: Web) -> None:
+    samples = v1_samples()
+    statuses = []
+    for sample in samples:
+        response = await web.client.post(
+            "/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"])
+        )
+        statuses.append(response.status_code)
+    assert statuses == [202] * 23
+    assert web.count("provisioner_inbox") == 23
+    expected_locks = {
+        job_spec(t).queueing_lock
+        for s in samples
+        for t in parse_delivery(s["raw_body"].encode(), s["headers"]).triggers
+    }
+    queued = web.rows("SELECT queueing_lock FROM procrastinate_jobs WHERE status = 'todo'")
+    assert sorted(r[0] for r in queued) == sorted(expected_locks)  # one waiting job per entity and kind
+    outcomes = dict(web.rows("SELECT outcome, count(*) FROM provisioner_inbox GROUP BY outcome"))
+    assert outcomes == {"enqueued": len(expected_locks), "coalesced": 16 - len(expected_locks), "ignored": 7}
+
+
+@pytest.mark.parametrize("kind", V2_KINDS)
+async def test_captured_v2_events_are_accepted(web: Web, kind: str) -> None:
+    sample = v2_sample(kind)
+    response = await post_v2(web, sample["raw_body"].encode())
+    assert response.status_code == 202
+    delivery = parse_delivery(sample["raw_body"].encode(), sample["headers"])
+    (row,) = web.rows(
+        "SELECT delivery_id, generation, event_type, outcome, ignored_reason, body FROM provisioner_inbox"
+    )
+    assert row[:3] == (sample["body"]["id"], "v2", f"{kind}.event")
+    assert row[3] == ("enqueued" if delivery.triggers else "ignored")
+    assert row[4] == delivery.ignored_reason
+    assert row[5] == sample["body"]
+    assert web.count("procrastinate_jobs") == len(delivery.triggers)
+    assert response.json() == {"id": response.json()["id"], "outcome": row[3], "jobs": response.json()["jobs"]}
+
+
+async def test_binary_mode_cloudevent_is_accepted(web: Web) -> None:
+    event_id = str(uuid.uuid4())
+    response = await web.client.post(
+        f"/webhooks/portal?token={url_token(SECRET)}",
+        content=json.dumps({"id": P}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": event_id,
+            "ce-source": "data-product-portal",
+            "ce-type": "data_product.event",
+        },
+    )
+    assert response.status_code == 202
+    assert web.rows("SELECT delivery_id, entity FROM provisioner_inbox") == [(event_id, f"product:{P}")]
+    assert web.rows("SELECT task_name, args FROM procrastinate_jobs") == [("reconcile_product", {"product_id": P})]
+
+
+async def test_redelivered_cloudevent_is_200_and_enqueues_nothing(web: Web) -> None:
+    body = cloudevent()
+    first = await post_v2(web, body)
+    second = await post_v2(web, body)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert second.json()["outcome"] == "duplicate"
+    assert web.count("procrastinate_jobs") == 1
+    assert web.rows("SELECT outcome FROM provisioner_inbox ORDER BY id") == [("enqueued",), ("duplicate",)]
+
+
+async def test_identical_v1_body_within_the_window_is_a_duplicate(web: Web) -> None:
+    sample = v1_samples()[9]  # PUT …/status
+    first = await web.client.post(
+        "/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"])
+    )
+    again = await web.client.post(
+        "/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"])
+    )
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert web.count("procrastinate_jobs") == 1
+
+
+async def test_v1_dedup_window_zero_treats_every_body_as_new(make_web: WebFactory) -> None:
+    web = await make_web(dedup_seconds=0)
+    sample = v1_samples()[9]
+    answers = [
+        await web.client.post("/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"]))
+        for _ in range(2)
+    ]
+    assert [a.status_code for a in answers] == [202, 202]
+    assert [a.json()["outcome"] for a in answers] == ["enqueued", "coalesced"]
+    assert web.count("procrastinate_jobs") == 1
+
+
+async def test_second_event_for_a_waiting_product_is_coalesced(web: Web) -> None:
+    first = await post_v2(web, cloudevent())
+    second = await post_v2(web, cloudevent())
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert (first.json()["outcome"], second.json()["outcome"]) == ("enqueued", "coalesced")
+    assert second.json()["jobs"] == []
+    assert web.count("procrastinate_jobs") == 1
+    # Once the waiting job has started, a new event must queue a fresh job (the running one read older state).
+    web.rows("UPDATE procrastinate_jobs SET status = 'doing' RETURNING id")
+    third = await post_v2(web, cloudevent())
+    assert third.json()["outcome"] == "enqueued"
+    assert web.count("procrastinate_jobs") == 2
+
+
+async def test_unknown_event_type_is_accepted_and_recorded_as_ignored(web: Web) -> None:
+    response = await post_v2(web, cloudevent("dataset.event", {"id": "whatever"}))
+    assert response.status_code == 202
+    assert response.json()["outcome"] == "ignored"
+    assert web.rows("SELECT outcome, ignored_reason FROM provisioner_inbox") == [
+        ("ignored", "unknown event type 'dataset.event'")
+    ]
+    assert web.count("procrastinate_jobs") == 0
+
+
+async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "error"),
+    [
+        (b"{not json", "application/json", 400, "body is not JSON"),
+        (b'{"hello": "world"}', "application/json", 400, "neither a v1 envelope"),
+        (b"[" * 5000 + b"]" * 5000, "application/json", 400, "nested deeper"),
+        (cloudevent(data={"id": "'; DROP TABLE x; --"}), "application/json", 400, "data.id must be a UUID"),
+        (cloudevent(), "text/plain", 415, "Content-Type 'text/plain'"),
+        (b'{"method": "PUT", "url": "/x\\u0000", "status_code": 200}', "application/json", 400, "\\u0000"),
+    ],
+)
+async def test_bad_input_gets_its_status_and_stores_nothing(
+    web: Web, body: bytes, content_type: str, status: int, error: str
+) -> None:
+    response = await post_v2(web, body, **{"Content-Type": content_type})
+    assert response.status_code == status
+    assert error in response.json()["error"]
+    assert web.stored_nothing()
+
+
+async def test_oversized_body_is_413_by_declared_length(make_web: WebFactory) -> None:
+    web = await make_web(max_body_bytes=1000)
+    body = cloudevent(data={"id": P, "padding": "x" * 2000})
+    response = await post_v2(web, body)
+    assert response.status_code == 413
+    assert "over the 1000 byte limit" in response.json()["error"]
+    assert web.stored_nothing()
+
+
+async def test_oversized_chunked_body_is_413_while_streaming(make_web: WebFactory) -> None:
+    web = await make_web(max_body_bytes=1000)
+    body = cloudevent(data={"id": P, "padding": "x" * 5000})
+    response = await web.client.post(
+        f"/webhooks/portal?token={url_token(SECRET)}",
+        content=_chunks(body, 256),  # no Content-Length: the limit must hold while reading
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert web.stored_nothing()
+
+
+async def test_v1_signed_on_the_raw_body_is_accepted(web: Web) -> None:
+    body = json.dumps(
+        {"method": "PUT", "url": f"/api/v2/data_products/{P}", "query": "", "response": "", "status_code": 200},
+        separators=(",", ":"),
+    ).encode()
+    response = await web.client.post(
+        "/webhooks/portal",
+        content=body,
+        headers={"Content-Type": "application/json", "Sign": v1_signature(SECRET, body)},
+    )
+    assert response.status_code == 202
+
+
+async def test_metrics_count_deliveries_and_queue_depth(web: Web) -> None:
+    await post_v2(web, cloudevent())
+    await post_v2(web, cloudevent("technical_asset.event", {"id": P, "data_product_id": P}))
+    await post_v2(web, b"nope")
+    text = (await web.client.get("/metrics")).text
+    assert (
+        'provisioner_webhook_deliveries_total{generation="v2",outcome="enqueued",type="data_product.event"} 1.0' in text
+    )
+    assert 'outcome="ignored",type="technical_asset.event"} 1.0' in text
+    assert 'provisioner_webhook_deliveries_total{generation="unknown",outcome="invalid",type="unknown"} 1.0' in text
+    assert 'provisioner_queue_jobs{status="todo"} 1.0' in text
+
+
+async def test_status_lists_latest_run_per_subject(web: Web) -> None:
+    web.rows(
+        "INSERT INTO provisioner_runs (kind, subject, status, started_at) VALUES "
+        "('product', 'a', 'failure', now() - interval '1 minute'), ('product', 'a', 'success', now()), "
+        "('product', 'b', 'running', now()) RETURNING id"
+    )
+    body = (await web.client.get("/status/products")).json()
+    assert [(r["subject"], r["status"]) for r in body["products"]] == [("a", "success"), ("b", "running")]
