@@ -15,7 +15,7 @@ from pathlib import Path
 from provisioner import db
 from provisioner.logs import log_event
 from provisioner.portal import PortalClient
-from provisioner.reconcile import ReconcileConfig, Reconcilers, TokenizeOutcome, Tokenizer, no_tokenizer
+from provisioner.reconcile import ReconcileConfig, Reconcilers, Tokenizer, no_tokenizer
 from provisioner.reconcile.state import StateStore
 from provisioner.settings import Settings
 from provisioner.storage import build_store
@@ -66,9 +66,26 @@ def build_tokenizer(settings: Settings, database_url: str) -> Tokenizer:
     """The tokenizer the access flow runs before a grant, from PROVISIONER_TOKENIZE_* and tenant settings."""
     if settings.tokenize_policy is None:
         return no_tokenizer
-    from provisioner.cli.tokenize import policy_tokenizer
+    from provisioner.reconcile.tokenizing import policy_tokenizer
+    from provisioner.tokenize import RunRecorder, Tenants, TokenFormat, TokenizeOptions, load_policy_file
 
-    return policy_tokenizer(settings, database_url)
+    options = TokenizeOptions(
+        format=TokenFormat(
+            mode=settings.tokenize_mode,  # type: ignore[arg-type]  # validated by Settings
+            prefix=settings.tokenize_prefix,
+            suffix=settings.tokenize_suffix,
+        ),
+        key=settings.tokenize_key,
+        max_columns=settings.tokenize_max_columns,
+        lock_timeout_ms=settings.tokenize_lock_timeout_ms,
+        statement_timeout_ms=settings.tokenize_statement_timeout_ms,
+    )
+    return policy_tokenizer(
+        load_policy_file(settings.tokenize_policy),
+        options,
+        Tenants.from_mapping(settings.tenants),
+        RunRecorder(database_url),
+    )
 
 
 @contextmanager
@@ -101,11 +118,6 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
         )
         log_event(log, "services.opened", portal=settings.portal_url, s3_endpoint=endpoint, bucket=settings.s3_bucket)
         yield Services(settings, url, state, store, portal, reconcilers, endpoint)
-
-
-def tokenize_outcome(status: str, run_id: str | None, rows: int, error: str | None) -> TokenizeOutcome:
-    """Adapt a tokenization result to what reconcile decides on."""
-    return TokenizeOutcome(status=status, run_id=run_id, rows_changed=rows, error=error)
 
 
 def products_dir_of(settings: Settings) -> Path:
