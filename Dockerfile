@@ -37,6 +37,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PROVISIONER_DATA_DIR=/data \
     PROVISIONER_PRODUCTS_DIR=/data/products \
     PROVISIONER_TEMPLATE=/app/templates/sqlmesh
+# Wheels come from a bind mount of the builder stage, so none stays in a layer.
+# /run/provisioner: where one-shot steps leave files for other containers (compose: the signed v2 webhook URL).
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels provisioner \
  && groupadd --gid "${GID}" provisioner \
@@ -47,7 +49,6 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 COPY --chown=root:root templates /app/templates
 WORKDIR /app
 USER provisioner:provisioner
-VOLUME ["/data"]
 EXPOSE 8090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=6 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PROVISIONER_PORT', '8090'), timeout=4)"]

