@@ -1,0 +1,70 @@
+"""``provisioner tokenize`` and ``provisioner runs`` end to end, with tenants and keys from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+from provisioner.cli import main
+from tests.tokenize.conftest import KEY, column, create_people
+
+POLICY = """
+policies:
+  - producer: sales
+    output_port: customers
+    tenant: sales
+    tables:
+      - {schema: public, table: people, columns: [email, phone]}
+"""
+
+
+def as_url(conninfo: str) -> str:
+    """The fixtures give ``key=value`` strings; Settings wants a URL."""
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    return f"postgresql://{params['user']}@/{params['dbname']}?host={quote(str(params['host']), safe='')}"
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, pg_url: str, pg_empty_url: str, tmp_path: Path) -> Path:
+    monkeypatch.setenv("PROVISIONER_DATABASE_URL", as_url(pg_url))
+    monkeypatch.setenv("PROVISIONER_TENANT_SALES_DSN", pg_empty_url)
+    monkeypatch.setenv("PROVISIONER_TOKENIZE_KEY", KEY)
+    create_people(pg_empty_url, [("alice@example.com", "1"), ("bob@example.org", None)])
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def test_dry_run_then_run_then_list(env: Path, pg_empty_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tokenize", "--policy", str(env), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "public.people would change 2 rows" in out and "SUCCESS" in out
+    assert column(pg_empty_url, "email")[0] == "alice@example.com"
+
+    assert main(["tokenize", "--policy", str(env), "--tenant", "sales"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] public.people changed 2 rows" in out and "public.people.phone: 1 values" in out
+    assert str(column(pg_empty_url, "email")[0]).startswith("tok_")
+
+    assert main(["runs", "--last", "5"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 3  # header + 2 runs, newest first
+    assert "COMPLETE" in listing[1] and " no " in listing[1] and " yes " in listing[2]
+
+
+def test_failure_exits_1(env: Path, pg_empty_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    env.write_text(POLICY.replace("[email, phone]", "[email, ghost]"))
+    assert main(["tokenize", "--policy", str(env)]) == 1
+    assert "FAILURE" in capsys.readouterr().out
+    assert column(pg_empty_url, "email")[0] == "alice@example.com"
+
+
+def test_missing_key_exits_1_with_a_clear_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PROVISIONER_TOKENIZE_KEY")
+    assert main(["tokenize", "--policy", str(env)]) == 1
+    assert "PROVISIONER_TOKENIZE_KEY is not set" in capsys.readouterr().err
