@@ -1,15 +1,112 @@
-"""CLI commands: serve (filled in by its issue)."""
+"""`provisioner serve` (webhook receiver, plus a worker by default) and `provisioner worker`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
 from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from provisioner import jobs
+from provisioner.cli.runtime import Runtime, open_runtime
+from provisioner.logs import log_event
+from provisioner.settings import Settings
+from provisioner.web import create_app, open_pool
+from provisioner.web.auth import WebhookAuth
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is private
-    """Add this module's commands to the top-level parser."""
-    del subparsers
+    """Add `serve` and `worker`."""
+    p = subparsers.add_parser(
+        "serve",
+        help="receive portal webhooks (and run one worker in the same process)",
+        description="Start the webhook receiver (POST /webhooks/portal and /webhooks/portal/v2, /healthz, /readyz, "
+        "/metrics, /status/products). Without PROVISIONER_DATABASE_URL an embedded PostgreSQL is started with its "
+        "data under PROVISIONER_DATA_DIR/postgres. A worker runs in the same process unless --no-worker is given.",
+    )
+    p.add_argument("--host", help="address to bind (default PROVISIONER_HOST, 0.0.0.0)")
+    p.add_argument("--port", type=int, help="port to bind (default PROVISIONER_PORT, 8090)")
+    p.add_argument("--no-worker", action="store_true", help="only receive webhooks; run `provisioner worker` apart")
+    p.set_defaults(func=_serve)
+
+    p = subparsers.add_parser(
+        "worker",
+        help="run queued jobs (reconciles and the periodic resync)",
+        description="Run jobs from the PostgreSQL queue until stopped (Ctrl+C or SIGTERM). Start as many workers as "
+        "you like, on as many machines: a product is never reconciled by two of them at once.",
+    )
+    p.add_argument("--concurrency", type=int, help="jobs run at once (default PROVISIONER_WORKER_CONCURRENCY, 4)")
+    p.set_defaults(func=_worker)
 
 
-def _unused(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    with open_runtime(settings) as runtime:
+        asyncio.run(
+            serve(runtime, host=args.host or settings.host, port=args.port or settings.port, worker=not args.no_worker)
+        )
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    with open_runtime(settings) as runtime:
+        app = _job_app(runtime, None)
+        concurrency = args.concurrency or settings.worker_concurrency
+        log_event(log, "worker.started", concurrency=concurrency)
+        asyncio.run(jobs.run_worker(app, concurrency=concurrency))
+    return 0
+
+
+def _job_app(runtime: Runtime, metrics: jobs.JobMetrics | None) -> Any:
+    s = runtime.settings
+    return jobs.build_app(
+        runtime.database_url,
+        runtime.handlers,
+        max_attempts=s.job_max_attempts,
+        resync_seconds=s.resync_seconds,
+        metrics=metrics,
+    )
+
+
+async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None:
+    """Serve the web app with uvicorn until SIGINT/SIGTERM; run a worker beside it when asked."""
+    s = runtime.settings
+    registry = CollectorRegistry()
+    pool = await open_pool(runtime.database_url)
+    try:
+        app = create_app(
+            pool=pool,
+            database_url=runtime.database_url,
+            auth=WebhookAuth(
+                s.webhook_secret, token_max_age=s.webhook_token_max_age, tolerance_seconds=s.webhook_tolerance_seconds
+            ),
+            registry=registry,
+            max_body_bytes=s.max_body_bytes,
+            dedup_seconds=s.webhook_dedup_seconds,
+        )
+        # No access log: a v2 URL carries its token in the query string.
+        config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="off")
+        server = uvicorn.Server(config)
+        log_event(log, "serve.started", host=host, port=port, worker=worker, auth=s.webhook_secret is not None)
+        worker_task = None
+        if worker:
+            job_app = _job_app(runtime, jobs.JobMetrics(registry))
+            worker_task = asyncio.create_task(
+                jobs.run_worker(job_app, concurrency=s.worker_concurrency, install_signal_handlers=False)
+            )
+        try:
+            await server.serve()
+        finally:
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+    finally:
+        await pool.close()
