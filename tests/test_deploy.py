@@ -10,16 +10,19 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 from psycopg import errors, sql
 
+from provisioner.errors import AuthenticationFailed
 from provisioner.settings import DOCUMENTED, Settings
 from provisioner.tokenize import Tenants, TokenizeOptions, plan, run
 from provisioner.tokenize.policy import load_policy_file
@@ -374,13 +377,50 @@ def test_portal_gets_the_signed_v2_url_from_the_provisioner(services: dict[str, 
     assert url_file, "the signed URL is written to a file, then moved into place"
     backend = " ".join(services["portal-backend"]["command"])
     assert f"cat {url_file.group(1)}" in backend
-    assert "export WEBHOOK_V2_URL=" in backend and "export WEBHOOK_URL=" in backend
+    assert "export WEBHOOK_V2_URL=" in backend
+    # v1 has its own route, authenticated by the Sign header; it must not be sent to the v2 route.
+    v1 = environment(services["portal-backend"])["WEBHOOK_URL"]
+    assert urlsplit(v1).netloc == "provisioner:8090" and urlsplit(v1).path == "/webhooks/portal"
     # Both containers see the same volume at the same place.
     signer_volumes = {v.split(":")[0]: v.split(":")[1] for v in signer["volumes"]}
     backend_volumes = {v.split(":")[0]: v.split(":")[1] for v in services["portal-backend"]["volumes"]}
     shared = set(signer_volumes) & set(backend_volumes)
     assert shared and all(url_file.group(1).startswith(signer_volumes[v]) for v in shared)
     assert all(signer_volumes[v] == backend_volumes[v] for v in shared)
+
+
+def test_signed_url_step_yields_a_url_the_provisioner_accepts(
+    services: dict[str, dict[str, Any]], env_example: dict[str, str], tmp_path: Path
+) -> None:
+    """Run portal-webhook-url's script (with the real CLI) and check the provisioner's own routes and auth."""
+    from provisioner.cli import build_parser
+
+    if "webhook-url" not in build_parser().format_help():
+        pytest.skip("`provisioner webhook-url` is not implemented in this tree yet")
+    from provisioner.web.app import create_app
+    from provisioner.web.auth import WebhookAuth
+
+    signer = services["portal-webhook-url"]
+    mount = next(v.split(":")[1] for v in signer["volumes"])
+    script = signer["command"][0].replace(mount, str(tmp_path))
+    env = {k: interpolate(v, env_example) for k, v in environment(signer).items()}
+    bin_dir = str(Path(sys.executable).parent)
+    result = subprocess.run(
+        ["sh", "-c", script], env={"PATH": f"{bin_dir}:{os.environ['PATH']}", **env}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    url = urlsplit((tmp_path / "webhook_v2_url").read_text(encoding="utf-8").strip())
+    assert url.scheme == "http" and url.netloc == "provisioner:8090"
+    # Routes only: the app is built, never served, so it needs no pool.
+    app = create_app(pool=None, database_url="postgresql://unused", auth=WebhookAuth(), registry=CollectorRegistry())  # type: ignore[arg-type]
+    paths = {getattr(route, "path", None) for route in app.routes}
+    v1_path = urlsplit(environment(services["portal-backend"])["WEBHOOK_URL"]).path
+    assert url.path in paths and v1_path in paths and url.path != v1_path
+    query = dict(parse_qsl(url.query))
+    auth = WebhookAuth(secret=env["PROVISIONER_WEBHOOK_SECRET"])
+    assert auth.check({}, query, b"{}") == "url-token"
+    with pytest.raises(AuthenticationFailed):
+        WebhookAuth(secret="another-secret").check({}, query, b"{}")
 
 
 def test_secrets_come_only_from_the_env_file(services: dict[str, dict[str, Any]]) -> None:
