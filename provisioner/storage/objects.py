@@ -43,7 +43,12 @@ class S3Objects:
 
     def ensure_prefix(self, bucket: BucketName, namespace: Namespace) -> bool:
         """Create the marker object ``<namespace>/`` if missing; True when created."""
-        if self.object_exists(bucket, namespace.prefix):
+        # Listed rather than HEAD-ed: filer-backed stores (SeaweedFS) answer HEAD "<ns>/" with 200 for an
+        # implicit directory even when no marker object is left. The marker sorts first under its prefix.
+        with storage_errors(f"checking prefix s3://{bucket}/{namespace.prefix}", self._endpoint):
+            page = self._s3.list_objects_v2(Bucket=bucket, Prefix=namespace.prefix, MaxKeys=1)
+        first = [obj["Key"] for obj in page.get("Contents", [])[:1]]
+        if first == [namespace.prefix]:
             return False
         self.put_object(bucket, namespace.prefix, b"")
         return True

@@ -17,12 +17,12 @@ from provisioner.names import BucketName, Namespace
 POLICY_VERSION = "2012-10-17"
 
 # Object actions on the product's own prefix. Multipart uploads are authorised as s3:PutObject, except
-# abort and part listing, which big writers (DuckDB, boto3's transfer manager) also call.
+# abort, which big writers (DuckDB, boto3's transfer manager) call on failure. (s3:ListMultipartUploadParts
+# is left out: SeaweedFS 4.48 rejects the whole document when it sees it.)
 OWN_OBJECT_ACTIONS = (
     "s3:AbortMultipartUpload",
     "s3:DeleteObject",
     "s3:GetObject",
-    "s3:ListMultipartUploadParts",
     "s3:PutObject",
 )
 READ_OBJECT_ACTIONS = ("s3:GetObject",)

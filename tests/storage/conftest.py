@@ -1,4 +1,4 @@
-"""Store backends for the storage tests: IamStore on moto's server, MinioStore on the admin API stand-in."""
+"""Store backends for the storage tests: IamStore on moto and SeaweedFS, MinioStore on the admin API stand-in."""
 
 from __future__ import annotations
 
@@ -48,12 +48,15 @@ def count_boto_writes(store: object) -> Callable[[], int]:
     return lambda: counter["n"]
 
 
-@pytest.fixture(params=["iam-moto", "minio-admin"])
+@pytest.fixture(
+    params=["iam-moto", "minio-admin", pytest.param("iam-seaweedfs", marks=[pytest.mark.seaweedfs, pytest.mark.slow])]
+)
 def backend(request: pytest.FixtureRequest, unique_name: str) -> Backend:
     """Each behavioural test runs once per backend."""
     bucket, ns, other = BucketName(f"{unique_name}-bkt"), Namespace(f"{unique_name}-a"), Namespace(f"{unique_name}-b")
-    if request.param == "iam-moto":
-        moto: S3Server = request.getfixturevalue("moto_server")
+    if request.param in ("iam-moto", "iam-seaweedfs"):
+        fixture = "moto_server" if request.param == "iam-moto" else "seaweedfs_server"
+        moto: S3Server = request.getfixturevalue(fixture)
         store = build_store(
             "aws-iam",
             endpoint=moto.endpoint,
@@ -61,7 +64,7 @@ def backend(request: pytest.FixtureRequest, unique_name: str) -> Backend:
             secret_key=moto.secret_key,
             region="us-east-1",
         )
-        return Backend("iam-moto", store, count_boto_writes(store), bucket, ns, other)
+        return Backend(request.param, store, count_boto_writes(store), bucket, ns, other)
     server: MinioAdminServer = request.getfixturevalue("minio_admin_server")
     store = build_store(
         "minio",
