@@ -111,7 +111,14 @@ def timed(conn: psycopg.Connection, action: Callable[[], int]) -> Measure:
     return Measure(seconds, wal_diff(conn, start), rows)
 
 
-def bench_shape(url: str, admin: psycopg.Connection, source: str, rows: int, sample: int) -> dict[str, Measure]:
+def median(runs: list[Measure]) -> Measure:
+    """The run with the median time (the machine is noisy: ±10% between identical runs)."""
+    return sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
+
+
+def bench_shape(
+    url: str, admin: psycopg.Connection, source: str, rows: int, sample: int, repeat: int
+) -> dict[str, Measure]:
     fmt = TokenFormat()
     policy = TokenizePolicy(
         tenant="bench", tables=(TableTarget(Identifier("public"), Identifier("t"), (Identifier("a"), Identifier("b"))),)
@@ -124,8 +131,11 @@ def bench_shape(url: str, admin: psycopg.Connection, source: str, rows: int, sam
             cur = c.execute("UPDATE t SET a = a || '', b = b || ''")
             return cur.rowcount
 
-    fresh(admin, source)
-    out["raw UPDATE"] = timed(admin, raw)
+    runs = []
+    for _ in range(repeat):
+        fresh(admin, source)
+        runs.append(timed(admin, raw))
+    out["raw UPDATE"] = median(runs)
 
     def hmac_only() -> int:
         with psycopg.connect(url, autocommit=True) as c:
@@ -143,7 +153,7 @@ def bench_shape(url: str, admin: psycopg.Connection, source: str, rows: int, sam
             return int(row[0])
 
     fresh(admin, source)
-    out["HMAC only (SELECT)"] = timed(admin, hmac_only)
+    out["HMAC only (SELECT)"] = median([timed(admin, hmac_only) for _ in range(repeat)])
 
     def engine(dry: bool = False) -> Callable[[], int]:
         def go() -> int:
@@ -153,8 +163,12 @@ def bench_shape(url: str, admin: psycopg.Connection, source: str, rows: int, sam
 
         return go
 
-    out["dry run (untokenized)"] = timed(admin, engine(dry=True))
-    out["engine"] = timed(admin, engine())
+    out["dry run (untokenized)"] = median([timed(admin, engine(dry=True)) for _ in range(repeat)])
+    runs = []
+    for _ in range(repeat):
+        fresh(admin, source)
+        runs.append(timed(admin, engine()))
+    out["engine"] = median(runs)
     admin.execute("CHECKPOINT")
     out["engine rerun (0 changes)"] = timed(admin, engine())
     out["dry run (tokenized)"] = timed(admin, engine(dry=True))
@@ -217,6 +231,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=20_000, help="rows for the row-by-row baseline")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each main measurement; the median is shown")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
 
@@ -254,7 +269,7 @@ def main() -> int:
             clock = time.perf_counter()
             build_source(admin, source, args.rows, extra)
             print(f"built {source} in {time.perf_counter() - clock:.1f}s", file=sys.stderr)
-            res = bench_shape(url, admin, source, args.rows, args.sample)
+            res = bench_shape(url, admin, source, args.rows, args.sample, args.repeat)
             lines, ratios = report(f"{shape}, {args.rows:,} rows", args.rows, res)
             all_lines += [*lines, ""]
             figures[shape] = {"ratios": ratios, **{k: vars(v) for k, v in res.items()}}
