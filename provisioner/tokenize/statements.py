@@ -53,7 +53,7 @@ def needs_token(column: Identifier, fmt: TokenFormat) -> sql.Composed:
     checks = [sql.SQL("{c} LIKE {s}").format(c=col, s=sql.Literal(shape))]
     if fmt.token_length is not None:
         checks.insert(0, sql.SQL("octet_length({c}) = {n}").format(c=col, n=sql.Literal(fmt.token_length)))
-        pattern = fmt.guard_pattern.replace("{%d}" % fmt.length, "+")
+        pattern = fmt.guard_pattern.replace(f"{{{fmt.length}}}", "+")
     else:
         pattern = fmt.guard_pattern
     checks.append(sql.SQL("{c} ~ {g}").format(c=col, g=sql.Literal(pattern)))
