@@ -6,6 +6,8 @@ survive a restart of the store.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from provisioner.names import BucketName, Namespace
@@ -89,3 +91,28 @@ def test_users_keys_and_data_survive_a_restart(
     s3 = s3_as(seaweedfs_server, key)
     assert eventually(lambda: s3.get_object(Bucket=bucket, Key=f"{sales}/kept"))["Body"].read() == b"kept"
     assert denied(lambda: s3.list_objects_v2(Bucket=bucket)) == "AccessDenied"
+
+
+def test_duckdb_works_with_a_scoped_key(seaweedfs_server: S3Server, unique_name: str) -> None:
+    """A real client (DuckDB httpfs) writes, globs and reads with the product key, and cannot write a grant."""
+    duckdb = pytest.importorskip("duckdb")
+    ext = pytest.importorskip("duckdb_extension_httpfs")
+    bucket = BucketName(f"{unique_name}-bkt")
+    sales, hr = Namespace(f"{unique_name}-sales"), Namespace(f"{unique_name}-hr")
+    store = provision(seaweedfs_server, bucket, sales, hr)
+    store.put_object(bucket, f"{hr}/people.csv", b"id,name\n1,ann\n")
+    store.ensure_user(bucket, sales, [hr])
+    key = store.create_key(sales)
+    httpfs = next(iter(Path(ext.__file__).parent.glob(f"extensions/v{duckdb.__version__}/httpfs.duckdb_extension")))
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{httpfs}'")
+    host = seaweedfs_server.endpoint.removeprefix("http://")
+    con.execute(
+        f"CREATE SECRET (TYPE s3, KEY_ID '{key.access_key_id}', SECRET '{key.secret_key}', ENDPOINT '{host}', "
+        "URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')"
+    )
+    eventually(lambda: con.execute(f"COPY (SELECT 1 AS x) TO 's3://{bucket}/{sales}/raw/t.parquet' (FORMAT parquet)"))
+    assert con.execute(f"SELECT x FROM 's3://{bucket}/{sales}/raw/*.parquet'").fetchall() == [(1,)]
+    assert con.execute(f"SELECT name FROM read_csv('s3://{bucket}/{hr}/*.csv')").fetchall() == [("ann",)]
+    with pytest.raises(duckdb.Error, match="403"):
+        con.execute(f"COPY (SELECT 1 AS x) TO 's3://{bucket}/{hr}/x.parquet' (FORMAT parquet)")
