@@ -1,0 +1,203 @@
+"""`provisioner serve` / `webhook-url` as real processes: durability across kill -9, settings errors, the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from provisioner.web.auth import url_token
+from tests.fixtures.s3 import free_port, wait_http
+
+SECRET = "cli-test-secret"
+
+
+def as_url(conninfo: str) -> str:
+    """The fixtures' conninfo (``host=/socket dbname=…``) as the URL PROVISIONER_DATABASE_URL expects."""
+    parts = psycopg.conninfo.conninfo_to_dict(conninfo)
+    query = f"?host={parts['host']}" if str(parts.get("host", "")).startswith("/") else ""
+    host = "" if query else f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
+    password = f":{parts['password']}" if parts.get("password") else ""
+    return f"postgresql://{parts.get('user', 'postgres')}{password}@{host}/{parts['dbname']}{query}"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    return {**env, "PROVISIONER_WEBHOOK_SECRET": SECRET, "PROVISIONER_RESYNC_SECONDS": "0", **extra}
+
+
+class Server:
+    """One `python -m provisioner serve` process."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "provisioner", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited with {self.proc.returncode}: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+            try:
+                wait_http(f"{self.base}/healthz", timeout=0.5)
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def _event(product: str, event_id: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id or str(uuid.uuid4()),
+            "source": "data-product-portal",
+            "type": "data_product.event",
+            "data": {"id": product},
+        }
+    ).encode()
+
+
+def _post(server: Server, body: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{server.base}/webhooks/portal/v2?token={url_token(SECRET)}",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_after_202_loses_nothing(pg_url: str, servers: list[Server]) -> None:
+    env = _env(PROVISIONER_DATABASE_URL=as_url(pg_url))
+    server = Server(env, "--no-worker")
+    servers.append(server)
+    products = [str(uuid.uuid4()) for _ in range(20)]
+    bodies = [_event(p) for p in products]
+    answers = [_post(server, b) for b in bodies]
+    assert [a.status_code for a in answers] == [202] * 20
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+
+    with psycopg.connect(pg_url) as conn:
+        inbox = conn.execute("SELECT id FROM provisioner_inbox ORDER BY id").fetchall()
+        queued = conn.execute(
+            "SELECT args->>'product_id' FROM procrastinate_jobs WHERE status = 'todo' ORDER BY id"
+        ).fetchall()
+    assert [r[0] for r in inbox] == [a.json()["id"] for a in answers]
+    assert [r[0] for r in queued] == products
+
+    restarted = Server(env, "--no-worker")
+    servers.append(restarted)
+    assert httpx.get(f"{restarted.base}/readyz").status_code == 200
+    assert _post(restarted, bodies[0]).status_code == 200  # the redelivery is still recognised
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone() == (20,)
+
+
+@pytest.mark.slow
+def test_serve_runs_a_worker_in_the_same_process(pg_url: str, servers: list[Server]) -> None:
+    server = Server(_env(PROVISIONER_DATABASE_URL=as_url(pg_url)))
+    servers.append(server)
+    product = str(uuid.uuid4())
+    assert _post(server, _event(product)).status_code == 202
+    deadline = time.monotonic() + 30
+    rows: list[tuple[str, str]] = []
+    while time.monotonic() < deadline and not rows:
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute("SELECT subject, status FROM provisioner_runs").fetchall()
+        time.sleep(0.1)
+    assert rows == [(product, "success")]
+    products = httpx.get(f"{server.base}/status/products").json()["products"]
+    assert [(p["subject"], p["status"]) for p in products] == [(product, "success")]
+
+
+@pytest.mark.slow
+def test_serve_starts_embedded_postgres_when_no_url_is_set(tmp_path: Path, servers: list[Server]) -> None:
+    data_dir = tmp_path / "data"
+    server = Server(_env(PROVISIONER_DATA_DIR=str(data_dir)), "--no-worker")
+    servers.append(server)
+    try:
+        assert httpx.get(f"{server.base}/readyz").json() == {"status": "ready"}
+        assert (data_dir / "postgres" / "PG_VERSION").is_file()
+    finally:
+        server.stop()
+        pid_file = data_dir / "postgres" / "postmaster.pid"
+        if pid_file.exists():  # stop the embedded server this test started, by its own pid
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+
+
+def test_a_bad_setting_exits_1_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", "serve"],
+        env=_env(PROVISIONER_PORT="not-a-port", PROVISIONER_DATA_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert len(lines) == 1 and "PROVISIONER_PORT" in lines[0], result.stderr
+    assert not (tmp_path / "postgres").exists()
+
+
+def test_webhook_url_prints_a_url_whose_token_authenticates() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", "webhook-url", "--base", "http://provisioner:8090/"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    url = result.stdout.strip()
+    assert url.startswith("http://provisioner:8090/webhooks/portal/v2?token=")
+    from provisioner.web.auth import WebhookAuth
+
+    assert WebhookAuth(SECRET).check({}, {"token": url.split("token=", 1)[1]}, b"{}") == "url-token"
+
+
+def test_webhook_url_without_a_secret_fails_clearly() -> None:
+    env = _env()
+    del env["PROVISIONER_WEBHOOK_SECRET"]
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", "webhook-url", "--base", "http://x:8090"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "PROVISIONER_WEBHOOK_SECRET is not set" in result.stderr
