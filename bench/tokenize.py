@@ -245,6 +245,7 @@ def main() -> int:
         for name, value in SERVER_SETTINGS.items():
             admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         admin.execute("SELECT pg_reload_conf()")
+        time.sleep(1)  # the reload is asynchronous: let the postmaster apply it before SHOW and the first run
         version = admin.execute("SHOW server_version").fetchone()
         shown = {
             n: admin.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()
