@@ -198,6 +198,9 @@ def run(
         error, retryable = str(exc), isinstance(exc, TemporaryError)
     except psycopg.Error as exc:  # outside a table (e.g. connection lost while loading the key)
         error, retryable = _describe(exc, plan, None), _retryable(exc)
+    except Exception as exc:  # a defect: still close the run record rather than leave it RUNNING
+        log.exception("tokenize.internal_error")
+        error = f"internal error ({type(exc).__name__}); see the provisioner's log"
     finished_at = datetime.now(UTC)
     duration = time.perf_counter() - clock
     rows_by_column = {k: v for t in done for k, v in t.rows_by_column.items()}
