@@ -1,0 +1,282 @@
+"""Intake benchmark: sustained signed deliveries over loopback.
+
+Compares `provisioner serve --no-worker` (uvicorn, one process, durable PostgreSQL commit per delivery) with a
+bare Starlette handler that answers 200 without a database, in the same run, with the same client.
+
+    python bench/intake.py [--seconds 10] [--clients 32] [--kind mix|v1|v2] [--database-url URL]
+
+Without --database-url an embedded PostgreSQL is started in a temporary directory with its default (durable)
+settings: fsync and synchronous_commit on. Every delivery is distinct (new CloudEvents id, new product id),
+so each one is accepted and enqueues one job: the heaviest path, no duplicates, no coalescing.
+The client is a minimal asyncio HTTP/1.1 keep-alive client, so that it costs little CPU on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/tokenize.py would shadow the standard library's tokenize (imported by logging/linecache) when this
+# script runs as `python bench/intake.py`: drop this folder from the import path first.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SECRET = "bench-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bare_server(port: int) -> None:
+    """A bare Starlette handler on uvicorn: reads the body, answers 200, touches no database."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def handler(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/portal", handler, methods=["POST"]),
+            Route("/webhooks/portal/v2", handler, methods=["POST"]),
+        ]
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+def build_requests(n: int, kind: str, token: str) -> list[bytes]:
+    """``n`` distinct, authenticated HTTP requests (v1 signed like the portal, v2 with the URL token)."""
+    out = []
+    for i in range(n):
+        product = str(uuid.uuid4())
+        use_v1 = kind == "v1" or (kind == "mix" and i % 2 == 0)
+        if use_v1:
+            content = {
+                "method": "PUT",
+                "url": f"/api/v2/data_products/{product}",
+                "query": "",
+                "response": "",
+                "status_code": 200,
+            }
+            body = json.dumps(content, separators=(",", ":")).encode()
+            # The portal signs json.dumps() with default separators and sends compact JSON.
+            sign = hmac.new(SECRET.encode(), json.dumps(content).encode(), hashlib.sha512).hexdigest()
+            head = f"POST /webhooks/portal HTTP/1.1\r\nSign: {sign}\r\n"
+        else:
+            body = json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": str(uuid.uuid4()),
+                    "source": "data-product-portal",
+                    "type": "data_product.event",
+                    "time": "2026-11-22T10:00:00+00:00",
+                    "data": {"id": product},
+                },
+                separators=(",", ":"),
+            ).encode()
+            head = f"POST /webhooks/portal/v2?token={token} HTTP/1.1\r\n"
+        head += (
+            f"Host: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "User-Agent: bench\r\n\r\n"
+        )
+        out.append(head.encode() + body)
+    return out
+
+
+@dataclass
+class Result:
+    accepted: int
+    other: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+async def _client(
+    port: int,
+    requests: list[bytes],
+    next_index: list[int],
+    stop_at: float,
+    measure_from: float,
+    result: Result,
+    ok_status: bytes,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= stop_at:
+                return
+            i = next_index[0]
+            next_index[0] += 1
+            writer.write(requests[i % len(requests)])
+            started = time.perf_counter()
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            done = time.perf_counter()
+            if started >= measure_from:
+                result.latencies.append(done - started)
+                if status_line[9:12] == ok_status:
+                    result.accepted += 1
+                else:
+                    result.other += 1
+    finally:
+        writer.close()
+
+
+async def load(port: int, requests: list[bytes], clients: int, seconds: float, warmup: float, ok: bytes) -> Result:
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+    result = Result(0, 0, seconds, [])
+    index = [0]
+    await asyncio.gather(*(_client(port, requests, index, stop_at, measure_from, result, ok) for _ in range(clients)))
+    if index[0] > len(requests):
+        raise SystemExit("ran out of distinct requests: raise --pool")
+    return result
+
+
+def wait_http(port: int, path: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing answered on port {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--kind", choices=["mix", "v1", "v2"], default="mix")
+    parser.add_argument("--pool", type=int, default=150000, help="distinct requests prepared")
+    parser.add_argument("--database-url")
+    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        bare_server(args.bare_server)
+        return
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from provisioner import db
+    from provisioner.web.auth import url_token
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench-intake-")
+    embedded_pid_file = None
+    url = args.database_url
+    if url is None:
+        server = db.start_embedded(Path(tmp.name) / "postgres")
+        url = server.url
+        embedded_pid_file = Path(tmp.name) / "postgres" / "postmaster.pid"
+    db.migrate(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env.update(
+        PROVISIONER_DATABASE_URL=url,
+        PROVISIONER_WEBHOOK_SECRET=SECRET,
+        PROVISIONER_LOG_LEVEL="WARNING",
+        PROVISIONER_RESYNC_SECONDS="0",
+    )
+    token = url_token(SECRET)
+    requests = build_requests(args.pool, args.kind, token)  # distinct; the bare run stores none of them
+    results: dict[str, Result] = {}
+    try:
+        port = free_port()
+        bare = subprocess.Popen([sys.executable, __file__, "--bare-server", str(port)], env=env)
+        try:
+            wait_http(port, "/")
+            results["bare Starlette handler (no database)"] = asyncio.run(
+                load(port, requests, args.clients, args.seconds, args.warmup, b"200")
+            )
+        finally:
+            stop(bare)
+        port = free_port()
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "provisioner", "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+        )
+        try:
+            wait_http(port, "/healthz")
+            results["provisioner serve --no-worker"] = asyncio.run(
+                load(port, requests, args.clients, args.seconds, args.warmup, b"202")
+            )
+        finally:
+            stop(serve)
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            inbox = conn.execute("SELECT count(*) FROM provisioner_inbox").fetchone()
+            queued = conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone()
+            settings = conn.execute(
+                "SELECT string_agg(name || '=' || setting, ', ') FROM pg_settings "
+                "WHERE name IN ('fsync', 'synchronous_commit', 'server_version')"
+            ).fetchone()
+    finally:
+        if embedded_pid_file and embedded_pid_file.exists():
+            os.kill(int(embedded_pid_file.read_text().split()[0]), signal.SIGTERM)
+            time.sleep(1)
+        tmp.cleanup()
+
+    print(f"\nclients={args.clients} seconds={args.seconds} kind={args.kind} cores={os.cpu_count()}")
+    print(
+        f"database: {settings[0] if settings else '?'}; inbox rows {inbox[0] if inbox else '?'}, "
+        f"jobs {queued[0] if queued else '?'}"
+    )
+    print("| target | accepted/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r.rate:,.0f} | {r.pct(0.5):.1f} | {r.pct(0.99):.1f} | {r.other} |")
+    bare_rate = results["bare Starlette handler (no database)"].rate
+    ours = results["provisioner serve --no-worker"]
+    print(f"\nratio serve/bare: {ours.rate / bare_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
