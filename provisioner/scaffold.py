@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 ENV_KEYS = ("S3_ENDPOINT", "S3_BUCKET", "S3_PREFIX", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION", "S3_READ_PREFIXES")
 CONTEXT_KEYS = ("namespace", "product_id", "product_name", "description", "bucket", "s3_endpoint", "region")
 ARCHIVE_DIR = ".archive"
+# cookiecutter os.chdir()s into its output while rendering: the working directory is per process, so workers
+# running reconciles in threads must render one at a time (the one process-wide lock, for that reason only).
+_RENDER_LOCK = threading.Lock()
 SEED_DIR = Path("seed") / "raw"
 
 _SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access_key|api_key|private", re.IGNORECASE)
@@ -49,7 +53,8 @@ def render_project(template: Path, dest: Path, context: Mapping[str, str]) -> li
     """
     namespace = Namespace(context.get("namespace"))
     _check_context(context)
-    template = Path(template)
+    # Absolute paths: cookiecutter changes the process's working directory while it renders.
+    template, dest = Path(template).resolve(), Path(dest).resolve()
     if not (template / "cookiecutter.json").is_file():
         raise ScaffoldError(f"{template} is not a cookiecutter template (no cookiecutter.json)")
     from cookiecutter.exceptions import CookiecutterException
@@ -61,19 +66,20 @@ def render_project(template: Path, dest: Path, context: Mapping[str, str]) -> li
         # inside this temporary folder, not in the home directory; a user's ~/.cookiecutterrc is ignored.
         config = work / "cookiecutter.yaml"
         config.write_text(f'replay_dir: "{work / "replay"}"\ncookiecutters_dir: "{work / "cache"}"\n')
-        try:
-            rendered = Path(
-                cookiecutter(
-                    str(template),
-                    no_input=True,
-                    extra_context={key: _literal(str(value)) for key, value in context.items()},
-                    output_dir=str(work / "out"),
-                    config_file=str(config),
-                    accept_hooks=False,
+        with _RENDER_LOCK:
+            try:
+                rendered = Path(
+                    cookiecutter(
+                        str(template),
+                        no_input=True,
+                        extra_context={key: _literal(str(value)) for key, value in context.items()},
+                        output_dir=str(work / "out"),
+                        config_file=str(config),
+                        accept_hooks=False,
+                    )
                 )
-            )
-        except (CookiecutterException, OSError, ValueError) as exc:
-            raise ScaffoldError(f"rendering {template} for namespace {namespace} failed: {exc}") from exc
+            except (CookiecutterException, OSError, ValueError) as exc:
+                raise ScaffoldError(f"rendering {template} for namespace {namespace} failed: {exc}") from exc
         added = _copy_missing(rendered, Path(dest))
     log_event(logger, "scaffold.rendered", namespace=str(namespace), dest=str(dest), added=len(added))
     return added

@@ -135,7 +135,7 @@ class ProductReconciler:
 
         seeded = bool(record and record.seeded and record.state == "provisioned")
         if not seeded:
-            uploaded = self._seed(namespace, project)
+            uploaded = self._seed(namespace, project, fresh=record is None)
             if uploaded:
                 run.step("seed")
                 run.detail["seeded_objects"] = uploaded
@@ -169,11 +169,14 @@ class ProductReconciler:
         )
         return []
 
-    def _seed(self, namespace: Namespace, project: Path) -> int:
+    def _seed(self, namespace: Namespace, project: Path, *, fresh: bool) -> int:
+        """Upload the template's example raw files once; never over a file the team already replaced."""
         uploaded = 0
         for name, body in scaffold.raw_seed_files(project):
             key = f"{namespace.prefix}raw/{name}"
-            if not self.store.object_exists(self.config.bucket, key):
+            # A product never recorded holds at most our own example files (a retried first run rewrites the same
+            # bytes); a recorded one may hold the team's own, so look before writing.
+            if fresh or not self.store.object_exists(self.config.bucket, key):
                 self.store.put_object(self.config.bucket, key, body)
                 uploaded += 1
         return uploaded

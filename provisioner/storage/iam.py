@@ -57,10 +57,14 @@ class IamStore(S3Objects):
         desired = product_policy(bucket, namespace, read_prefixes)
         changed = False
         with storage_errors(f"ensuring store user {user}", self._endpoint):
-            if not self.user_exists(namespace):
+            # Listing the user's policies doubles as the existence check: one call fewer per reconcile.
+            try:
+                names = self._policy_names(user)
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise
                 self._iam.create_user(UserName=user)
-                changed = True
-            names = self._policy_names(user)
+                names, changed = [], True
             for name in names:
                 if name != POLICY_NAME:  # drift: someone added a policy by hand; we own this user
                     self._iam.delete_user_policy(UserName=user, PolicyName=name)

@@ -19,9 +19,19 @@ class S3Objects:
         self._s3 = s3
         self._endpoint = endpoint
         self._region = region
+        # Buckets seen to exist by this client: every reconcile ensures the bucket, and a bucket is not
+        # something that disappears under a running provisioner, so one check per process is enough.
+        self._known_buckets: set[str] = set()
 
     def ensure_bucket(self, bucket: BucketName) -> bool:
         """Create ``bucket`` if missing; True when it was created."""
+        if bucket in self._known_buckets:
+            return False
+        created = self._ensure_bucket(bucket)
+        self._known_buckets.add(bucket)
+        return created
+
+    def _ensure_bucket(self, bucket: BucketName) -> bool:
         with storage_errors(f"checking bucket {bucket}", self._endpoint):
             try:
                 self._s3.head_bucket(Bucket=bucket)

@@ -1,0 +1,159 @@
+"""Benchmark issue 3: products/s through the real worker, and a no-op resync over 10,000 products.
+
+Run by hand:  .venv/bin/python -m bench.provision [--products 60] [--resync-products 10000]
+
+Parts: embedded PostgreSQL (queue + state), moto's S3+IAM server with IAM enforcement, real cookiecutter, the portal
+stand-in over HTTP. Baselines measured in the same run:
+- provisioning: the same reconciles called one after another in this process, without the queue;
+- resync: the bare portal reads a resync cannot avoid (one list + one input-port read per product).
+Targets: >= 20 products/s through the worker; a no-op resync of 10,000 products in <= 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+
+from provisioner import db, jobs
+from provisioner.events import ReconcileProduct
+from provisioner.names import BucketName
+from provisioner.portal import PortalClient
+from provisioner.portal_standin import PortalState, serve_standin
+from provisioner.reconcile import ReconcileConfig, Reconcilers
+from provisioner.reconcile.products import fingerprint
+from provisioner.reconcile.state import StateStore
+from provisioner.settings import default_template
+from provisioner.storage import build_store
+from provisioner.storage.embedded import start_moto_store
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def provision_through_worker(reconcilers: Reconcilers, state: PortalState, url: str, n: int, concurrency: int) -> float:
+    """Seconds for ``n`` new products from enqueue to converged, via procrastinate workers."""
+    ids = [state.create_product(f"Worker {i}", f"wrk-{i:05d}", notify=False).id for i in range(n)]
+    app = jobs.build_app(url, reconcilers, max_attempts=3, resync_seconds=0)
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn, conn.transaction():
+        jobs.enqueue_sync(conn, [ReconcileProduct(i) for i in ids])
+    asyncio.run(jobs.run_worker(app, concurrency=concurrency, wait=False, install_signal_handlers=False))
+    elapsed = time.perf_counter() - started
+    with psycopg.connect(url) as conn:
+        done = conn.execute(
+            "SELECT count(*) FROM provisioner_products WHERE state = 'provisioned' AND namespace LIKE 'wrk-%'"
+        ).fetchone()
+    assert done and done[0] == n, f"only {done} of {n} products converged"
+    return elapsed
+
+
+def provision_inline(reconcilers: Reconcilers, state: PortalState, n: int) -> float:
+    """Baseline: the same work called directly, one product after another."""
+    ids = [state.create_product(f"Inline {i}", f"inl-{i:05d}", notify=False).id for i in range(n)]
+    started = time.perf_counter()
+    for pid in ids:
+        reconcilers.reconcile_product(pid)
+    return time.perf_counter() - started
+
+
+def seed_converged(state: PortalState, pool_url: str, n: int) -> None:
+    """``n`` products the portal shows as active with our finalizer, recorded as converged (no store calls)."""
+    ids = state.bulk_create_products(n, prefix="rs", finalizers=["provisioner"])
+    rows = []
+    for pid in ids:
+        p = state.products[pid]
+        p.status = "active"
+        rows.append((pid, p.namespace, p.name, fingerprint(p.namespace, "active", True, p.name)))
+    with psycopg.connect(pool_url) as conn, conn.cursor() as cur:
+        with cur.copy(
+            "COPY provisioner_products (product_id, namespace, name, state, fingerprint, seeded, verified_at)"
+            " FROM STDIN"
+        ) as copy:
+            for pid, ns, name, fp in rows:
+                copy.write_row((pid, ns, name, "provisioned", fp, True, "now"))
+        conn.commit()
+
+
+def bare_reads(client: PortalClient, parallelism: int) -> float:
+    """Baseline: the portal reads alone (list, then every product's input ports in parallel)."""
+    started = time.perf_counter()
+    products = client.list_products()
+    with ThreadPoolExecutor(parallelism) as pool:
+        list(pool.map(lambda p: client.input_ports(p.id), products))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=60)
+    parser.add_argument("--resync-products", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="provisioner-bench-"))
+    work.chmod(0o755)
+    url = db.start_embedded(work / "pg").url
+    db.migrate(url)
+    moto = start_moto_store(work, _free_port())
+    store = build_store(
+        "aws-iam", endpoint=moto.endpoint, access_key=moto.access_key, secret_key=moto.secret_key, region="us-east-1"
+    )
+    portal_state = PortalState(echo_writes=False)
+    standin = serve_standin(portal_state)
+    try:
+        with db.open_pool(url, max_size=args.concurrency + 4) as pool, PortalClient(standin.url) as client:
+            config = ReconcileConfig(
+                bucket=BucketName("bench-products"),
+                products_dir=work / "products",
+                template=default_template(),
+                s3_endpoint=moto.endpoint,
+                s3_region="us-east-1",
+            )
+            reconcilers = Reconcilers(portal=client, store=store, state=StateStore(pool), config=config)
+            reconcilers.reconcile_product(portal_state.create_product("Warm", "warm-up", notify=False).id)
+
+            inline = provision_inline(reconcilers, portal_state, args.products)
+            worker = provision_through_worker(reconcilers, portal_state, url, args.products, args.concurrency)
+            print(f"provision inline : {args.products / inline:7.1f} products/s ({inline:.2f} s)")
+            print(
+                f"provision worker : {args.products / worker:7.1f} products/s ({worker:.2f} s, "
+                f"concurrency {args.concurrency}); ratio to inline {inline / worker:.2f}x"
+            )
+
+            seed_converged(portal_state, url, args.resync_products)
+            total = len(portal_state.products)
+            bare, plan = [], []
+            for _ in range(args.repeat):
+                bare.append(bare_reads(client, reconcilers.resyncer.parallelism))
+                started = time.perf_counter()
+                triggers = reconcilers.resync()
+                plan.append(time.perf_counter() - started)
+                assert triggers == [], f"a no-op resync planned {len(triggers)} reconciles"
+            median_plan, median_bare = statistics.median(plan), statistics.median(bare)
+            print(
+                f"no-op resync over {total} products: median {median_plan:.2f} s (bare portal reads "
+                f"{median_bare:.2f} s; ratio {median_plan / median_bare:.2f}x); 0 reconciles, 0 store calls"
+            )
+            digest = hashlib.sha256(str(sorted(portal_state.writes.items())).encode()).hexdigest()[:8]
+            print(f"portal writes during resyncs: {sum(portal_state.writes.values())} (counter digest {digest})")
+    finally:
+        standin.stop()
+        moto.stop()
+
+
+if __name__ == "__main__":
+    main()
