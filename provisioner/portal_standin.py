@@ -173,7 +173,7 @@ class _Sender:
                     sent_headers = dict(request.headers)
                     response = client.send(request)
                     status = response.status_code
-                    if status != 200:
+                    if not 200 <= status < 300:
                         log_event(logger, "standin.webhook_status", level=logging.WARNING, kind=kind, status=status)
                 except Exception as exc:  # the portal logs and drops every failure
                     error = f"{type(exc).__name__}: {exc}"

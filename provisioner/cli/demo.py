@@ -1,15 +1,346 @@
-"""CLI commands: demo (filled in by its issue)."""
+"""`provisioner demo`: the whole flow on this machine in a few seconds, with no external service.
+
+Embedded PostgreSQL (queue, state, and a tenant database with PII), the embedded S3 store (SeaweedFS, or moto
+when it cannot start), a portal stand-in serving the portal's API shapes and sending its webhooks, and the real
+web intake and worker. The portal stand-in creates three products and approves one access request; the demo
+then shows what the provisioner did and checks it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import psycopg
+import uvicorn
+from prometheus_client import CollectorRegistry
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
 
-def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is private
-    """Add this module's commands to the top-level parser."""
-    del subparsers
+from provisioner import jobs
+from provisioner.cli.wiring import Services, open_services, resolve_database
+from provisioner.logs import configure_logging
+from provisioner.portal_standin import PortalState, serve_standin
+from provisioner.settings import Settings
+from provisioner.web import create_app, open_pool
+from provisioner.web.auth import WebhookAuth, url_token
+
+PRODUCER, CONSUMER, THIRD = "customer-360", "marketing-insights", "finance-ledger"
+TENANT_DB, TENANT_ROLE = "demo_tenant", "demo_tokenizer"
+CUSTOMERS = [
+    ("Ada Lovelace", "ada@example.com", "+44 20 7946 0001"),
+    ("Grace Hopper", "grace@example.org", "+1 202 555 0102"),
+    ("Linus Torvalds", "linus@example.net", "+358 9 555 0103"),
+    ("Margaret Hamilton", "margaret@example.com", "+1 617 555 0104"),
+    ("Katherine Johnson", "katherine@example.org", "+1 757 555 0105"),
+]
 
 
-def _unused(args: argparse.Namespace) -> int:
-    return 0
+def register(subparsers: Any) -> None:
+    """Add `demo`."""
+    p = subparsers.add_parser(
+        "demo",
+        help="run the whole flow locally: create products, approve access, tokenize, grant (no external service)",
+        description="Start embedded PostgreSQL and S3, a stand-in portal and the real provisioner (web + worker); "
+        "create a producer (with a customers table of emails and phone numbers), a consumer and a third product; "
+        "approve the consumer's access; then show the scaffolded projects, the tokenized rows, the consumer "
+        "reading the producer's data with its own key, and that key denied on the third product. Exit code 0 "
+        "when every check passes.",
+    )
+    p.add_argument("--dir", type=Path, help="work directory (default: a new temporary one, removed afterwards)")
+    p.add_argument("--keep", action="store_true", help="keep everything running for exploring until Ctrl+C")
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the provisioner (default 90)")
+    p.set_defaults(func=_demo)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _demo(args: argparse.Namespace) -> int:
+    console = Console()
+    temporary = args.dir is None
+    work = Path(args.dir or tempfile.mkdtemp(prefix="provisioner-demo-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)  # the embedded PostgreSQL runs as its own system user when we are root
+    try:
+        return _run(console, work, args)
+    finally:
+        if temporary and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(console: Console, work: Path, args: argparse.Namespace) -> int:
+    base = Settings.from_env()
+    configure_logging("WARNING")
+    settings = dataclasses.replace(
+        base,
+        data_dir=work,
+        database_url=None,
+        s3_endpoint=None,
+        s3_public_endpoint=None,
+        s3_access_key=None,
+        s3_secret_key=None,
+        s3_embedded_port=_free_port(),
+        products_dir=work / "products",
+        port=_free_port(),
+        webhook_secret=secrets.token_urlsafe(24),
+        tokenize_key=secrets.token_urlsafe(32),
+        tokenize_mode="hmac",
+        resync_seconds=0,
+        worker_concurrency=2,
+        log_level="WARNING",
+    )
+    console.rule("[bold]provisioner demo")
+    console.print(f"work directory: {work}")
+    url = resolve_database(settings)
+    tenant_dsn = _tenant_database(url)
+    policy = work / "tokenize-policy.yaml"
+    policy.write_text(
+        f"policies:\n  - producer: {PRODUCER}\n    output_port: '*'\n    tenant: demo\n    max_columns: 4\n"
+        "    tables:\n      - {schema: public, table: customers, columns: [email, phone]}\n"
+    )
+    webhook = f"http://127.0.0.1:{settings.port}/webhooks/portal/v2?token={url_token(settings.webhook_secret or '')}"
+    portal_state = PortalState(webhook_v2_url=webhook, echo_writes=True)
+    with serve_standin(portal_state) as standin:
+        settings = dataclasses.replace(
+            settings, portal_url=standin.url, tokenize_policy=policy, tenants={"demo": {"DSN": tenant_dsn}}
+        )
+        with open_services(settings, url) as services:
+            console.print(f"PostgreSQL: embedded; S3 store: {services.s3_endpoint}; portal stand-in: {standin.url}")
+            console.print(f"provisioner: http://127.0.0.1:{settings.port} (web intake + worker)")
+            return asyncio.run(_serve_and_play(console, services, portal_state, args))
+
+
+def _tenant_database(url: str) -> str:
+    """A tenant database with a customers table of PII and a role that may only read and update it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TENANT_DB,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TENANT_DB)))
+        role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (TENANT_ROLE,)).fetchone()
+        if not role:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(TENANT_ROLE)))
+    tenant_admin = psycopg.conninfo.make_conninfo(url, dbname=TENANT_DB)
+    with psycopg.connect(tenant_admin, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS customers (id int PRIMARY KEY, name text, email text, phone text)")
+        for i, (name, email, phone) in enumerate(CUSTOMERS, start=1):
+            conn.execute(
+                "INSERT INTO customers VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING", (i, name, email, phone)
+            )
+        conn.execute(sql.SQL("GRANT SELECT, UPDATE ON customers TO {}").format(sql.Identifier(TENANT_ROLE)))
+    return psycopg.conninfo.make_conninfo(url, dbname=TENANT_DB, user=TENANT_ROLE)
+
+
+async def _serve_and_play(console: Console, services: Services, portal: PortalState, args: argparse.Namespace) -> int:
+    s = services.settings
+    pool = await open_pool(services.database_url)
+    registry = CollectorRegistry()
+    app = create_app(
+        pool=pool,
+        database_url=services.database_url,
+        auth=WebhookAuth(s.webhook_secret, token_max_age=0, tolerance_seconds=s.webhook_tolerance_seconds),
+        registry=registry,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=s.port, access_log=False, log_config=None, lifespan="off")
+    )
+    server_task = asyncio.create_task(server.serve())
+    job_app = jobs.build_app(
+        services.database_url,
+        services.reconcilers,
+        max_attempts=s.job_max_attempts,
+        resync_seconds=0,
+        backoff_seconds=0.5,
+        metrics=jobs.JobMetrics(registry),
+    )
+    worker_task = asyncio.create_task(
+        jobs.run_worker(job_app, concurrency=s.worker_concurrency, install_signal_handlers=False)
+    )
+    try:
+        while not server.started:
+            if server_task.done():
+                await server_task
+                return 1
+            await asyncio.sleep(0.02)
+        ok = await asyncio.to_thread(_play, console, services, portal, args.timeout)
+        if args.keep:
+            console.print("[bold]--keep[/]: everything keeps running; Ctrl+C to stop.")
+            with contextlib.suppress(asyncio.CancelledError):
+                await server_task
+        return 0 if ok else 1
+    finally:
+        server.should_exit = True
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker_task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await server_task
+        await pool.close()
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _play(console: Console, services: Services, portal: PortalState, timeout: float) -> bool:
+    """Act as the portal's users, then show and check what the provisioner did."""
+    state = services.state
+    checks: list[tuple[str, bool]] = []
+    console.rule("1. three data products are created in the portal (webhooks: data_product.event)")
+    products = {
+        ns: portal.create_product(title, ns, description=f"demo product {title}")
+        for ns, title in ((PRODUCER, "Customer 360"), (CONSUMER, "Marketing Insights"), (THIRD, "Finance Ledger"))
+    }
+    provisioned = _wait(
+        "provisioning",
+        lambda: all((r := state.product(p.id)) is not None and r.state == "provisioned" for p in products.values()),
+        timeout,
+    )
+    checks.append(("three products provisioned through webhook → queue → worker", provisioned))
+    if not provisioned:
+        return _report(console, checks)
+    projects = Table(
+        "namespace",
+        "files",
+        ".env",
+        "portal status",
+        "finalizers",
+        title=f"projects in {services.settings.products_dir}",
+    )
+    for ns, product in products.items():
+        project = services.settings.products_dir / ns
+        env_file = project / ".env"
+        projects.add_row(
+            ns,
+            str(sum(1 for p in project.rglob("*") if p.is_file())),
+            f"mode {env_file.stat().st_mode & 0o777:o}, {len(_env(env_file))} settings",
+            product.status,
+            ", ".join(product.finalizers),
+        )
+    console.print(projects)
+    checks.append(("status active and finalizer set", all(p.status == "active" for p in products.values())))
+
+    bucket = services.settings.s3_bucket
+    producer_s3 = _s3_client(services, PRODUCER)
+    producer_s3.put_object(
+        Bucket=bucket, Key=f"{PRODUCER}/published/customers.csv", Body=b"segment,customers\nvip,2\nregular,3\n"
+    )
+    _s3_client(services, THIRD).put_object(Bucket=bucket, Key=f"{THIRD}/published/ledger.csv", Body=b"total\n42\n")
+    console.print(
+        f"each producer published a file into its own prefix with its own key (s3://{bucket}/<ns>/published/)"
+    )
+
+    console.rule("2. the consumer requests access; the producer approves (webhook: input_port.event)")
+    port = portal.create_output_port(products[PRODUCER].id, "Customers", namespace="customers", tags=["pii-email"])
+    old_key = _env(services.settings.products_dir / CONSUMER / ".env").get("S3_ACCESS_KEY")
+    portal.request_access(products[CONSUMER].id, port.id)
+    portal.approve(port.id, products[CONSUMER].id)
+    granted = _wait("grant", lambda: bool(state.grants_of(products[CONSUMER].id)), timeout)
+    checks.append(("grant added after approval", granted))
+    if not granted:
+        return _report(console, checks)
+
+    rows = _tenant_rows(services)
+    table = Table("id", "name", "email", "phone", title="producer's customers table after tokenization")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+    plaintext = {email for _, email, _ in CUSTOMERS}
+    checks.append(("0 plaintext emails left", not plaintext & {r[2] for r in rows}))
+    checks.append(
+        ("tokens look like tok_…_poc", all(str(r[2]).startswith("tok_") and str(r[2]).endswith("_poc") for r in rows))
+    )
+
+    console.rule("3. the consumer reads with its own, new key")
+    env = _env(services.settings.products_dir / CONSUMER / ".env")
+    consumer_s3 = _s3_client(services, CONSUMER)
+    checks.append(("consumer key was rotated into its .env", env.get("S3_ACCESS_KEY") != old_key))
+    checks.append(("S3_READ_PREFIXES lists the producer", env.get("S3_READ_PREFIXES") == PRODUCER))
+    body = consumer_s3.get_object(Bucket=bucket, Key=f"{PRODUCER}/published/customers.csv")["Body"].read()
+    console.print(f"consumer reads s3://{bucket}/{PRODUCER}/published/customers.csv:\n{body.decode()}")
+    checks.append(("consumer reads the producer's prefix", body.startswith(b"segment")))
+    checks.append(
+        (
+            "consumer cannot write the producer's prefix",
+            _denied(lambda: consumer_s3.put_object(Bucket=bucket, Key=f"{PRODUCER}/x", Body=b"x")),
+        )
+    )
+    third_denied = _denied(lambda: consumer_s3.get_object(Bucket=bucket, Key=f"{THIRD}/published/ledger.csv"))
+    console.print(
+        f"the same key on s3://{bucket}/{THIRD}/published/ledger.csv: {'AccessDenied' if third_denied else 'ALLOWED'}"
+    )
+    checks.append(("consumer key denied on a third product's prefix", third_denied))
+    old_gone = old_key is not None and old_key not in {k.access_key_id for k in services.store.list_keys(_ns(CONSUMER))}
+    checks.append(("consumer's old key deleted", old_gone))
+    return _report(console, checks)
+
+
+def _report(console: Console, checks: list[tuple[str, bool]]) -> bool:
+    console.rule("checks")
+    for name, ok in checks:
+        console.print(f"{'[green]PASS[/]' if ok else '[red]FAIL[/]'} {name}")
+    passed = sum(ok for _, ok in checks)
+    console.print(f"{passed} passed, {len(checks) - passed} failed")
+    return passed == len(checks)
+
+
+def _ns(namespace: str) -> Any:
+    from provisioner.names import Namespace
+
+    return Namespace(namespace)
+
+
+def _env(path: Path) -> dict[str, str]:
+    from provisioner.scaffold import read_env
+
+    return read_env(path) if path.exists() else {}
+
+
+def _s3_client(services: Services, namespace: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    env = _env(services.settings.products_dir / namespace / ".env")
+    return boto3.client(
+        "s3",
+        endpoint_url=env["S3_ENDPOINT"],
+        aws_access_key_id=env["S3_ACCESS_KEY"],
+        aws_secret_access_key=env["S3_SECRET_KEY"],
+        region_name=env["S3_REGION"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+def _denied(call: Callable[[], object]) -> bool:
+    import botocore.exceptions
+
+    try:
+        call()
+    except botocore.exceptions.ClientError as exc:
+        return exc.response.get("Error", {}).get("Code") in {"AccessDenied", "403", "Forbidden"}
+    return False
+
+
+def _tenant_rows(services: Services) -> list[tuple[Any, ...]]:
+    dsn = services.settings.tenants["demo"]["DSN"]
+    with psycopg.connect(dsn) as conn:
+        return list(conn.execute("SELECT id, name, email, phone FROM customers ORDER BY id"))
