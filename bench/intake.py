@@ -159,14 +159,16 @@ async def _client(
         writer.close()
 
 
-async def load(port: int, requests: list[bytes], clients: int, seconds: float, warmup: float, ok: bytes) -> Result:
+async def load(
+    port: int, requests: list[bytes], clients: int, seconds: float, warmup: float, ok: bytes, *, repeat: bool = False
+) -> Result:
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + seconds
     result = Result(0, 0, seconds, [])
     index = [0]
     await asyncio.gather(*(_client(port, requests, index, stop_at, measure_from, result, ok) for _ in range(clients)))
-    if index[0] > len(requests):
+    if index[0] > len(requests) and not repeat:
         raise SystemExit("ran out of distinct requests: raise --pool")
     return result
 
@@ -200,6 +202,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=["mix", "v1", "v2"], default="mix")
     parser.add_argument("--pool", type=int, default=150000, help="distinct requests prepared")
     parser.add_argument("--database-url")
+    parser.add_argument("--log-level", default="WARNING", help="PROVISIONER_LOG_LEVEL of the server")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
@@ -222,7 +225,7 @@ def main() -> None:
     env.update(
         PROVISIONER_DATABASE_URL=url,
         PROVISIONER_WEBHOOK_SECRET=SECRET,
-        PROVISIONER_LOG_LEVEL="WARNING",
+        PROVISIONER_LOG_LEVEL=args.log_level,
         PROVISIONER_RESYNC_SECONDS="0",
     )
     token = url_token(SECRET)
@@ -234,14 +237,16 @@ def main() -> None:
         try:
             wait_http(port, "/")
             results["bare Starlette handler (no database)"] = asyncio.run(
-                load(port, requests, args.clients, args.seconds, args.warmup, b"200")
+                load(port, requests, args.clients, args.seconds, args.warmup, b"200", repeat=True)
             )
         finally:
             stop(bare)
         port = free_port()
+        serve_log = open(Path(tmp.name) / "serve.log", "wb")  # noqa: SIM115 - closed with the temporary folder
         serve = subprocess.Popen(
             [sys.executable, "-m", "provisioner", "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
+            stderr=serve_log,
         )
         try:
             wait_http(port, "/healthz")
@@ -265,7 +270,10 @@ def main() -> None:
             time.sleep(1)
         tmp.cleanup()
 
-    print(f"\nclients={args.clients} seconds={args.seconds} kind={args.kind} cores={os.cpu_count()}")
+    print(
+        f"\nclients={args.clients} seconds={args.seconds} kind={args.kind} log_level={args.log_level} "
+        f"cores={os.cpu_count()}"
+    )
     print(
         f"database: {settings[0] if settings else '?'}; inbox rows {inbox[0] if inbox else '?'}, "
         f"jobs {queued[0] if queued else '?'}"

@@ -102,25 +102,22 @@ def entity_of(trigger: Trigger) -> str:
     return job_spec(trigger).lock
 
 
-def defer_arguments(triggers: Sequence[Trigger]) -> tuple[list[str], list[str], list[str], list[str]]:
-    """The four parallel arrays ``provisioner_defer``/``provisioner_intake`` take (args as JSON text)."""
+def defer_payload(triggers: Sequence[Trigger]) -> str:
+    """The JSON array ``provisioner_defer``/``provisioner_intake`` take: one job per trigger, in order."""
     specs = [job_spec(t) for t in triggers]
-    return (
-        [s.task_name for s in specs],
-        [s.lock for s in specs],
-        [s.queueing_lock for s in specs],
-        [json.dumps(s.args) for s in specs],
+    return json.dumps(
+        [{"task": s.task_name, "lock": s.lock, "queueing_lock": s.queueing_lock, "args": s.args} for s in specs]
     )
 
 
-_DEFER_SQL = "SELECT provisioner_defer(%s::text[], %s::text[], %s::text[], %s::text[]::jsonb[])"
+_DEFER_SQL = "SELECT provisioner_defer(%s::jsonb)"
 
 
 async def enqueue(conn: psycopg.AsyncConnection[Any], triggers: Sequence[Trigger]) -> list[EnqueueOutcome]:
     """Enqueue ``triggers`` inside the caller's transaction; coalesced per entity and kind."""
     if not triggers:
         return []
-    cur = await conn.execute(_DEFER_SQL, defer_arguments(triggers))
+    cur = await conn.execute(_DEFER_SQL, (defer_payload(triggers),))
     row = await cur.fetchone()
     return _outcomes(triggers, row)
 
@@ -129,7 +126,7 @@ def enqueue_sync(conn: psycopg.Connection[Any], triggers: Sequence[Trigger]) -> 
     """``enqueue`` for sync callers (the CLI, the resync task)."""
     if not triggers:
         return []
-    row = conn.execute(_DEFER_SQL, defer_arguments(triggers)).fetchone()
+    row = conn.execute(_DEFER_SQL, (defer_payload(triggers),)).fetchone()
     return _outcomes(triggers, row)
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -47,8 +48,8 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    with open_runtime(settings) as runtime:
-        asyncio.run(
+    with open_runtime(settings) as runtime, asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(
             serve(runtime, host=args.host or settings.host, port=args.port or settings.port, worker=not args.no_worker)
         )
     return 0
@@ -60,8 +61,18 @@ def _worker(args: argparse.Namespace) -> int:
         app = _job_app(runtime, None)
         concurrency = args.concurrency or settings.worker_concurrency
         log_event(log, "worker.started", concurrency=concurrency)
-        asyncio.run(jobs.run_worker(app, concurrency=concurrency))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(jobs.run_worker(app, concurrency=concurrency))
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (as uvicorn's "auto" picks it), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _job_app(runtime: Runtime, metrics: jobs.JobMetrics | None) -> Any:
@@ -75,11 +86,24 @@ def _job_app(runtime: Runtime, metrics: jobs.JobMetrics | None) -> Any:
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful exit, which would kill the process before the worker
+    and the pool are stopped; swallow that so ``serve`` returns and cleans up."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
 async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None:
     """Serve the web app with uvicorn until SIGINT/SIGTERM; run a worker beside it when asked."""
     s = runtime.settings
     registry = CollectorRegistry()
-    pool = await open_pool(runtime.database_url)
+    pool = await open_pool(runtime.database_url, min_size=2, max_size=8)
     try:
         app = create_app(
             pool=pool,
@@ -93,7 +117,7 @@ async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None
         )
         # No access log: a v2 URL carries its token in the query string.
         config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="off")
-        server = uvicorn.Server(config)
+        server = _Server(config)
         log_event(log, "serve.started", host=host, port=port, worker=worker, auth=s.webhook_secret is not None)
         worker_task = None
         if worker:

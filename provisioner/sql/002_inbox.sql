@@ -24,24 +24,25 @@ CREATE TABLE provisioner_inbox_keys (
     seen_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- Defer jobs through procrastinate's own function, one at a time inside a sub-transaction, so a job
--- already waiting with the same queueing lock coalesces (NULL in the result) instead of failing.
-CREATE FUNCTION provisioner_defer(
-    task_names text[], locks text[], queueing_locks text[], args jsonb[], queue text DEFAULT 'provisioner'
-) RETURNS bigint[] LANGUAGE plpgsql AS $$
+-- Defer jobs into procrastinate's table, one row per trigger. A job already waiting with the same
+-- queueing lock absorbs the new one (coalesced: NULL in the result) through ON CONFLICT on procrastinate's
+-- own partial unique index, so nothing fails and no sub-transaction is needed. The columns are those
+-- procrastinate_defer_jobs_v1 fills; its triggers (events, NOTIFY) fire on this insert as on its own.
+-- p_jobs: a JSON array of {"task", "lock", "queueing_lock", "args"} (one JSON text is cheaper to send than
+-- four parallel arrays). Returns the new job ids in order, NULL where the job was coalesced.
+CREATE FUNCTION provisioner_defer(p_jobs jsonb, queue text DEFAULT 'provisioner') RETURNS bigint[]
+LANGUAGE plpgsql AS $$
 DECLARE
     result bigint[] := '{}';
-    ids bigint[];
+    job jsonb;
+    v_id bigint;
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(task_names, 1), 0) LOOP
-        BEGIN
-            ids := procrastinate_defer_jobs_v1(ARRAY[
-                ROW(queue, task_names[i], 0, locks[i], queueing_locks[i], args[i], NULL)::procrastinate_job_to_defer_v1
-            ]);
-            result := result || ids[1];
-        EXCEPTION WHEN unique_violation THEN
-            result := result || NULL::bigint;
-        END;
+    FOR job IN SELECT j FROM jsonb_array_elements(p_jobs) WITH ORDINALITY AS t(j, n) ORDER BY n LOOP
+        INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock, args)
+        VALUES (queue, job->>'task', 0, job->>'lock', job->>'queueing_lock', job->'args')
+        ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+        RETURNING id INTO v_id;
+        result := result || v_id;
     END LOOP;
     RETURN result;
 END;
@@ -50,8 +51,7 @@ $$;
 -- The whole intake in one round trip: deduplicate, defer (coalesced), record the delivery.
 CREATE FUNCTION provisioner_intake(
     p_generation text, p_delivery_id text, p_dedup_key text, p_dedup_seconds integer,
-    p_event_type text, p_entity text, p_ignored_reason text, p_body jsonb,
-    task_names text[], locks text[], queueing_locks text[], args jsonb[]
+    p_event_type text, p_entity text, p_ignored_reason text, p_body jsonb, p_jobs jsonb
 ) RETURNS TABLE (inbox_id bigint, outcome text, job_ids bigint[], coalesced integer) LANGUAGE plpgsql AS $$
 DECLARE
     fresh boolean;
@@ -67,10 +67,10 @@ BEGIN
     RETURNING true INTO fresh;
     IF fresh IS NULL THEN
         v_outcome := 'duplicate';
-    ELSIF p_ignored_reason IS NOT NULL OR coalesce(array_length(task_names, 1), 0) = 0 THEN
+    ELSIF p_ignored_reason IS NOT NULL OR jsonb_array_length(p_jobs) = 0 THEN
         v_outcome := 'ignored';
     ELSE
-        deferred := provisioner_defer(task_names, locks, queueing_locks, args);
+        deferred := provisioner_defer(p_jobs);
         v_job_ids := array_remove(deferred, NULL);
         v_coalesced := array_length(deferred, 1) - coalesce(array_length(v_job_ids, 1), 0);
         v_outcome := CASE WHEN coalesce(array_length(v_job_ids, 1), 0) > 0 THEN 'enqueued' ELSE 'coalesced' END;

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 _INTAKE_SQL = (
     "SELECT inbox_id, outcome, job_ids, coalesced FROM provisioner_intake("
-    "%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::text[], %s::text[], %s::text[], %s::text[]::jsonb[])"
+    "%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
 )
 _REJECTED = {400: "invalid", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type"}
 
@@ -68,7 +68,10 @@ async def receive_webhook(request: Request) -> JSONResponse:
         )
         return JSONResponse({"error": exc.message}, status_code=exc.http_status)
     try:
-        inbox_id, outcome, job_ids, coalesced = await _record(config, delivery)
+        # A structured body is stored as received (already checked to be storable JSON); a binary-mode
+        # CloudEvent is stored as the envelope rebuilt from its ce-* headers.
+        raw = None if "ce-specversion" in request.headers else body.decode("utf-8")
+        inbox_id, outcome, job_ids, coalesced = await _record(config, delivery, raw)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         log_event(
             log,
@@ -128,8 +131,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _record(config: IntakeConfig, delivery: Delivery) -> tuple[int, str, list[int], int]:
-    task_names, locks, queueing_locks, args = jobs.defer_arguments(delivery.triggers)
+async def _record(config: IntakeConfig, delivery: Delivery, raw: str | None) -> tuple[int, str, list[int], int]:
     window = config.dedup_seconds if delivery.delivery_id is None else None  # ids never expire; v1 digests do
     entity = jobs.entity_of(delivery.triggers[0]) if delivery.triggers else None
     params = (
@@ -140,11 +142,8 @@ async def _record(config: IntakeConfig, delivery: Delivery) -> tuple[int, str, l
         delivery.event_type,
         entity,
         delivery.ignored_reason,
-        json.dumps(delivery.body, ensure_ascii=False),
-        task_names,
-        locks,
-        queueing_locks,
-        args,
+        raw if raw is not None else json.dumps(delivery.body, ensure_ascii=False),
+        jobs.defer_payload(delivery.triggers),
     )
     async with config.pool.connection() as conn:
         cur = await conn.execute(_INTAKE_SQL, params)

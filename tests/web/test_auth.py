@@ -78,7 +78,8 @@ async def test_missing_credentials_are_rejected(web: Web) -> None:
 
 async def test_garbage_sign_header_is_401_not_500(web: Web) -> None:
     body = v1_samples()[0]["raw_body"].encode()
-    response = await web.client.post("/webhooks/portal", content=body, headers={**JSON, "Sign": "zz\u00e9".encode("latin-1")})
+    headers = {**JSON, "Sign": "zz\u00e9".encode("latin-1")}
+    response = await web.client.post("/webhooks/portal", content=body, headers=headers)
     await _rejected(web, response, "Sign header does not match")
 
 
