@@ -62,3 +62,9 @@ def test_cli_bad_setting_exits_1_with_one_line(
     assert main([]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PROVISIONER_PORT" in err[0]
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [name for name in DOCUMENTED if f"`{name}`" not in readme]
+    assert missing == []
