@@ -291,7 +291,28 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
     checks.append(("consumer key denied on a third product's prefix", third_denied))
     old_gone = old_key is not None and old_key not in {k.access_key_id for k in services.store.list_keys(_ns(CONSUMER))}
     checks.append(("consumer's old key deleted", old_gone))
+
+    console.rule("4. the portal echoes every provisioner write back as an event; it settles")
+    settled = _wait("quiet", lambda: _quiet(services, portal), timeout)
+    sent = len(portal.sent)
+    console.print(f"webhooks the portal sent in all: {sent}; provisioner runs: {_count_runs(services)}")
+    checks.append(("no reconcile loop: queue empty and no new webhooks", settled and sent < 40))
     return _report(console, checks)
+
+
+def _quiet(services: Services, portal: PortalState) -> bool:
+    """True when the job queue is empty and the portal sent nothing new for a second."""
+    before = len(portal.sent)
+    time.sleep(1.0)
+    with services.state.pool.connection() as conn:
+        row = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')").fetchone()
+    return bool(row and row[0] == 0 and len(portal.sent) == before)
+
+
+def _count_runs(services: Services) -> int:
+    with services.state.pool.connection() as conn:
+        row = conn.execute("SELECT count(*) FROM provisioner_runs").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _report(console: Console, checks: list[tuple[str, bool]]) -> bool:
