@@ -31,6 +31,7 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import urllib.parse  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -201,7 +202,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--kind", choices=["mix", "v1", "v2"], default="mix")
     parser.add_argument("--pool", type=int, default=150000, help="distinct requests prepared")
-    parser.add_argument("--database-url")
+    parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
+    parser.add_argument(
+        "--pg-dir",
+        help="keep the embedded PostgreSQL here across runs (a fresh database per run); default: a new cluster",
+    )
     parser.add_argument("--log-level", default="WARNING", help="PROVISIONER_LOG_LEVEL of the server")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,9 +222,18 @@ def main() -> None:
     embedded_pid_file = None
     url = args.database_url
     if url is None:
-        server = db.start_embedded(Path(tmp.name) / "postgres")
+        pg_dir = Path(args.pg_dir) if args.pg_dir else Path(tmp.name) / "postgres"
+        server = db.start_embedded(pg_dir)
         url = server.url
-        embedded_pid_file = Path(tmp.name) / "postgres" / "postmaster.pid"
+        if not args.pg_dir:
+            embedded_pid_file = pg_dir / "postmaster.pid"  # a throwaway cluster: stop it before deleting it
+        else:
+            import psycopg
+
+            name = f"bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}")
+            url = urllib.parse.urlsplit(url)._replace(path=f"/{name}").geturl()
     db.migrate(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     env.update(

@@ -142,6 +142,8 @@ def test_serve_runs_a_worker_in_the_same_process(pg_url: str, servers: list[Serv
     assert rows == [(product, "success")]
     products = httpx.get(f"{server.base}/status/products").json()["products"]
     assert [(p["subject"], p["status"]) for p in products] == [(product, "success")]
+    server.stop()
+    assert server.proc.returncode == 0  # SIGTERM: uvicorn, the worker and the pool shut down cleanly
 
 
 @pytest.mark.slow
