@@ -4,8 +4,9 @@ One task per trigger kind. Every job carries an entity ``lock`` so two workers n
 product at once, and a ``queueing_lock`` so at most one job per entity and kind waits in the queue:
 a second trigger while one is waiting is *coalesced* into it (the reconcile is level triggered, so the
 waiting job will see the newest state anyway). Deferring goes through the SQL function
-``provisioner_defer`` (sql/002_inbox.sql), which calls procrastinate's own defer function inside a
-sub-transaction per job, so it works inside the caller's transaction and never fails on a coalesce.
+``provisioner_defer`` (sql/002_inbox.sql), which inserts into procrastinate's job table with ``ON CONFLICT``
+on its queueing-lock index, so it works inside the caller's transaction and never fails on a coalesce.
+A periodic task hands the jobs of dead workers (stale heartbeat) back to the queue.
 
 Errors: ``PermanentError`` fails the job at once; anything else is retried with exponential backoff
 until ``max_attempts`` attempts have run.
@@ -37,19 +38,24 @@ TASK_PRODUCT = "reconcile_product"
 TASK_ACCESS = "reconcile_access"
 TASK_OUTPUT_PORT = "reconcile_output_port"
 TASK_RESYNC = "resync"
+TASK_STALLED = "retry_stalled_jobs"
 RESYNC_LOCK = "resync"
 #: Backoff of the n-th retry is ``backoff_seconds * 2**(n-1)``, capped here.
 MAX_BACKOFF_SECONDS = 3600
 
 
 class JobHandlers(Protocol):
-    """What the worker calls; sync functions (they run in worker threads). Must be idempotent."""
+    """What the worker calls; sync functions (they run in worker threads). Must be idempotent.
 
-    def reconcile_product(self, product_id: str) -> None: ...
+    A reconcile may return follow-up triggers (e.g. the consumers of a deleted producer); they are enqueued
+    once the handler succeeded, coalesced like any other trigger.
+    """
 
-    def reconcile_access(self, consumer_id: str) -> None: ...
+    def reconcile_product(self, product_id: str) -> Sequence[Trigger] | None: ...
 
-    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> None: ...
+    def reconcile_access(self, consumer_id: str) -> Sequence[Trigger] | None: ...
+
+    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> Sequence[Trigger] | None: ...
 
     def resync(self) -> Sequence[Trigger]: ...
 
@@ -173,11 +179,24 @@ def build_app(
     resync_seconds: int,
     backoff_seconds: float = 2.0,
     metrics: JobMetrics | None = None,
+    stalled_after_seconds: float = 30.0,
 ) -> procrastinate.App:
     """A procrastinate App whose four tasks call ``handlers``; resync runs periodically unless 0."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url))
     retry = _Backoff(max_attempts, backoff_seconds)
-    runner = _Runner(max_attempts, metrics)
+
+    def follow_up(triggers: Sequence[Trigger]) -> None:
+        with psycopg.connect(database_url) as conn:
+            outcomes = enqueue_sync(conn, triggers)
+        log_event(
+            log,
+            "job.follow_up_enqueued",
+            triggers=len(outcomes),
+            coalesced=sum(o.coalesced for o in outcomes),
+            entities=[entity_of(t) for t in triggers],
+        )
+
+    runner = _Runner(max_attempts, metrics, follow_up)
 
     @app.task(name=TASK_PRODUCT, queue=QUEUE, retry=retry, pass_context=True)
     def reconcile_product(context: JobContext, product_id: str) -> None:
@@ -214,9 +233,27 @@ def build_app(
     def resync(context: JobContext, timestamp: int | None = None) -> None:
         runner.run(context, TASK_RESYNC, resync_and_enqueue)
 
+    @app.periodic(cron="* * * * *", periodic_id="retry_stalled")
+    @app.task(name=TASK_STALLED, queue=QUEUE, queueing_lock=TASK_STALLED, pass_context=True)
+    async def retry_stalled_jobs_task(context: JobContext, timestamp: int) -> None:
+        await retry_stalled_jobs(app, stalled_after_seconds)
+
     if resync_seconds > 0:
         app.periodic(cron=resync_cron(resync_seconds), periodic_id="resync")(resync)
     return app
+
+
+async def retry_stalled_jobs(app: procrastinate.App, stalled_after_seconds: float = 30.0) -> int:
+    """Requeue the jobs of workers whose heartbeat is older than ``stalled_after_seconds``; return how many.
+
+    A worker killed mid-job (kill -9, OOM, a lost machine) leaves its job "doing" forever; reconciles are
+    idempotent, so handing the job to another worker is always safe.
+    """
+    stalled = list(await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after_seconds))
+    for job in stalled:
+        await app.job_manager.retry_job(job)
+        log_event(log, "job.stalled_retried", job_id=job.id, task=job.task_name, lock=job.lock)
+    return len(stalled)
 
 
 def resync_cron(seconds: int) -> str:
@@ -233,9 +270,15 @@ def resync_cron(seconds: int) -> str:
 class _Runner:
     """Logs job.started / job.succeeded / job.failed and records metrics around one handler call."""
 
-    def __init__(self, max_attempts: int, metrics: JobMetrics | None) -> None:
+    def __init__(
+        self,
+        max_attempts: int,
+        metrics: JobMetrics | None,
+        follow_up: Callable[[Sequence[Trigger]], None] | None = None,
+    ) -> None:
         self.max_attempts = max_attempts
         self.metrics = metrics
+        self.follow_up = follow_up
 
     def run(self, context: JobContext, task: str, call: Callable[[], object], **ids: str) -> None:
         job = context.job
@@ -243,7 +286,9 @@ class _Runner:
         log_event(log, "job.started", job_id=job.id, task=task, attempt=attempt, **ids)
         started = time.perf_counter()
         try:
-            call()
+            result = call()
+            if result and self.follow_up is not None:
+                self.follow_up(list(result))  # type: ignore[call-overload]
         except Exception as exc:
             retry = not isinstance(exc, PermanentError) and attempt < self.max_attempts
             self._observe(task, "retried" if retry else "failed", started)

@@ -23,7 +23,8 @@ OP = "33333333-3333-4333-8333-333333333333"
 def _jobs(url: str) -> list[tuple[str, str, int, Any]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT task_name, status::text, attempts, args FROM procrastinate_jobs ORDER BY id"
+            "SELECT task_name, status::text, attempts, args FROM procrastinate_jobs"
+            " WHERE task_name <> 'retry_stalled_jobs' ORDER BY id"
         ).fetchall()
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
@@ -221,5 +222,25 @@ def test_resync_cron_follows_the_period() -> None:
 def test_periodic_resync_is_registered_only_when_enabled(pg_url: str) -> None:
     on = jobs.build_app(pg_url, jobs.RecordingHandlers(pg_url), max_attempts=1, resync_seconds=300)
     off = jobs.build_app(pg_url, jobs.RecordingHandlers(pg_url), max_attempts=1, resync_seconds=0)
-    assert [t.task.name for t in on.periodic_registry.periodic_tasks.values()] == ["resync"]
-    assert not off.periodic_registry.periodic_tasks
+    names = lambda app: sorted(t.task.name for t in app.periodic_registry.periodic_tasks.values())  # noqa: E731
+    assert names(on) == ["resync", "retry_stalled_jobs"]
+    assert names(off) == ["retry_stalled_jobs"]
+
+
+async def test_a_dead_workers_job_is_handed_back_and_converges(pg_url: str) -> None:
+    handlers = Scripted(failures=[])
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        # A worker took the job and was killed -9: its heartbeat stopped a minute ago, its job stays "doing".
+        worker = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '60 seconds') RETURNING id"
+        ).fetchone()
+        assert worker is not None
+        conn.execute("UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s", (worker[0],))
+    app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=0)
+    async with app.open_async():
+        assert await jobs.retry_stalled_jobs(app, stalled_after_seconds=30) == 1
+        assert await jobs.retry_stalled_jobs(app, stalled_after_seconds=30) == 0
+    await _drain(app, pg_url)
+    assert handlers.calls == [("product", P1)]
+    assert [(t, status) for t, status, *_ in _jobs(pg_url)] == [("reconcile_product", "succeeded")]

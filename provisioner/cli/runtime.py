@@ -1,8 +1,9 @@
 """What `serve` and `worker` share: logging, the database (embedded or configured, migrated) and job handlers.
 
-``handlers_factory`` is the plug for the real reconcilers: it gets the settings and the resolved database
-URL and returns ``JobHandlers``, or a context manager yielding them (entered here, closed on exit).
-``RecordingHandlers`` is the default until the reconcile layer is wired in.
+``handlers_factory`` gets the settings and the resolved database URL and returns ``JobHandlers``, or a context
+manager yielding them (entered here, closed on exit). The default is the real reconcilers, with their store
+(embedded SeaweedFS when no endpoint is set), portal client and tokenizer; a process that runs no worker
+builds none.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 
-from provisioner.cli.wiring import resolve_database
+from provisioner.cli.wiring import open_services, resolve_database
 from provisioner.jobs import JobHandlers, RecordingHandlers
 from provisioner.logs import configure_logging
 from provisioner.settings import Settings
@@ -21,8 +22,15 @@ HandlersFactory = Callable[[Settings, str], "JobHandlers | AbstractContextManage
 
 
 def recording_handlers(settings: Settings, database_url: str) -> JobHandlers:
-    """The placeholder handlers: every job records a run row and does nothing else."""
+    """Handlers that only record a run row per job (for tests of the queue itself)."""
     return RecordingHandlers(database_url)
+
+
+@contextmanager
+def reconcile_handlers(settings: Settings, database_url: str) -> Iterator[JobHandlers]:
+    """The real handlers: product, access and resync reconcilers over open clients."""
+    with open_services(settings, database_url) as services:
+        yield services.reconcilers
 
 
 @dataclass(frozen=True)
@@ -31,18 +39,22 @@ class Runtime:
 
     settings: Settings
     database_url: str
-    handlers: JobHandlers
+    handlers: JobHandlers | None
 
 
 @contextmanager
-def open_runtime(settings: Settings, handlers_factory: HandlersFactory = recording_handlers) -> Iterator[Runtime]:
-    """Configure logging, resolve and migrate the database, build the handlers; release them on exit."""
+def open_runtime(
+    settings: Settings, handlers_factory: HandlersFactory | None = reconcile_handlers
+) -> Iterator[Runtime]:
+    """Configure logging, resolve and migrate the database, build the handlers (if any); release them on exit."""
     configure_logging(settings.log_level)
     if settings.log_level != "DEBUG":
         # procrastinate logs every job start and end; job.started/job.succeeded already say it once.
         logging.getLogger("procrastinate").setLevel(logging.WARNING)
     url = resolve_database(settings)
     with ExitStack() as stack:
-        made = handlers_factory(settings, url)
-        handlers = stack.enter_context(made) if isinstance(made, AbstractContextManager) else made
+        handlers: JobHandlers | None = None
+        if handlers_factory is not None:
+            made = handlers_factory(settings, url)
+            handlers = stack.enter_context(made) if isinstance(made, AbstractContextManager) else made
         yield Runtime(settings, url, handlers)

@@ -13,7 +13,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from provisioner import jobs
-from provisioner.cli.runtime import Runtime, open_runtime
+from provisioner.cli.runtime import Runtime, open_runtime, reconcile_handlers
 from provisioner.logs import log_event
 from provisioner.settings import Settings
 from provisioner.web import create_app, open_pool
@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    with open_runtime(settings) as runtime, asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    handlers = None if args.no_worker else reconcile_handlers
+    with open_runtime(settings, handlers) as runtime, asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(
             serve(runtime, host=args.host or settings.host, port=args.port or settings.port, worker=not args.no_worker)
         )
@@ -77,6 +78,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def _job_app(runtime: Runtime, metrics: jobs.JobMetrics | None) -> Any:
     s = runtime.settings
+    assert runtime.handlers is not None, "a worker needs handlers"
     return jobs.build_app(
         runtime.database_url,
         runtime.handlers,

@@ -11,13 +11,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
 from provisioner.web.auth import url_token
-from tests.fixtures.s3 import free_port, wait_http
+from tests.fixtures.s3 import S3Server, free_port, wait_http
 
 SECRET = "cli-test-secret"
 
@@ -128,20 +129,37 @@ def test_kill_9_after_202_loses_nothing(pg_url: str, servers: list[Server]) -> N
 
 
 @pytest.mark.slow
-def test_serve_runs_a_worker_in_the_same_process(pg_url: str, servers: list[Server]) -> None:
-    server = Server(_env(PROVISIONER_DATABASE_URL=as_url(pg_url)))
+def test_serve_runs_a_worker_that_provisions_the_product(
+    pg_url: str, servers: list[Server], portal: Any, moto_server: S3Server, unique_name: str, tmp_path: Path
+) -> None:
+    """The whole path in real processes: webhook → inbox + queue → in-process worker → reconcile → store."""
+    env = _env(
+        PROVISIONER_DATABASE_URL=as_url(pg_url),
+        PROVISIONER_PORTAL_URL=portal.url,
+        PROVISIONER_S3_ENDPOINT=moto_server.endpoint,
+        PROVISIONER_S3_ACCESS_KEY=moto_server.access_key,
+        PROVISIONER_S3_SECRET_KEY=moto_server.secret_key,
+        PROVISIONER_S3_BUCKET=unique_name,
+        PROVISIONER_PRODUCTS_DIR=str(tmp_path / "products"),
+    )
+    server = Server(env)
     servers.append(server)
-    product = str(uuid.uuid4())
-    assert _post(server, _event(product)).status_code == 202
-    deadline = time.monotonic() + 30
+    namespace = f"{unique_name}-served"
+    product = portal.state.create_product("Served", namespace, notify=False)
+    assert _post(server, _event(product.id)).status_code == 202
+    deadline = time.monotonic() + 60
     rows: list[tuple[str, str]] = []
     while time.monotonic() < deadline and not rows:
         with psycopg.connect(pg_url) as conn:
-            rows = conn.execute("SELECT subject, status FROM provisioner_runs").fetchall()
+            rows = conn.execute("SELECT subject, status FROM provisioner_runs WHERE status <> 'running'").fetchall()
         time.sleep(0.1)
-    assert rows == [(product, "success")]
+    assert rows == [(product.id, "success")]
+    assert product.status == "active" and product.finalizers == ["provisioner"]
+    assert (tmp_path / "products" / namespace / ".env").stat().st_mode & 0o777 == 0o600
+    iam = moto_server.client("iam")
+    assert len(iam.list_access_keys(UserName=f"dp-{namespace}")["AccessKeyMetadata"]) == 1
     products = httpx.get(f"{server.base}/status/products").json()["products"]
-    assert [(p["subject"], p["status"]) for p in products] == [(product, "success")]
+    assert [(p["subject"], p["status"]) for p in products] == [(product.id, "success")]
     server.stop()
     assert server.proc.returncode == 0  # SIGTERM: uvicorn, the worker and the pool shut down cleanly
 
