@@ -634,7 +634,7 @@ def test_k8s_has_web_and_worker_deployments_and_a_service(k8s_docs: list[dict[st
     assert set(deployments) == {"provisioner-web", "provisioner-worker"}
     web = deployments["provisioner-web"]["spec"]["template"]["spec"]["containers"][0]
     worker = deployments["provisioner-worker"]["spec"]["template"]["spec"]["containers"][0]
-    assert web["args"] == ["serve"] and worker["args"] == ["worker"]
+    assert web["args"] == ["serve", "--no-worker"] and worker["args"] == ["worker"]
     service = by_kind(k8s_docs, "Service")["provisioner"]
     web_labels = deployments["provisioner-web"]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= web_labels.items()
