@@ -1,0 +1,72 @@
+"""The product commands end to end: provision, status, rotate, resync, grants (real DB, moto, stand-in portal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.cli import main
+from provisioner.scaffold import read_env
+from tests.cli.test_serve import as_url
+from tests.fixtures.s3 import S3Server
+
+
+@pytest.fixture
+def cli_env(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, portal: Any, moto_server: S3Server, unique_name: str, tmp_path: Path
+) -> Path:
+    for name, value in {
+        "PROVISIONER_DATABASE_URL": as_url(pg_url),
+        "PROVISIONER_PORTAL_URL": portal.url,
+        "PROVISIONER_S3_ENDPOINT": moto_server.endpoint,
+        "PROVISIONER_S3_ACCESS_KEY": moto_server.access_key,
+        "PROVISIONER_S3_SECRET_KEY": moto_server.secret_key,
+        "PROVISIONER_S3_BUCKET": unique_name,
+        "PROVISIONER_PRODUCTS_DIR": str(tmp_path / "products"),
+        "COLUMNS": "200",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return tmp_path / "products"
+
+
+def test_provision_status_rotate_resync(
+    cli_env: Path, portal: Any, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ns = f"{unique_name}-cli"
+    product = portal.state.create_product("Cli Product", ns, notify=False)
+
+    assert main(["provision", product.id]) == 0
+    assert "success" in capsys.readouterr().out
+    key = read_env(cli_env / ns / ".env")["S3_ACCESS_KEY"]
+
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert ns in out and key in out and "provisioned" in out
+    assert read_env(cli_env / ns / ".env")["S3_SECRET_KEY"] not in out
+
+    assert main(["rotate", ns]) == 0
+    new_key = read_env(cli_env / ns / ".env")["S3_ACCESS_KEY"]
+    assert new_key != key and new_key in capsys.readouterr().out
+
+    assert main(["status", ns]) == 0
+    out = capsys.readouterr().out
+    assert "rotate" in out and "key_rotated" in out
+
+    assert main(["resync"]) == 0
+    assert "resync: 0 reconcile(s), 0 failed" in capsys.readouterr().err
+
+    assert main(["provision", ns]) == 0  # by namespace too
+    assert main(["grants"]) == 0
+
+
+def test_rotate_of_an_unknown_namespace_fails_clearly(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rotate", "nobody-here"]) == 1
+    assert "not provisioned here" in capsys.readouterr().err
+
+
+def test_provision_of_a_bad_namespace_exits_1(cli_env: Path, portal: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    product = portal.state.create_product("Bad", "Not A Slug", notify=False)
+    assert main(["provision", product.id]) == 1
+    assert "not a safe slug" in capsys.readouterr().err
