@@ -14,7 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +64,42 @@ def provision_through_worker(reconcilers: Reconcilers, state: PortalState, url: 
     return elapsed
 
 
+def provision_through_worker_processes(
+    state: PortalState, url: str, env: dict[str, str], n: int, processes: int, concurrency: int
+) -> float:
+    """Seconds for ``n`` new products with ``processes`` real `provisioner worker` processes (started beforehand)."""
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "provisioner", "worker", "--concurrency", str(concurrency)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        time.sleep(4)  # let them start (imports, pool, LISTEN) before the clock starts
+        ids = [state.create_product(f"Proc {i}", f"proc-{i:05d}", notify=False).id for i in range(n)]
+        started = time.perf_counter()
+        with psycopg.connect(url) as conn, conn.transaction():
+            jobs.enqueue_sync(conn, [ReconcileProduct(i) for i in ids])
+        while True:
+            with psycopg.connect(url) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM provisioner_products WHERE state = 'provisioned' AND namespace LIKE 'proc-%'"
+                ).fetchone()
+            if row and row[0] == n:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > 300:
+                raise RuntimeError(f"only {row} of {n} products converged in 300 s")
+            time.sleep(0.02)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=30)
+
+
 def provision_inline(reconcilers: Reconcilers, state: PortalState, n: int) -> float:
     """Baseline: the same work called directly, one product after another."""
     ids = [state.create_product(f"Inline {i}", f"inl-{i:05d}", notify=False).id for i in range(n)]
@@ -102,6 +142,7 @@ def main() -> None:
     parser.add_argument("--resync-products", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--worker-processes", type=int, default=2)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="provisioner-bench-"))
@@ -128,13 +169,33 @@ def main() -> None:
 
             inline = provision_inline(reconcilers, portal_state, args.products)
             worker = provision_through_worker(reconcilers, portal_state, url, args.products, args.concurrency)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+            env.update(
+                PROVISIONER_DATABASE_URL=url,
+                PROVISIONER_PORTAL_URL=standin.url,
+                PROVISIONER_S3_ENDPOINT=moto.endpoint,
+                PROVISIONER_S3_ACCESS_KEY=moto.access_key,
+                PROVISIONER_S3_SECRET_KEY=moto.secret_key,
+                PROVISIONER_S3_BUCKET="bench-products",
+                PROVISIONER_PRODUCTS_DIR=str(work / "products"),
+                PROVISIONER_RESYNC_SECONDS="0",
+                PROVISIONER_LOG_LEVEL="WARNING",
+            )
+            procs = provision_through_worker_processes(
+                portal_state, url, env, args.products, args.worker_processes, args.concurrency
+            )
             print(f"provision inline : {args.products / inline:7.1f} products/s ({inline:.2f} s)")
             print(
                 f"provision worker : {args.products / worker:7.1f} products/s ({worker:.2f} s, "
                 f"concurrency {args.concurrency}); ratio to inline {inline / worker:.2f}x"
             )
+            print(
+                f"provision {args.worker_processes} worker processes: {args.products / procs:7.1f} products/s "
+                f"({procs:.2f} s, concurrency {args.concurrency} each); ratio to inline {inline / procs:.2f}x"
+            )
 
             seed_converged(portal_state, url, args.resync_products)
+            portal_state.reset_counters()
             total = len(portal_state.products)
             bare, plan = [], []
             for _ in range(args.repeat):
