@@ -337,17 +337,17 @@ def _env(path: Path) -> dict[str, str]:
 
 
 def _s3_client(services: Services, namespace: str) -> Any:
-    import boto3
-    from botocore.config import Config
+    """An S3 client with the key from the product's own .env, as the data team would use it."""
+    from provisioner.storage.botocall import make_client
 
     env = _env(services.settings.products_dir / namespace / ".env")
-    return boto3.client(
+    return make_client(
         "s3",
-        endpoint_url=env["S3_ENDPOINT"],
-        aws_access_key_id=env["S3_ACCESS_KEY"],
-        aws_secret_access_key=env["S3_SECRET_KEY"],
-        region_name=env["S3_REGION"],
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        endpoint=env["S3_ENDPOINT"],
+        access_key=env["S3_ACCESS_KEY"],
+        secret_key=env["S3_SECRET_KEY"],
+        region=env["S3_REGION"],
+        max_attempts=1,
     )
 
 

@@ -89,14 +89,21 @@ class AccessReconciler:
 
         desired = {p.output_port_id: p for p in self.portal.input_ports(consumer_id) if p.status == APPROVED}
         current = {g.output_port_id: g for g in self.state.grants_of(consumer_id)}
-        kept = [g for port_id, g in current.items() if port_id in desired]
-        removed = [g for port_id, g in current.items() if port_id not in desired]
+        # A grant survives only while its port is approved and its producer is still provisioned here.
+        kept = [g for port_id, g in current.items() if port_id in desired and self._provisioned(g.producer_id)]
+        removed = [g for g in current.values() if g not in kept]
         added: list[GrantRecord] = []
         blocked: list[str] = []
+        kept_ports = {g.output_port_id for g in kept}
         for port_id, port in sorted(desired.items()):
-            if port_id in current:
+            if port_id in kept_ports:
                 continue
-            grant = self._prepare_grant(run, consumer_id, port)
+            producer = self.state.product(port.output_port.data_product_id)
+            if producer is not None and producer.state == "deleted":
+                # The portal still lists the port, but its product is gone: nothing to read, nothing to wait for.
+                run.detail.setdefault("skipped", []).append(f"producer {producer.namespace} was deleted")
+                continue
+            grant = self._prepare_grant(run, consumer_id, port, producer)
             if grant is None:
                 blocked.append(port_id)
             else:
@@ -127,9 +134,14 @@ class AccessReconciler:
                 + "; ".join(run.detail.get("errors", []))
             )
 
-    def _prepare_grant(self, run: Run, consumer_id: str, port: InputPort) -> GrantRecord | None:
+    def _provisioned(self, product_id: str) -> bool:
+        record = self.state.product(product_id)
+        return record is not None and record.state == "provisioned"
+
+    def _prepare_grant(
+        self, run: Run, consumer_id: str, port: InputPort, producer: ProductRecord | None
+    ) -> GrantRecord | None:
         producer_id = port.output_port.data_product_id
-        producer = self.state.product(producer_id)
         if producer is None or producer.state != "provisioned":
             run.detail.setdefault("errors", []).append(f"producer {producer_id} is not provisioned yet")
             return None

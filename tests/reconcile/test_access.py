@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import botocore.exceptions
@@ -203,3 +203,18 @@ def test_deleting_a_producer_sends_its_consumers_to_reconcile(site: Site, pair: 
     site.reconcilers.reconcile_access(pair.consumer_id)
     assert site.state.grants_of(pair.consumer_id) == []
     assert site.env(pair.consumer)["S3_READ_PREFIXES"] == ""
+
+
+def test_a_deleted_producer_loses_its_readers_even_if_the_port_stays_approved(site: Site, pair: Pair) -> None:
+    site.portal_state.approve(pair.port_id, pair.consumer_id, notify=False)
+    site.reconcilers.reconcile_access(pair.consumer_id)
+    record = site.state.product(pair.producer_id)
+    assert record is not None
+    # The producer was cleaned up here, while the portal still lists the consumer's port as approved.
+    site.state.save_product(replace(record, state="deleted"))
+
+    site.reconcilers.reconcile_access(pair.consumer_id)  # no GrantBlocked: there is nothing to wait for
+
+    assert site.state.grants_of(pair.consumer_id) == []
+    assert site.env(pair.consumer)["S3_READ_PREFIXES"] == ""
+    assert "was deleted" in str(site.state.last_runs(pair.consumer_id, limit=1)[0]["detail"]["skipped"])
