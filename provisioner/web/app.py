@@ -14,7 +14,7 @@ from starlette.routing import Route
 from provisioner.errors import ProvisionerError
 from provisioner.web import health, status
 from provisioner.web.auth import WebhookAuth
-from provisioner.web.intake import IntakeConfig, receive_webhook
+from provisioner.web.intake import GroupCommitter, IntakeConfig, receive_webhook
 from provisioner.web.metrics import WebMetrics, metrics_endpoint
 
 
@@ -42,7 +42,12 @@ def create_app(
     app.state.database_url = database_url
     app.state.metrics = metrics
     app.state.intake = IntakeConfig(
-        pool=pool, auth=auth, metrics=metrics, max_body_bytes=max_body_bytes, dedup_seconds=dedup_seconds
+        pool=pool,
+        auth=auth,
+        metrics=metrics,
+        max_body_bytes=max_body_bytes,
+        dedup_seconds=dedup_seconds,
+        committer=GroupCommitter(pool),
     )
     return app
 

@@ -1,13 +1,18 @@
 """POST /webhooks/portal (and /webhooks/portal/v2): authenticate, parse, then commit inbox row + jobs.
 
 The order of checks is size (413), authentication (401), content type (415) and shape (400); a request
-failing any of them stores nothing. A good delivery is recorded and its jobs deferred by one SQL call
-(``provisioner_intake``, sql/002_inbox.sql) in one transaction, and only then answered: 202 with the
-inbox id, or 200 for a redelivery.
+failing any of them stores nothing. A good delivery is recorded and its jobs deferred by ``provisioner_intake``
+(sql/002_inbox.sql) in one transaction, and only then answered: 202 with the inbox id, or 200 for a redelivery.
+
+Group commit: deliveries that arrive while a commit is in flight are written together by one statement in one
+transaction (``provisioner_intake_batch``), so one WAL flush and one round trip serve the whole batch; each
+request is still answered only after the commit that holds it. If a batch fails on one bad body, its
+deliveries are written one by one so only that one fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -28,11 +33,72 @@ from provisioner.web.metrics import WebMetrics
 
 log = logging.getLogger(__name__)
 
-_INTAKE_SQL = (
-    "SELECT inbox_id, outcome, job_ids, coalesced FROM provisioner_intake("
-    "%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
-)
 _REJECTED = {400: "invalid", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type"}
+
+
+_BATCH_SQL = "SELECT inbox_id, outcome, job_ids, coalesced FROM provisioner_intake_batch(%s::jsonb) ORDER BY n"
+IntakeRow = tuple[int, str, list[int], int]
+
+
+class GroupCommitter:
+    """Writes deliveries in batches: at most ``writers`` transactions in flight, each taking what has queued."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, writers: int = 4, max_batch: int = 128) -> None:
+        self.pool = pool
+        self.writers = writers
+        self.max_batch = max_batch
+        self._pending: list[tuple[str, asyncio.Future[IntakeRow]]] = []
+        self._active = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def write(self, item: str) -> IntakeRow:
+        """Queue one delivery (its ``provisioner_intake`` arguments as a JSON array); return once committed."""
+        future: asyncio.Future[IntakeRow] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._active < self.writers:
+            # A task, not this request's coroutine: a client that hangs up must not cancel other deliveries' commit.
+            self._active += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                await self._flush(batch)
+        finally:
+            self._active -= 1
+
+    async def _flush(self, batch: list[tuple[str, asyncio.Future[IntakeRow]]]) -> None:
+        try:
+            async with self.pool.connection() as conn:  # autocommit: one statement is one transaction
+                cur = await conn.execute(_BATCH_SQL, ("[" + ",".join(item for item, _ in batch) + "]",))
+                rows = await cur.fetchall()
+        except psycopg.DataError as exc:
+            if len(batch) == 1:
+                _fail(batch, exc)
+                return
+            for one in batch:  # one body the database refuses must not fail the others
+                await self._flush([one])
+            return
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        except BaseException:
+            for _, future in batch:  # shutting down: these deliveries get no answer, and no 202
+                future.cancel()
+            raise
+        for (_, future), row in zip(batch, rows, strict=True):
+            if not future.done():
+                future.set_result((int(row[0]), str(row[1]), list(row[2]), int(row[3])))
+
+
+def _fail(batch: list[tuple[str, asyncio.Future[IntakeRow]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
 
 
 @dataclass(frozen=True)
@@ -44,6 +110,7 @@ class IntakeConfig:
     metrics: WebMetrics
     max_body_bytes: int
     dedup_seconds: int
+    committer: GroupCommitter
 
 
 async def receive_webhook(request: Request) -> JSONResponse:
@@ -131,22 +198,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _record(config: IntakeConfig, delivery: Delivery, raw: str | None) -> tuple[int, str, list[int], int]:
+async def _record(config: IntakeConfig, delivery: Delivery, raw: str | None) -> IntakeRow:
     window = config.dedup_seconds if delivery.delivery_id is None else None  # ids never expire; v1 digests do
     entity = jobs.entity_of(delivery.triggers[0]) if delivery.triggers else None
-    params = (
-        delivery.generation,
-        delivery.delivery_id,
-        delivery.dedup_key,
-        window,
-        delivery.event_type,
-        entity,
-        delivery.ignored_reason,
-        raw if raw is not None else json.dumps(delivery.body, ensure_ascii=False),
-        jobs.defer_payload(delivery.triggers),
+    head = json.dumps(
+        [
+            delivery.generation,
+            delivery.delivery_id,
+            delivery.dedup_key,
+            window,
+            delivery.event_type,
+            entity,
+            delivery.ignored_reason,
+        ],
+        ensure_ascii=False,
     )
-    async with config.pool.connection() as conn:
-        cur = await conn.execute(_INTAKE_SQL, params)
-        row = await cur.fetchone()
-    assert row is not None  # the function always returns one row
-    return int(row[0]), str(row[1]), list(row[2]), int(row[3])
+    # The received body is valid JSON (parse_delivery read it), so it is spliced in as it came, not re-encoded.
+    body = raw if raw is not None else json.dumps(delivery.body, ensure_ascii=False)
+    return await config.committer.write(f"{head[:-1]},{body},{jobs.defer_payload(delivery.triggers)}]")

@@ -237,3 +237,23 @@ async def test_status_lists_latest_run_per_subject(web: Web) -> None:
     )
     body = (await web.client.get("/status/products")).json()
     assert [(r["subject"], r["status"]) for r in body["products"]] == [("a", "success"), ("b", "running")]
+
+
+async def test_a_burst_is_committed_together_and_one_bad_body_fails_alone(web: Web) -> None:
+    """Group commit: concurrent deliveries share transactions; a body the database refuses fails only itself."""
+    import asyncio
+
+    products = [str(uuid.uuid4()) for _ in range(40)]
+    bodies = [cloudevent(data={"id": p}) for p in products]
+    bad = b'{"method": "PUT", "url": "/x\\u0000", "status_code": 200}'
+    redelivery = bodies[0]
+    responses = await asyncio.gather(*(post_v2(web, b) for b in [*bodies, bad, redelivery]))
+    statuses = [r.status_code for r in responses]
+    assert statuses[1:40] == [202] * 39
+    assert statuses[40] == 400 and "\\u0000" in responses[40].json()["error"]
+    # The same CloudEvent id twice in one burst: accepted once (whichever is written first), a duplicate once.
+    assert sorted([statuses[0], statuses[41]]) == [200, 202]
+    assert web.count("provisioner_inbox") == 41
+    assert web.count("procrastinate_jobs") == 40
+    ids = {r.json()["id"] for r in responses if r.status_code == 202}
+    assert len(ids) == 40  # every 202 names its own committed inbox row
