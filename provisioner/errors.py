@@ -26,20 +26,31 @@ class SettingsError(ProvisionerError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
-class InvalidInput(ProvisionerError):
-    """Input from outside (a webhook, a policy file, a CLI argument) is malformed."""
+class AuthenticationFailed(ProvisionerError):
+    """A webhook failed its authentication check; the message says which check."""
+
+    http_status = 401
+
+
+class TemporaryError(ProvisionerError):
+    """Something outside failed in a way that may pass (timeouts, 5xx): retry with backoff."""
+
+    temporary = True
+    http_status = 503
+
+
+class PermanentError(ProvisionerError):
+    """Retrying cannot help until a person changes something."""
+
+
+class InvalidInput(PermanentError):
+    """Input from outside (a webhook, a policy file, a CLI argument, a portal field) is malformed."""
 
     http_status = 400
 
 
 class InvalidName(InvalidInput):
     """A namespace, bucket or identifier is not a safe value."""
-
-
-class AuthenticationFailed(ProvisionerError):
-    """A webhook failed its authentication check; the message says which check."""
-
-    http_status = 401
 
 
 class PayloadTooLarge(InvalidInput):
@@ -52,17 +63,6 @@ class UnsupportedMediaType(InvalidInput):
     """A request has a content type the intake does not read."""
 
     http_status = 415
-
-
-class TemporaryError(ProvisionerError):
-    """Something outside failed in a way that may pass (timeouts, 5xx): retry with backoff."""
-
-    temporary = True
-    http_status = 503
-
-
-class PermanentError(ProvisionerError):
-    """Retrying cannot help until a person changes something."""
 
 
 class PortalError(PermanentError):

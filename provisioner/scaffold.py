@@ -27,7 +27,6 @@ from provisioner.names import Namespace
 logger = logging.getLogger(__name__)
 
 ENV_KEYS = ("S3_ENDPOINT", "S3_BUCKET", "S3_PREFIX", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION", "S3_READ_PREFIXES")
-CONTEXT_KEYS = ("namespace", "product_id", "product_name", "description", "bucket", "s3_endpoint", "region")
 ARCHIVE_DIR = ".archive"
 # cookiecutter os.chdir()s into its output while rendering: the working directory is per process, so workers
 # running reconciles in threads must render one at a time (the one process-wide lock, for that reason only).
@@ -90,27 +89,30 @@ def env_values(
     endpoint: str,
     bucket: str,
     namespace: Namespace,
-    access_key: str,
-    secret_key: str,
     region: str,
     read_prefixes: Iterable[str] = (),
+    access_key: str | None = None,
+    secret_key: str | None = None,
 ) -> dict[str, str]:
-    """The ``.env`` values of a product project, keyed by ``ENV_KEYS``.
+    """The ``.env`` values of a product project, keyed by ``ENV_KEYS`` (the key pair only when given).
 
     ``S3_PREFIX`` is the product's prefix (``<namespace>/``); ``S3_READ_PREFIXES`` the comma-separated,
     sorted namespaces whose ``published/`` data the product may read.
     """
     namespace = Namespace(namespace)
     readable = sorted({Namespace(str(p).strip("/")) for p in read_prefixes})
-    return {
+    values = {
         "S3_ENDPOINT": endpoint,
         "S3_BUCKET": bucket,
         "S3_PREFIX": namespace.prefix,
-        "S3_ACCESS_KEY": access_key,
-        "S3_SECRET_KEY": secret_key,
         "S3_REGION": region,
         "S3_READ_PREFIXES": ",".join(readable),
     }
+    if access_key is not None:
+        values["S3_ACCESS_KEY"] = access_key
+    if secret_key is not None:
+        values["S3_SECRET_KEY"] = secret_key
+    return values
 
 
 def write_env(path: Path, values: Mapping[str, str]) -> bool:

@@ -76,8 +76,9 @@ class Reconcilers:
             raise NotProvisioned(f"namespace {ns!r} is not provisioned here; see `provisioner status`")
         run = self.state.start_run("rotate", record.product_id, ns)
         try:
-            keys = credentials.rotate(self.store, self.config, ns, record.read_prefixes)
-            self.state.save_product(replace(record, access_key_id=keys.access_key_id))
+            read_prefixes = self.state.read_prefixes_of(record.product_id, ns)
+            keys = credentials.rotate(self.store, self.config, ns, read_prefixes)
+            self.state.save_product(replace(record, access_key_id=keys.access_key_id, read_prefixes=read_prefixes))
         except Exception as exc:
             self.state.finish_run(run, "failure", str(exc))
             raise

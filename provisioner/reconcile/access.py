@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from provisioner.errors import ProvisionerError, TemporaryError
+from provisioner.errors import PermanentError, ProvisionerError, TemporaryError
 from provisioner.events import ReconcileAccess, Trigger
 from provisioner.logs import log_event
 from provisioner.names import Namespace
@@ -26,8 +26,14 @@ log = logging.getLogger(__name__)
 APPROVED = "approved"
 
 
-class GrantBlocked(TemporaryError):
-    """A grant could not be added yet (tokenization failed, or the producer is not provisioned); retried later."""
+class GrantBlocked(PermanentError):
+    """Tokenization failed, so the grant was not added (fail closed). The job fails at once, keeping the product's
+    lock free for its other jobs; the next resync finds the approved port without a grant and tries again."""
+
+
+class GrantNotReady(TemporaryError):
+    """A grant must wait a moment: the producer (or consumer) is not provisioned yet, or tokenization hit a
+    passing error (lock timeout, unreachable tenant). The job is retried with backoff."""
 
 
 class AccessReconciler:
@@ -83,7 +89,7 @@ class AccessReconciler:
             self.products.reconcile_product(consumer_id)
             record = self.state.product(consumer_id)
             if record is None or record.state != "provisioned":
-                raise GrantBlocked(f"consumer {consumer_id} is not provisioned yet")
+                raise GrantNotReady(f"consumer {consumer_id} is not provisioned yet")
         namespace = Namespace(record.namespace)
         run.namespace = namespace
 
@@ -129,10 +135,10 @@ class AccessReconciler:
             blocked=blocked,
         )
         if blocked:
-            raise GrantBlocked(
-                f"grants for output port(s) {', '.join(blocked)} were not added: "
-                + "; ".join(run.detail.get("errors", []))
+            message = f"grants for output port(s) {', '.join(blocked)} were not added: " + "; ".join(
+                run.detail.get("errors", [])
             )
+            raise GrantNotReady(message) if run.detail.get("retry_soon") else GrantBlocked(message)
 
     def _provisioned(self, product_id: str) -> bool:
         record = self.state.product(product_id)
@@ -144,6 +150,7 @@ class AccessReconciler:
         producer_id = port.output_port.data_product_id
         if producer is None or producer.state != "provisioned":
             run.detail.setdefault("errors", []).append(f"producer {producer_id} is not provisioned yet")
+            run.detail["retry_soon"] = True
             return None
         outcome = self.tokenizer(producer.namespace, port.output_port.namespace, port.output_port.tags)
         if outcome is None:
@@ -154,6 +161,8 @@ class AccessReconciler:
                 port.output_port_id, producer_id, outcome.status, outcome.run_id, outcome.rows_changed, outcome.error
             )
             if not outcome.ok:
+                if outcome.retryable:
+                    run.detail["retry_soon"] = True
                 run.detail.setdefault("errors", []).append(
                     f"tokenization of {producer.namespace}/{port.output_port.namespace} failed: {outcome.error}"
                 )

@@ -32,6 +32,7 @@ class TokenizeOutcome:
     run_id: str | None
     rows_changed: int
     error: str | None = None
+    retryable: bool = False  # a passing failure (lock timeout, unreachable tenant): retry soon
 
     @property
     def ok(self) -> bool:

@@ -19,6 +19,7 @@ from provisioner.reconcile.config import ReconcileConfig
 from provisioner.storage.base import StoreAdmin
 
 log = logging.getLogger(__name__)
+MAX_KEYS_PER_USER = 2  # AWS IAM's limit; rotation needs one free slot
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,13 @@ def env_path(config: ReconcileConfig, namespace: Namespace) -> Path:
 
 def env_values(config: ReconcileConfig, namespace: Namespace, read_prefixes: Sequence[str]) -> dict[str, str]:
     """The non-secret S3 settings of a project's .env."""
-    return {
-        "S3_ENDPOINT": config.s3_endpoint,
-        "S3_BUCKET": str(config.bucket),
-        "S3_PREFIX": namespace.prefix,
-        "S3_REGION": config.s3_region,
-        "S3_READ_PREFIXES": ",".join(sorted(read_prefixes)),
-    }
+    return scaffold.env_values(
+        endpoint=config.s3_endpoint,
+        bucket=str(config.bucket),
+        namespace=namespace,
+        region=config.s3_region,
+        read_prefixes=read_prefixes,
+    )
 
 
 def converge_key(
@@ -101,11 +102,16 @@ def rotate(
     """Issue a new key, write it into the .env atomically, then delete every other key of the user."""
     if live is None:
         live = {k.access_key_id for k in store.list_keys(namespace)}
+    path = env_path(config, namespace)
+    if len(live) >= MAX_KEYS_PER_USER:
+        # A crash between issuing and pruning left two keys; AWS allows no third. Keep only the one in use.
+        in_use = scaffold.read_env(path).get("S3_ACCESS_KEY") if path.exists() else None
+        for key_id in sorted(live - {in_use}):
+            store.delete_key(namespace, key_id)
+        live = live & {in_use} if in_use else set()
     key = store.create_key(namespace)
     values = env_values(config, namespace, read_prefixes)
-    scaffold.write_env(
-        env_path(config, namespace), {**values, "S3_ACCESS_KEY": key.access_key_id, "S3_SECRET_KEY": key.secret_key}
-    )
+    scaffold.write_env(path, {**values, "S3_ACCESS_KEY": key.access_key_id, "S3_SECRET_KEY": key.secret_key})
     deleted = _delete_others(store, namespace, live, keep=key.access_key_id)
     log_event(log, "product.key_issued", namespace=namespace, access_key_id=key.access_key_id, deleted=list(deleted))
     return KeyState(key.access_key_id, created=True, deleted=deleted, env_changed=True)

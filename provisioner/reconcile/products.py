@@ -33,6 +33,10 @@ class NamespaceConflict(PermanentError):
     """Two portal products claim the same namespace."""
 
 
+class NamespaceChanged(PermanentError):
+    """A provisioned product's namespace changed in the portal."""
+
+
 def fingerprint(namespace: str, status: str, finalized: bool, name: str) -> str:
     """A digest of the portal-side state a converged product should show; resync skips products that match."""
     text = "\x1f".join((namespace, status, "1" if finalized else "0", name))
@@ -56,7 +60,7 @@ class ProductReconciler:
             record = self.state.product(product_id)
             if product is None or product.status == DELETING:
                 run.kind = "delete"
-                follow_up = self._clean_up(run, product, record)
+                follow_up = self._clean_up(run, product_id, product, record)
             else:
                 follow_up = self._converge(run, product, record)
         except ProvisionerError as exc:
@@ -84,6 +88,11 @@ class ProductReconciler:
         except InvalidName as exc:
             raise InvalidName(f"product {product.id} ({product.name!r}): {exc}") from None
         run.namespace = namespace
+        if record is not None and record.state == "provisioned" and record.namespace != namespace:
+            raise NamespaceChanged(
+                f"product {product.id} changed namespace from {record.namespace!r} to {namespace!r}; the provisioner "
+                "does not move data, users and projects between namespaces: change it back, or create a new product"
+            )
         owner = self.state.live_by_namespace(namespace)
         if owner is not None and owner.product_id != product.id:
             raise NamespaceConflict(
@@ -98,7 +107,7 @@ class ProductReconciler:
             run.step("bucket")
         if self.store.ensure_prefix(cfg.bucket, namespace):
             run.step("prefix")
-        read_prefixes = record.read_prefixes if record and record.state == "provisioned" else ()
+        read_prefixes = self.state.read_prefixes_of(product.id, namespace)
         if self.store.ensure_user(cfg.bucket, namespace, [Namespace(p) for p in read_prefixes]):
             run.step("user")
 
@@ -182,15 +191,19 @@ class ProductReconciler:
         return uploaded
 
     # -- clean up ---------------------------------------------------------------------------
-    def _clean_up(self, run: Run, product: Product | None, record: ProductRecord | None) -> list[Trigger]:
+    def _clean_up(
+        self, run: Run, product_id: str, product: Product | None, record: ProductRecord | None
+    ) -> list[Trigger]:
         cfg = self.config
         if record is None or record.state != "provisioned":
-            # Never provisioned (or already cleaned up): only our finalizer may still hold the deletion.
+            # Never provisioned (or already cleaned up): only our finalizer may still hold the deletion. A clean-up
+            # interrupted after its state was saved still owes its readers a reconcile: their grant rows say so.
             if product is not None and cfg.finalizer in product.finalizers:
                 self.portal.remove_finalizer(product.id, cfg.finalizer)
                 run.step("finalizer_removed")
-            run.detail["outcome"] = "cleaned" if run.steps else "skipped"
-            return []
+            consumers = self.state.consumers_of(product_id) if record is not None else []
+            run.detail["outcome"] = "cleaned" if run.steps or consumers else "skipped"
+            return [ReconcileAccess(c) for c in consumers]
         namespace = Namespace(record.namespace)
         run.namespace = namespace
         for key in self.store.list_keys(namespace):

@@ -48,7 +48,7 @@ class Resync:
                 triggers.append(ReconcileProduct(record.product_id))  # gone from the portal: clean up
 
         live = [p for p in products if p.status != DELETING]
-        triggers.extend(self._access_drift(live))
+        triggers.extend(self._access_drift(live, records))
         log_event(log, "resync.planned", products=len(products), reconciles=len(triggers))
         return triggers
 
@@ -65,17 +65,28 @@ class Resync:
         verified = record.verified_at
         return verified is None or now - verified > timedelta(seconds=self.config.verify_seconds)
 
-    def _access_drift(self, products: list[Product]) -> list[Trigger]:
-        grants: dict[str, set[str]] = {}
+    def _access_drift(self, products: list[Product], records: dict[str, ProductRecord]) -> list[Trigger]:
+        """Consumers whose grants differ from their approved ports on provisioned producers."""
+        provisioned = {pid for pid, r in records.items() if r.state == "provisioned"}
+        held: dict[str, set[str]] = {}
+        stale: set[str] = set()  # grants on a producer that is no longer provisioned must go
         for g in self.state.all_grants():
-            grants.setdefault(g.consumer_id, set()).add(g.output_port_id)
+            held.setdefault(g.consumer_id, set()).add(g.output_port_id)
+            if g.producer_id not in provisioned:
+                stale.add(g.consumer_id)
 
         def approved(product: Product) -> tuple[str, set[str]]:
             ports = self.portal.input_ports(product.id)
-            return product.id, {p.output_port_id for p in ports if p.status == "approved"}
+            return product.id, {
+                p.output_port_id
+                for p in ports
+                if p.status == "approved" and p.output_port.data_product_id in provisioned
+            }
 
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             results = list(pool.map(approved, products))
         return [
-            ReconcileAccess(consumer_id) for consumer_id, wanted in results if wanted != grants.get(consumer_id, set())
+            ReconcileAccess(consumer_id)
+            for consumer_id, wanted in results
+            if consumer_id in stale or wanted != held.get(consumer_id, set())
         ]

@@ -146,6 +146,16 @@ class StateStore:
         """Every read grant."""
         return self._grants("SELECT * FROM provisioner_grants ORDER BY consumer_id, output_port_id", [])
 
+    def read_prefixes_of(self, consumer_id: str, own_namespace: str) -> tuple[str, ...]:
+        """The namespaces ``consumer_id`` may read: its grants (the record of truth) on provisioned producers."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT g.producer_namespace FROM provisioner_grants g JOIN provisioner_products p"
+                " ON p.product_id = g.producer_id AND p.state = 'provisioned' WHERE g.consumer_id = %s",
+                (consumer_id,),
+            ).fetchall()
+        return tuple(sorted({r[0] for r in rows} - {own_namespace}))
+
     def consumers_of(self, producer_id: str) -> list[str]:
         """Consumers holding a grant on ``producer_id``'s prefix."""
         with self.pool.connection() as conn:

@@ -24,7 +24,11 @@ def policy_tokenizer(
         except ProvisionerError as exc:  # a bad key or policy: fail closed with the reason
             return TokenizeOutcome(status="FAILURE", run_id=None, rows_changed=0, error=str(exc))
         return TokenizeOutcome(
-            status=result.status, run_id=result.run_id, rows_changed=result.total_rows, error=result.error
+            status=result.status,
+            run_id=result.run_id,
+            rows_changed=result.total_rows,
+            error=result.error,
+            retryable=result.retryable,
         )
 
     return tokenize

@@ -63,7 +63,8 @@ DECLARE
 BEGIN
     INSERT INTO provisioner_inbox_keys AS k (dedup_key) VALUES (p_dedup_key)
     ON CONFLICT (dedup_key) DO UPDATE SET seen_at = now()
-        WHERE p_dedup_seconds IS NOT NULL AND k.seen_at < now() - make_interval(secs => p_dedup_seconds)
+        WHERE p_dedup_seconds IS NOT NULL
+          AND (p_dedup_seconds = 0 OR k.seen_at < now() - make_interval(secs => p_dedup_seconds))
     RETURNING true INTO fresh;
     IF fresh IS NULL THEN
         v_outcome := 'duplicate';

@@ -76,11 +76,13 @@ class GroupCommitter:
             async with self.pool.connection() as conn:  # autocommit: one statement is one transaction
                 cur = await conn.execute(_BATCH_SQL, ("[" + ",".join(item for item, _ in batch) + "]",))
                 rows = await cur.fetchall()
-        except psycopg.DataError as exc:
+        except (psycopg.DataError, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            # One body the database refuses, or a deadlock between two batches taking the same entities' locks
+            # in another order: write them one by one, so only a delivery that really fails is refused.
             if len(batch) == 1:
                 _fail(batch, exc)
                 return
-            for one in batch:  # one body the database refuses must not fail the others
+            for one in batch:
                 await self._flush([one])
             return
         except Exception as exc:

@@ -218,3 +218,36 @@ def test_a_deleted_producer_loses_its_readers_even_if_the_port_stays_approved(si
     assert site.state.grants_of(pair.consumer_id) == []
     assert site.env(pair.consumer)["S3_READ_PREFIXES"] == ""
     assert "was deleted" in str(site.state.last_runs(pair.consumer_id, limit=1)[0]["detail"]["skipped"])
+
+
+def test_an_interrupted_producer_clean_up_still_hands_over_its_readers(site: Site, pair: Pair) -> None:
+    from provisioner.errors import PortalUnavailable
+
+    site.portal_state.approve(pair.port_id, pair.consumer_id, notify=False)
+    site.reconcilers.reconcile_access(pair.consumer_id)
+    site.portal_state.delete_product(pair.producer_id, notify=False)
+    site.portal_state.fail_next(20, 503, methods=("DELETE",))  # the finalizer cannot be removed yet
+    with pytest.raises(PortalUnavailable):
+        site.reconcilers.reconcile_product(pair.producer_id)
+    site.portal_state._faults.clear()
+
+    # The retry finds the product already cleaned up here, and still names the consumer that could read it.
+    assert site.reconcilers.reconcile_product(pair.producer_id) == [ReconcileAccess(pair.consumer_id)]
+    site.reconcilers.reconcile_access(pair.consumer_id)
+    assert site.env(pair.consumer)["S3_READ_PREFIXES"] == ""
+    _denied(
+        lambda: site.s3_as(pair.consumer).get_object(
+            Bucket=site.config.bucket, Key=f"{pair.producer}/published/customers.parquet"
+        )
+    )
+
+
+def test_rotation_with_a_leftover_second_key_keeps_one(site: Site, pair: Pair) -> None:
+    from provisioner.names import Namespace
+
+    leftover = site.store.create_key(Namespace(pair.consumer))  # a crash left a second key behind
+    assert len(site.user_keys(pair.consumer)) == 2
+    site.portal_state.approve(pair.port_id, pair.consumer_id, notify=False)
+    site.reconcilers.reconcile_access(pair.consumer_id)  # rotates: AWS would refuse a third key
+    keys = site.user_keys(pair.consumer)
+    assert keys == [site.env(pair.consumer)["S3_ACCESS_KEY"]] and leftover.access_key_id not in keys

@@ -208,3 +208,16 @@ def test_lost_env_is_repaired_by_rotate(site: Site, unique_name: str) -> None:
     new = site.reconcilers.rotate(ns)
     assert site.user_keys(ns) == [new] and new not in old
     site.s3_as(ns).put_object(Bucket=site.config.bucket, Key=f"{ns}/after-rotate", Body=b"1")
+
+
+def test_a_namespace_change_is_refused_and_changes_nothing(site: Site, unique_name: str) -> None:
+    from provisioner.reconcile.products import NamespaceChanged
+
+    ns = f"{unique_name}-moved"
+    pid = _provisioned(site, ns)
+    keys = site.user_keys(ns)
+    site.portal_state.product(pid).namespace = f"{ns}-new"
+    with pytest.raises(NamespaceChanged, match="changed namespace"):
+        site.reconcilers.reconcile_product(pid)
+    assert site.user_keys(ns) == keys
+    assert not (site.config.products_dir / f"{ns}-new").exists()
