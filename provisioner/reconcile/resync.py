@@ -48,7 +48,9 @@ class Resync:
                 triggers.append(ReconcileProduct(record.product_id))  # gone from the portal: clean up
 
         live = [p for p in products if p.status != DELETING]
-        triggers.extend(self._access_drift(live, records))
+        # Producers reconciled by this same plan count as provisioned: one resync repairs a missed approval too.
+        soon = {t.product_id for t in triggers if isinstance(t, ReconcileProduct)}
+        triggers.extend(self._access_drift(live, records, soon))
         log_event(log, "resync.planned", products=len(products), reconciles=len(triggers))
         return triggers
 
@@ -65,9 +67,12 @@ class Resync:
         verified = record.verified_at
         return verified is None or now - verified > timedelta(seconds=self.config.verify_seconds)
 
-    def _access_drift(self, products: list[Product], records: dict[str, ProductRecord]) -> list[Trigger]:
-        """Consumers whose grants differ from their approved ports on provisioned producers."""
+    def _access_drift(
+        self, products: list[Product], records: dict[str, ProductRecord], soon: set[str]
+    ) -> list[Trigger]:
+        """Consumers whose grants differ from their approved ports on provisioned (or soon provisioned) producers."""
         provisioned = {pid for pid, r in records.items() if r.state == "provisioned"}
+        grantable = provisioned | soon
         held: dict[str, set[str]] = {}
         stale: set[str] = set()  # grants on a producer that is no longer provisioned must go
         for g in self.state.all_grants():
@@ -78,9 +83,7 @@ class Resync:
         def approved(product: Product) -> tuple[str, set[str]]:
             ports = self.portal.input_ports(product.id)
             return product.id, {
-                p.output_port_id
-                for p in ports
-                if p.status == "approved" and p.output_port.data_product_id in provisioned
+                p.output_port_id for p in ports if p.status == "approved" and p.output_port.data_product_id in grantable
             }
 
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:

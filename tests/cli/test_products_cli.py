@@ -70,3 +70,23 @@ def test_provision_of_a_bad_namespace_exits_1(cli_env: Path, portal: Any, capsys
     product = portal.state.create_product("Bad", "Not A Slug", notify=False)
     assert main(["provision", product.id]) == 1
     assert "not a safe slug" in capsys.readouterr().err
+
+
+def test_resync_repairs_a_missed_approval_and_grants_shows_it(
+    cli_env: Path, portal: Any, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    producer = portal.state.create_product("Producer", f"{unique_name}-p", notify=False)
+    consumer = portal.state.create_product("Consumer", f"{unique_name}-c", notify=False)
+    port = portal.state.create_output_port(producer.id, "Orders", namespace="orders", notify=False)
+    portal.state.request_access(consumer.id, port.id, notify=False)
+    portal.state.approve(port.id, consumer.id, notify=False)  # every webhook was lost
+
+    assert main(["resync"]) == 0  # provisions both products, then converges the consumer's grant
+    assert "0 failed" in capsys.readouterr().err
+    env = read_env(cli_env / f"{unique_name}-c" / ".env")
+    assert env["S3_READ_PREFIXES"] == f"{unique_name}-p"
+
+    assert main(["grants", f"{unique_name}-c"]) == 0
+    out = capsys.readouterr().out
+    assert f"{unique_name}-c" in out and f"{unique_name}-p/" in out and "orders" in out
+    assert "without tokenization" in out
