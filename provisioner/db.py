@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from provisioner.errors import DatabaseUnavailable
 from provisioner.logs import log_event, redact_text
@@ -118,11 +118,4 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPo
     """A sync pool for workers and the CLI; closed by the caller (use it as a context manager)."""
     pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False)
     pool.open(wait=True, timeout=15)
-    return pool
-
-
-async def open_async_pool(url: str, *, min_size: int = 2, max_size: int = 16) -> AsyncConnectionPool:
-    """An async pool for the web intake; closed by the caller."""
-    pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False)
-    await pool.open(wait=True, timeout=15)
     return pool

@@ -332,35 +332,3 @@ async def run_worker(
             install_signal_handlers=install_signal_handlers,
             name=name,
         )
-
-
-class RecordingHandlers:
-    """Placeholder handlers: each job writes a ``provisioner_runs`` row (kind ``job``, status success)."""
-
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-
-    def reconcile_product(self, product_id: str) -> None:
-        """Record that a product reconcile ran."""
-        self._record(product_id, TASK_PRODUCT)
-
-    def reconcile_access(self, consumer_id: str) -> None:
-        """Record that an access reconcile ran."""
-        self._record(consumer_id, TASK_ACCESS)
-
-    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> None:
-        """Record that an output-port reconcile ran."""
-        self._record(f"{producer_id}/{output_port_id}", TASK_OUTPUT_PORT)
-
-    def resync(self) -> Sequence[Trigger]:
-        """Record that a resync ran; it knows no portal, so it enqueues nothing."""
-        self._record("all", TASK_RESYNC)
-        return ()
-
-    def _record(self, subject: str, task: str) -> None:
-        with psycopg.connect(self.database_url) as conn:
-            conn.execute(
-                "INSERT INTO provisioner_runs (kind, subject, status, detail, finished_at)"
-                " VALUES ('job', %s, 'success', %s::jsonb, now())",
-                (subject, json.dumps({"task": task})),
-            )

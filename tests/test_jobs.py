@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +37,38 @@ async def _drain(app: Any, url: str, concurrency: int = 1) -> None:
         if not any(r[1] == "todo" for r in _jobs(url)):
             return
     raise AssertionError("jobs still waiting after 20 worker runs")
+
+
+class RecordingHandlers:
+    """Handlers for tests of the queue itself: each job writes a ``provisioner_runs`` row (kind ``job``)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def reconcile_product(self, product_id: str) -> None:
+        """Record that a product reconcile ran."""
+        self._record(product_id, jobs.TASK_PRODUCT)
+
+    def reconcile_access(self, consumer_id: str) -> None:
+        """Record that an access reconcile ran."""
+        self._record(consumer_id, jobs.TASK_ACCESS)
+
+    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> None:
+        """Record that an output-port reconcile ran."""
+        self._record(f"{producer_id}/{output_port_id}", jobs.TASK_OUTPUT_PORT)
+
+    def resync(self) -> Sequence[Trigger]:
+        """Record that a resync ran; it knows no portal, so it enqueues nothing."""
+        self._record("all", jobs.TASK_RESYNC)
+        return ()
+
+    def _record(self, subject: str, task: str) -> None:
+        with psycopg.connect(self.database_url) as conn:
+            conn.execute(
+                "INSERT INTO provisioner_runs (kind, subject, status, detail, finished_at)"
+                " VALUES ('job', %s, 'success', %s::jsonb, now())",
+                (subject, json.dumps({"task": task})),
+            )
 
 
 class Scripted:
@@ -105,7 +138,7 @@ async def test_worker_runs_recording_handlers(pg_url: str) -> None:
         jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileAccess(P2), ReconcileOutputPort(P1, OP), ResyncAll()])
     registry = CollectorRegistry()
     metrics = jobs.JobMetrics(registry)
-    app = jobs.build_app(pg_url, jobs.RecordingHandlers(pg_url), max_attempts=3, resync_seconds=0, metrics=metrics)
+    app = jobs.build_app(pg_url, RecordingHandlers(pg_url), max_attempts=3, resync_seconds=0, metrics=metrics)
     await _drain(app, pg_url)
     assert {r[1] for r in _jobs(pg_url)} == {"succeeded"}
     with psycopg.connect(pg_url) as conn:
@@ -220,8 +253,8 @@ def test_resync_cron_follows_the_period() -> None:
 
 
 def test_periodic_resync_is_registered_only_when_enabled(pg_url: str) -> None:
-    on = jobs.build_app(pg_url, jobs.RecordingHandlers(pg_url), max_attempts=1, resync_seconds=300)
-    off = jobs.build_app(pg_url, jobs.RecordingHandlers(pg_url), max_attempts=1, resync_seconds=0)
+    on = jobs.build_app(pg_url, RecordingHandlers(pg_url), max_attempts=1, resync_seconds=300)
+    off = jobs.build_app(pg_url, RecordingHandlers(pg_url), max_attempts=1, resync_seconds=0)
     names = lambda app: sorted(t.task.name for t in app.periodic_registry.periodic_tasks.values())  # noqa: E731
     assert names(on) == ["resync", "retry_stalled_jobs"]
     assert names(off) == ["retry_stalled_jobs"]

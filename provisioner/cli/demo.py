@@ -31,6 +31,7 @@ from rich.table import Table
 from provisioner import jobs
 from provisioner.cli.wiring import Services, open_services, resolve_database
 from provisioner.logs import configure_logging
+from provisioner.names import Namespace
 from provisioner.portal_standin import PortalState, serve_standin
 from provisioner.settings import Settings
 from provisioner.web import create_app, open_pool
@@ -192,7 +193,7 @@ async def _serve_and_play(console: Console, services: Services, portal: PortalSt
         await pool.close()
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float) -> bool:
+def _wait(check: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -211,7 +212,6 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
         for ns, title in ((PRODUCER, "Customer 360"), (CONSUMER, "Marketing Insights"), (THIRD, "Finance Ledger"))
     }
     provisioned = _wait(
-        "provisioning",
         lambda: all((r := state.product(p.id)) is not None and r.state == "provisioned" for p in products.values()),
         timeout,
     )
@@ -254,7 +254,7 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
     old_key = _env(services.settings.products_dir / CONSUMER / ".env").get("S3_ACCESS_KEY")
     portal.request_access(products[CONSUMER].id, port.id)
     portal.approve(port.id, products[CONSUMER].id)
-    granted = _wait("grant", lambda: bool(state.grants_of(products[CONSUMER].id)), timeout)
+    granted = _wait(lambda: bool(state.grants_of(products[CONSUMER].id)), timeout)
     checks.append(("grant added after approval", granted))
     if not granted:
         return _report(console, checks)
@@ -289,11 +289,13 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
         f"the same key on s3://{bucket}/{THIRD}/published/ledger.csv: {'AccessDenied' if third_denied else 'ALLOWED'}"
     )
     checks.append(("consumer key denied on a third product's prefix", third_denied))
-    old_gone = old_key is not None and old_key not in {k.access_key_id for k in services.store.list_keys(_ns(CONSUMER))}
+    old_gone = old_key is not None and old_key not in {
+        k.access_key_id for k in services.store.list_keys(Namespace(CONSUMER))
+    }
     checks.append(("consumer's old key deleted", old_gone))
 
     console.rule("4. the portal echoes every provisioner write back as an event; it settles")
-    settled = _wait("quiet", lambda: _quiet(services, portal), timeout)
+    settled = _wait(lambda: _quiet(services, portal), timeout)
     sent = len(portal.sent)
     console.print(f"webhooks the portal sent in all: {sent}; provisioner runs: {_count_runs(services)}")
     checks.append(("no reconcile loop: queue empty and no new webhooks", settled and sent < 40))
@@ -322,12 +324,6 @@ def _report(console: Console, checks: list[tuple[str, bool]]) -> bool:
     passed = sum(ok for _, ok in checks)
     console.print(f"{passed} passed, {len(checks) - passed} failed")
     return passed == len(checks)
-
-
-def _ns(namespace: str) -> Any:
-    from provisioner.names import Namespace
-
-    return Namespace(namespace)
 
 
 def _env(path: Path) -> dict[str, str]:

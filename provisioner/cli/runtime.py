@@ -14,16 +14,11 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 
 from provisioner.cli.wiring import open_services, resolve_database
-from provisioner.jobs import JobHandlers, RecordingHandlers
+from provisioner.jobs import JobHandlers
 from provisioner.logs import configure_logging
 from provisioner.settings import Settings
 
 HandlersFactory = Callable[[Settings, str], "JobHandlers | AbstractContextManager[JobHandlers]"]
-
-
-def recording_handlers(settings: Settings, database_url: str) -> JobHandlers:
-    """Handlers that only record a run row per job (for tests of the queue itself)."""
-    return RecordingHandlers(database_url)
 
 
 @contextmanager

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from provisioner import db
 from provisioner.logs import log_event
@@ -39,7 +38,8 @@ class Services:
 
 def resolve_database(settings: Settings) -> str:
     """The database URL: the configured one, or the embedded server's (started if needed); migrated."""
-    url = settings.database_url or db.start_embedded(settings.data_dir / "postgres").url
+    url = db.start_embedded(settings.data_dir / "postgres").url if settings.embedded_database else settings.database_url
+    assert url is not None
     db.migrate(url)
     return url
 
@@ -48,7 +48,7 @@ def resolve_database(settings: Settings) -> str:
 def open_store(settings: Settings) -> Iterator[tuple[StoreAdmin, str]]:
     """The store admin client and the endpoint to write into .env files; starts the embedded store if needed."""
     with ExitStack() as stack:
-        if settings.s3_endpoint is None:
+        if settings.embedded_store:
             from provisioner.storage.embedded import start_embedded_store
 
             embedded = start_embedded_store(settings.data_dir / "s3", settings.s3_embedded_port)
@@ -118,11 +118,6 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
         )
         log_event(log, "services.opened", portal=settings.portal_url, s3_endpoint=endpoint, bucket=settings.s3_bucket)
         yield Services(settings, url, state, store, portal, reconcilers, endpoint)
-
-
-def products_dir_of(settings: Settings) -> Path:
-    """Where projects are written (resolved, for messages)."""
-    return settings.products_dir.resolve()
 
 
 def names(items: Sequence[str]) -> str:

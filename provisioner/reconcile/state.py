@@ -77,10 +77,6 @@ class StateStore:
             "SELECT * FROM provisioner_products WHERE namespace = %s AND state = 'provisioned'", (namespace,)
         )
 
-    def live_products(self) -> list[ProductRecord]:
-        """Every provisioned product."""
-        return self._products("SELECT * FROM provisioner_products WHERE state = 'provisioned' ORDER BY namespace", ())
-
     def all_products(self) -> list[ProductRecord]:
         """Every product we ever provisioned, deleted ones included."""
         return self._products("SELECT * FROM provisioner_products ORDER BY namespace, updated_at DESC", ())

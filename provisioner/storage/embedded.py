@@ -262,23 +262,17 @@ def _wait_ready(store: EmbeddedStore, *, timeout: float, log_path: Path) -> None
     assert store.process is not None
     deadline = time.monotonic() + timeout
     _wait_http(store.endpoint, store.process, timeout, log_path)
-    iam = make_client(
-        "iam",
-        endpoint=store.endpoint,
-        access_key=store.access_key,
-        secret_key=store.secret_key,
-        region=REGION,
-        timeout=2.0,
-        max_attempts=1,
-    )
-    s3 = make_client(
-        "s3",
-        endpoint=store.endpoint,
-        access_key=store.access_key,
-        secret_key=store.secret_key,
-        region=REGION,
-        timeout=2.0,
-        max_attempts=1,
+    iam, s3 = (
+        make_client(
+            service,
+            endpoint=store.endpoint,
+            access_key=store.access_key,
+            secret_key=store.secret_key,
+            region=REGION,
+            timeout=2.0,
+            max_attempts=1,
+        )
+        for service in ("iam", "s3")
     )
     last = ""
     while True:
