@@ -281,6 +281,8 @@ def _execute(
     conn = connect(plan.tenant)
     try:
         conn.autocommit = True
+        # The SQL tokens hash textsend() bytes, which are in the client encoding: UTF-8, as Python hashes.
+        conn.execute("SET client_encoding TO 'UTF8'")
         for table in plan.tables:
             _preflight(conn, table, plan.tokenizer.format)
         returning_old = conn.info.server_version >= 180000

@@ -21,7 +21,7 @@ from provisioner.tokenize import (
     run,
 )
 from provisioner.tokenize.engine import _table
-from provisioner.tokenize.statements import needs_token
+from provisioner.tokenize.statements import create_key_table, needs_token, update_statement
 from tests.tokenize.conftest import KEY, column, create_people, snapshot
 
 PEOPLE = {"tenant": "t1", "schema": "public", "table": "people", "columns": ["email", "phone"]}
@@ -69,6 +69,26 @@ def test_sql_tokens_equal_python_tokens_for_any_unicode(pg_empty_url: str, value
     assert column(pg_empty_url, "email") == [reference.tokenize(v) for v in values]
 
 
+@pytest.mark.parametrize("length", [22, 23, 24, 31, 42, 43])
+def test_every_token_length_matches_the_python_reference(pg_empty_url: str, length: int) -> None:
+    # The SQL encodes only the digest bytes the token shows; each length ends at a different bit.
+    create_people(pg_empty_url, SAMPLE)
+    fmt = TokenFormat(length=length)
+    assert run(plan(PEOPLE, TokenizeOptions(format=fmt, key=KEY)), connect=pg_empty_url).ok
+    reference = Tokenizer(fmt, KEY)
+    assert column(pg_empty_url, "email") == [reference.tokenize(e) for e, _ in SAMPLE]
+
+
+def test_tokens_do_not_depend_on_the_client_encoding(pg_empty_url: str, options: TokenizeOptions) -> None:
+    # The SQL hashes textsend() bytes, which follow client_encoding: the engine must set UTF8 itself.
+    create_people(pg_empty_url, [("Zoë Ångström", "café")])
+    result = run(plan(PEOPLE, options), connect=lambda _t: psycopg.connect(pg_empty_url, client_encoding="LATIN1"))
+    assert result.ok, result.error
+    reference = Tokenizer(TokenFormat(), KEY)
+    assert column(pg_empty_url, "email") == [reference.token("Zoë Ångström")]
+    assert column(pg_empty_url, "phone") == [reference.token("café")]
+
+
 @db_settings
 @given(values=st.lists(st.one_of(pg_text, pg_text.map(lambda s: f"tok_{s}_poc")), min_size=1, max_size=40))
 def test_sql_guard_agrees_with_the_python_guard(pg_empty_url: str, values: list[str]) -> None:
@@ -95,6 +115,22 @@ def test_mixed_table_changes_only_values_that_are_not_tokens(pg_empty_url: str, 
     assert result.total_rows == 2
     assert result.rows_by_column == {"public.people.email": 1, "public.people.phone": 1}
     assert column(pg_empty_url, "email") == [already, reference.token("dave@example.com"), already]
+
+
+@pytest.mark.parametrize("pads", [0, 2], ids=["no key row", "two key rows"])
+def test_update_without_exactly_one_key_writes_nothing(pg_empty_url: str, pads: int) -> None:
+    # The pads are scalar subqueries: without the guard, an empty key table would write NULL tokens.
+    create_people(pg_empty_url, SAMPLE)
+    before = snapshot(pg_empty_url)
+    pad = Tokenizer(TokenFormat(), KEY).pads
+    with psycopg.connect(pg_empty_url) as conn:
+        conn.execute(create_key_table())
+        with conn.cursor() as cur, cur.copy("COPY pg_temp.provisioner_tokenize_key FROM STDIN") as copy:
+            for _ in range(pads):
+                copy.write_row((pad.ipad, pad.opad))
+        cur = conn.execute(update_statement("public", "people", ["email", "phone"], TokenFormat(), returning_old=False))
+        assert cur.rowcount == 0
+    assert snapshot(pg_empty_url) == before
 
 
 def test_base64_mode_round_trips_through_postgres(pg_empty_url: str) -> None:
