@@ -16,9 +16,11 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from provisioner.errors import ScaffoldError
 from provisioner.logs import log_event
@@ -43,12 +45,93 @@ _ENV_HEADER = (
 )
 
 
-def render_project(template: Path, dest: Path, context: Mapping[str, str]) -> list[str]:
+class CompiledTemplates:
+    """Jinja code compiled by earlier renders, reused by later ones (owned by a long-lived reconciler).
+
+    cookiecutter builds a new Jinja environment per render and compiles every variable, file name and file
+    anew: ~30 compilations, three quarters of a render's CPU. The compiled code depends only on the source
+    and the environment's syntax settings, which are both part of the key, so a changed template or
+    ``_jinja2_env_vars`` compiles afresh. Least recently used entries go first (each product's own values
+    are compiled once and never again); used only while ``_RENDER_LOCK`` is held.
+    """
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self._code: OrderedDict[tuple[object, ...], object] = OrderedDict()
+        self._max_entries = max_entries
+        self.hits = 0
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Route cookiecutter's compilations through this cache for the duration of one render."""
+        from cookiecutter.environment import StrictEnvironment
+
+        compile_uncached = StrictEnvironment.compile
+        own = StrictEnvironment.__dict__.get("compile")  # None: inherited from jinja2.Environment
+
+        def compile_cached(
+            env: Any,
+            source: Any,
+            name: str | None = None,
+            filename: str | None = None,
+            raw: bool = False,
+            defer_init: bool = False,
+        ) -> Any:
+            if raw or not isinstance(source, str):
+                return compile_uncached(env, source, name, filename, raw, defer_init)
+            key = (_syntax_of(env), source, name, filename, defer_init)
+            code = self._code.get(key)
+            if code is None:
+                code = self._code[key] = compile_uncached(env, source, name, filename, raw, defer_init)
+                if len(self._code) > self._max_entries:
+                    self._code.popitem(last=False)
+            else:
+                self._code.move_to_end(key)
+                self.hits += 1
+            return code
+
+        StrictEnvironment.compile = compile_cached  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            if own is None:
+                del StrictEnvironment.compile
+            else:
+                StrictEnvironment.compile = own  # type: ignore[method-assign]
+
+
+def _syntax_of(env: Any) -> tuple[object, ...]:
+    """Every environment setting that changes what Jinja compiles a source into."""
+    return (
+        type(env),
+        env.block_start_string,
+        env.block_end_string,
+        env.variable_start_string,
+        env.variable_end_string,
+        env.comment_start_string,
+        env.comment_end_string,
+        env.line_statement_prefix,
+        env.line_comment_prefix,
+        env.trim_blocks,
+        env.lstrip_blocks,
+        env.newline_sequence,
+        env.keep_trailing_newline,
+        tuple(sorted(env.extensions)),
+        env.optimized,
+        env.autoescape,
+        env.finalize,
+        env.is_async,
+    )
+
+
+def render_project(
+    template: Path, dest: Path, context: Mapping[str, str], compiled: CompiledTemplates | None = None
+) -> list[str]:
     """Render ``template`` and copy into ``dest`` only the files it lacks; return the relative paths added.
 
     ``dest`` is the project folder itself (``<products_dir>/<namespace>``). Existing files are never
     touched, so a re-render of an unchanged template returns ``[]``. ``context`` must hold
-    ``namespace`` (validated) and never a secret: cookiecutter records its context.
+    ``namespace`` (validated) and never a secret: cookiecutter records its context. ``compiled`` lets
+    renders share Jinja's compiled code (same output, a quarter of the CPU).
     """
     namespace = Namespace(context.get("namespace"))
     _check_context(context)
@@ -65,7 +148,7 @@ def render_project(template: Path, dest: Path, context: Mapping[str, str]) -> li
         # inside this temporary folder, not in the home directory; a user's ~/.cookiecutterrc is ignored.
         config = work / "cookiecutter.yaml"
         config.write_text(f'replay_dir: "{work / "replay"}"\ncookiecutters_dir: "{work / "cache"}"\n')
-        with _RENDER_LOCK:
+        with _RENDER_LOCK, compiled.installed() if compiled else contextlib.nullcontext():
             try:
                 rendered = Path(
                     cookiecutter(

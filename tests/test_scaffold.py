@@ -163,6 +163,37 @@ def test_portal_text_is_never_evaluated_as_a_template(tmp_path: Path) -> None:
     assert description in readme
 
 
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_shared_compiled_templates_render_the_same_bytes(tmp_path: Path) -> None:
+    import jinja2
+    from cookiecutter.environment import StrictEnvironment
+
+    compiled = scaffold.CompiledTemplates()
+    for ns in ("sales", "hr", "finance"):
+        render_project(TEMPLATE, tmp_path / "cached" / ns, context(ns, product_name=f"P {ns}"), compiled)
+        render_project(TEMPLATE, tmp_path / "plain" / ns, context(ns, product_name=f"P {ns}"))
+        assert _tree(tmp_path / "cached" / ns) == _tree(tmp_path / "plain" / ns)
+        assert f"# P {ns}\n" in (tmp_path / "cached" / ns / "README.md").read_text()
+    assert compiled.hits > 0, "later renders reuse what the first compiled"
+    assert StrictEnvironment.compile is jinja2.Environment.compile, "cookiecutter's own compile is back"
+
+
+def test_compiled_templates_follow_a_changed_template(tmp_path: Path) -> None:
+    import shutil
+
+    template = tmp_path / "template"
+    shutil.copytree(TEMPLATE, template)
+    compiled = scaffold.CompiledTemplates()
+    render_project(template, tmp_path / "one" / "sales", context(), compiled)
+    readme = template / "{{cookiecutter.namespace}}" / "README.md"
+    readme.write_text("Changed: {{ cookiecutter.namespace }}\n")
+    render_project(template, tmp_path / "two" / "sales", context(), compiled)
+    assert (tmp_path / "two" / "sales" / "README.md").read_text() == "Changed: sales\n"
+
+
 def test_an_unsafe_namespace_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     for bad in ("../escape", "Sales", "a/b", "", "-x"):
         with pytest.raises(InvalidName):

@@ -60,11 +60,16 @@ def converge_key(
     namespace: Namespace,
     read_prefixes: Sequence[str],
     recorded_key_id: str | None,
+    *,
+    new_user: bool = False,
 ) -> KeyState:
-    """Make the project's .env hold a working key; create one only when the user has none we can use."""
+    """Make the project's .env hold a working key; create one only when the user has none we can use.
+
+    ``new_user``: the user was created in this converge, so it has no keys and none need listing.
+    """
     path = env_path(config, namespace)
     env = scaffold.read_env(path) if path.exists() else {}
-    live = {k.access_key_id for k in store.list_keys(namespace)}
+    live = set() if new_user else {k.access_key_id for k in store.list_keys(namespace)}
     env_key = env.get("S3_ACCESS_KEY")
     values = env_values(config, namespace, read_prefixes)
 

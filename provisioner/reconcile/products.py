@@ -51,6 +51,7 @@ class ProductReconciler:
         self.store = store
         self.state = state
         self.config = config
+        self._compiled = scaffold.CompiledTemplates()
 
     def reconcile_product(self, product_id: str) -> list[Trigger]:
         """Converge ``product_id``; return follow-up work (consumers whose grants must change)."""
@@ -105,10 +106,18 @@ class ProductReconciler:
             run.step("finalizer")
         if self.store.ensure_bucket(cfg.bucket):
             run.step("bucket")
-        if self.store.ensure_prefix(cfg.bucket, namespace):
+        # A product never recorded is new to the store too, unless an earlier attempt crashed mid-way: write
+        # without looking first (three calls fewer), and fall back to the checks when the user already exists.
+        fresh = record is None
+        if fresh:
+            self.store.put_object(cfg.bucket, namespace.prefix, b"")  # the empty marker: rewriting it is harmless
+            run.step("prefix")
+        elif self.store.ensure_prefix(cfg.bucket, namespace):
             run.step("prefix")
         read_prefixes = self.state.read_prefixes_of(product.id, namespace)
-        if self.store.ensure_user(cfg.bucket, namespace, [Namespace(p) for p in read_prefixes]):
+        grants = [Namespace(p) for p in read_prefixes]
+        user_created = fresh and self.store.create_user(cfg.bucket, namespace, grants)
+        if user_created or self.store.ensure_user(cfg.bucket, namespace, grants):
             run.step("user")
 
         project = credentials.project_dir(cfg, namespace)
@@ -124,13 +133,14 @@ class ProductReconciler:
                 "s3_endpoint": cfg.s3_endpoint,
                 "region": cfg.s3_region,
             },
+            self._compiled,
         )
         if added:
             run.step("project")
             run.detail["files_added"] = len(added)
 
         recorded_key = record.access_key_id if record and record.state == "provisioned" else None
-        keys = credentials.converge_key(self.store, cfg, namespace, read_prefixes, recorded_key)
+        keys = credentials.converge_key(self.store, cfg, namespace, read_prefixes, recorded_key, new_user=user_created)
         if keys.created:
             run.step("key")
         if keys.deleted:
@@ -144,7 +154,7 @@ class ProductReconciler:
 
         seeded = bool(record and record.seeded and record.state == "provisioned")
         if not seeded:
-            uploaded = self._seed(namespace, project, fresh=record is None)
+            uploaded = self._seed(namespace, project, fresh=fresh)
             if uploaded:
                 run.step("seed")
                 run.detail["seeded_objects"] = uploaded

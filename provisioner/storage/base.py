@@ -47,6 +47,13 @@ class StoreAdmin(Protocol):
         """Make user ``dp-<namespace>`` exist with exactly the scoped policy; True when anything changed."""
         ...
 
+    def create_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+        """Create user ``dp-<namespace>`` with its scoped policy; False, changing nothing, when it already exists.
+
+        The fast path for a product never provisioned: a new user has no keys and no policy to compare.
+        """
+        ...
+
     def user_exists(self, namespace: Namespace) -> bool:
         """True when the store user of ``namespace`` exists."""
         ...

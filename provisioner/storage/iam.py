@@ -77,6 +77,21 @@ class IamStore(S3Objects):
             log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(read_prefixes))
         return changed
 
+    def create_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+        """Create user ``dp-<namespace>`` with its scoped policy; False, changing nothing, when it already exists."""
+        user = namespace.user_name
+        with storage_errors(f"creating store user {user}", self._endpoint):
+            try:
+                self._iam.create_user(UserName=user)
+            except ClientError as exc:
+                if error_code(exc) == "EntityAlreadyExists":
+                    return False
+                raise
+            desired = product_policy(bucket, namespace, read_prefixes)
+            self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
+        log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(read_prefixes))
+        return True
+
     def user_exists(self, namespace: Namespace) -> bool:
         """True when the store user of ``namespace`` exists."""
         with storage_errors(f"looking up store user {namespace.user_name}", self._endpoint):

@@ -145,6 +145,13 @@ class MinioStore(S3Objects):
             log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(read_prefixes))
         return changed
 
+    def create_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+        """Create user ``dp-<namespace>`` with its scoped policy; False, changing nothing, when it already exists."""
+        # MinIO's user_add also updates an existing user (and its password), so look first.
+        if self.user_exists(namespace):
+            return False
+        return self.ensure_user(bucket, namespace, read_prefixes)
+
     def user_exists(self, namespace: Namespace) -> bool:
         """True when the store user of ``namespace`` exists."""
         with self._errors(f"looking up store user {namespace.user_name}"):

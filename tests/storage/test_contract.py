@@ -33,6 +33,16 @@ def test_ensure_user_twice_writes_nothing_the_second_time(backend: Backend) -> N
     assert backend.writes() == writes, "a resync over an unchanged product must not write to the store"
 
 
+def test_create_user_makes_a_scoped_keyless_user_once(backend: Backend) -> None:
+    store, bucket, ns, other = backend.store, backend.bucket, backend.namespace, backend.other
+    assert store.create_user(bucket, ns, [other]) is True
+    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [other]))  # type: ignore[attr-defined]
+    assert store.list_keys(ns) == []
+    assert store.create_user(bucket, ns) is False, "an existing user is left to ensure_user"
+    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [other]))  # type: ignore[attr-defined]
+    assert store.ensure_user(bucket, ns, [other]) is False
+
+
 def test_read_grants_are_added_and_removed(backend: Backend) -> None:
     store, bucket, ns, other = backend.store, backend.bucket, backend.namespace, backend.other
     store.ensure_user(bucket, ns)
