@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from provisioner.events import parse_delivery
@@ -259,3 +260,32 @@ async def test_a_burst_is_committed_together_and_one_bad_body_fails_alone(web: W
     assert web.count("procrastinate_jobs") == 40
     ids = {r.json()["id"] for r in responses if r.status_code == 202}
     assert len(ids) == 40  # every 202 names its own committed inbox row
+
+
+async def test_a_batch_refused_with_a_deadlock_is_replayed_one_by_one(web: Web) -> None:
+    """Two batches taking the same entities' locks in another order deadlock; every delivery must still land."""
+    import asyncio
+
+    with psycopg.connect(web.url, autocommit=True) as conn:
+        # A sequence survives the rollback, so it proves a multi-delivery batch really was refused.
+        conn.execute("CREATE SEQUENCE refused_batches")
+        conn.execute(
+            "CREATE FUNCTION deadlock_on_second_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF COALESCE(current_setting('test.rows', true), '') <> '' THEN"
+            "   PERFORM nextval('refused_batches');"
+            "   RAISE EXCEPTION 'simulated deadlock' USING ERRCODE = 'deadlock_detected';"
+            " END IF;"
+            " PERFORM set_config('test.rows', '1', true); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER deadlock_on_second_row AFTER INSERT ON provisioner_inbox"
+            " FOR EACH ROW EXECUTE FUNCTION deadlock_on_second_row()"
+        )
+    bodies = [cloudevent(data={"id": str(uuid.uuid4())}) for _ in range(30)]
+    responses = await asyncio.gather(*(post_v2(web, b) for b in bodies))
+    assert [r.status_code for r in responses] == [202] * 30
+    assert web.count("provisioner_inbox") == 30
+    assert web.count("procrastinate_jobs") == 30
+    assert len({r.json()["id"] for r in responses}) == 30
+    refused = web.rows("SELECT last_value, is_called FROM refused_batches")[0]
+    assert refused[1] and refused[0] >= 1, "the burst never formed a batch: the replay path was not exercised"
