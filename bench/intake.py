@@ -105,12 +105,54 @@ def build_requests(n: int, kind: str, token: str) -> list[bytes]:
     return out
 
 
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class CpuSnapshot:
+    """CPU seconds used so far by the server, by PostgreSQL (every postgres process) and by this client."""
+
+    server: float
+    postgres: float
+    client: float
+
+    @classmethod
+    def take(cls, server_pid: int) -> CpuSnapshot:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(_cpu_of(server_pid), sum(map(_cpu_of, _postgres_pids())), usage.ru_utime + usage.ru_stime)
+
+
 @dataclass
 class Result:
     accepted: int
     other: int
     seconds: float
     latencies: list[float]
+    cpu: dict[str, float] | None = None  # CPU seconds per part during the measured window
+
+    def cpu_us_per_request(self) -> dict[str, float]:
+        done = self.accepted + self.other
+        return {k: v * 1e6 / done for k, v in (self.cpu or {}).items()} if done else {}
 
     @property
     def rate(self) -> float:
@@ -160,15 +202,34 @@ async def _client(
         writer.close()
 
 
+async def _account_cpu(server_pid: int, measure_from: float, stop_at: float, result: Result) -> None:
+    await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+    before = CpuSnapshot.take(server_pid)
+    await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+    after = CpuSnapshot.take(server_pid)
+    result.cpu = {k: getattr(after, k) - getattr(before, k) for k in ("server", "postgres", "client")}
+
+
 async def load(
-    port: int, requests: list[bytes], clients: int, seconds: float, warmup: float, ok: bytes, *, repeat: bool = False
+    port: int,
+    requests: list[bytes],
+    clients: int,
+    seconds: float,
+    warmup: float,
+    ok: bytes,
+    *,
+    server_pid: int,
+    repeat: bool = False,
 ) -> Result:
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + seconds
     result = Result(0, 0, seconds, [])
     index = [0]
-    await asyncio.gather(*(_client(port, requests, index, stop_at, measure_from, result, ok) for _ in range(clients)))
+    await asyncio.gather(
+        _account_cpu(server_pid, measure_from, stop_at, result),
+        *(_client(port, requests, index, stop_at, measure_from, result, ok) for _ in range(clients)),
+    )
     if index[0] > len(requests) and not repeat:
         raise SystemExit("ran out of distinct requests: raise --pool")
     return result
@@ -251,7 +312,7 @@ def main() -> None:
         try:
             wait_http(port, "/")
             results["bare Starlette handler (no database)"] = asyncio.run(
-                load(port, requests, args.clients, args.seconds, args.warmup, b"200", repeat=True)
+                load(port, requests, args.clients, args.seconds, args.warmup, b"200", server_pid=bare.pid, repeat=True)
             )
         finally:
             stop(bare)
@@ -265,7 +326,7 @@ def main() -> None:
         try:
             wait_http(port, "/healthz")
             results["provisioner serve --no-worker"] = asyncio.run(
-                load(port, requests, args.clients, args.seconds, args.warmup, b"202")
+                load(port, requests, args.clients, args.seconds, args.warmup, b"202", server_pid=serve.pid)
             )
         finally:
             stop(serve)
@@ -298,6 +359,18 @@ def main() -> None:
     bare_rate = results["bare Starlette handler (no database)"].rate
     ours = results["provisioner serve --no-worker"]
     print(f"\nratio serve/bare: {ours.rate / bare_rate:.2f}")
+    # Where the CPU goes: with every part on the same cores, the sum per request bounds the rate they allow.
+    cores = os.cpu_count() or 1
+    print(f"\n| target | server µs/req | PostgreSQL µs/req | client µs/req | total µs/req | bound, {cores} cores |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        per = r.cpu_us_per_request()
+        if per:
+            total = sum(per.values())
+            print(
+                f"| {name} | {per['server']:.0f} | {per['postgres']:.0f} | {per['client']:.0f} | {total:.0f} "
+                f"| {cores * 1e6 / total:,.0f}/s |"
+            )
 
 
 if __name__ == "__main__":

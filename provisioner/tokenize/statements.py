@@ -3,8 +3,8 @@
 The HMAC is computed in the database from core ``sha256()`` (pgcrypto is not installed everywhere):
 ``HMAC(k, m) = sha256(opad || sha256(ipad || m))`` with ``ipad``/``opad`` read from a session temporary
 table filled by ``COPY … FROM STDIN``, so no key byte is ever part of a statement or its parameters.
-The pads are read by scalar subqueries, which PostgreSQL evaluates once per statement (an InitPlan):
-joining the key table instead costs a join step per row, ~0.75 µs per value, a third of the HMAC itself.
+The pads are read by scalar subqueries, which PostgreSQL evaluates once per statement (InitPlans) and hands
+to parallel workers, so a SELECT of tokens can run in parallel; a join against the temporary table could not.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def token_expr(column: Identifier, fmt: TokenFormat) -> sql.Composed:
     """The token of the column's value, computed in the database exactly as ``Tokenizer.token`` does.
 
     The value's UTF-8 bytes come from ``textsend()``, which converts to the session's client encoding: the
-    engine sets ``client_encoding`` to UTF8 on its connections (it is ~5% cheaper than ``convert_to``).
-    Only the digest bytes the token shows are base64-encoded, and the URL-safe alphabet is applied with
-    ``replace``; both avoid character-by-character work on text (measured in bench/RESULTS.md).
+    engine sets ``client_encoding`` to UTF8 on its connections (``convert_to`` looks its encoding up by name
+    for every value). Only the digest bytes the token shows are base64-encoded, and the URL-safe alphabet is
+    applied with ``replace``: less character-by-character work on text than ``translate``.
     """
     col = sql.Identifier("t", column)
     if fmt.mode == "base64":
