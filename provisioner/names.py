@@ -5,6 +5,7 @@ Validate once at the edge; everything past it takes these types, never a bare ``
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Self
 
@@ -13,6 +14,9 @@ from provisioner.errors import InvalidName
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _BUCKET = re.compile(r"[a-z0-9](?:[a-z0-9.-]{1,61}[a-z0-9])")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+USER_NAME_LIMIT = 64  # AWS IAM's limit on user names
 
 
 class Namespace(str):
@@ -35,8 +39,15 @@ class Namespace(str):
 
     @property
     def user_name(self) -> str:
-        """The store user that owns this namespace's prefix."""
-        return f"dp-{self}"
+        """The store user that owns this namespace's prefix: ``dp-<namespace>``, at most 64 characters.
+
+        AWS IAM user names stop at 64 characters, so a namespace over 61 keeps its first 52 characters and
+        ends with 8 hex characters of its SHA-256: still deterministic, and distinct for distinct namespaces.
+        """
+        name = f"dp-{self}"
+        if len(name) <= USER_NAME_LIMIT:
+            return name
+        return f"dp-{self[:52]}-{hashlib.sha256(self.encode()).hexdigest()[:8]}"
 
 
 class BucketName(str):
