@@ -55,6 +55,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_RESYNC_SECONDS": ("300", "period of the resync against the portal; 0 = off"),
     "PROVISIONER_VERIFY_SECONDS": ("3600", "resync re-checks a converged product against the store this often"),
     "PROVISIONER_WORKER_CONCURRENCY": ("4", "jobs one worker runs at once"),
+    "PROVISIONER_WORKER_METRICS_PORT": ("(unset)", "port where `provisioner worker` serves /metrics (job outcomes)"),
     "PROVISIONER_JOB_MAX_ATTEMPTS": ("8", "attempts of a failing job before it is given up"),
     "PROVISIONER_TOKENIZE_KEY": ("(unset)", "HMAC key of deterministic tokens (required in hmac mode)"),
     "PROVISIONER_TOKENIZE_MODE": ("hmac", "hmac (keyed, one-way) or base64 (reversible demo; no protection)"),
@@ -102,6 +103,7 @@ class Settings:
     resync_seconds: int = 300
     verify_seconds: int = 3600
     worker_concurrency: int = 4
+    worker_metrics_port: int | None = None
     job_max_attempts: int = 8
     tokenize_key: str | None = field(default=None, repr=False)
     tokenize_mode: str = "hmac"
@@ -150,6 +152,7 @@ class Settings:
             resync_seconds=r.get("RESYNC_SECONDS", _non_negative, 300),
             verify_seconds=r.get("VERIFY_SECONDS", _positive, 3600),
             worker_concurrency=r.get("WORKER_CONCURRENCY", _positive, 4),
+            worker_metrics_port=r.get("WORKER_METRICS_PORT", _port, None),
             job_max_attempts=r.get("JOB_MAX_ATTEMPTS", _positive, 8),
             tokenize_key=r.get("TOKENIZE_KEY", _nonempty, None),
             tokenize_mode=r.get("TOKENIZE_MODE", _choice(*TOKENIZE_MODES), "hmac"),

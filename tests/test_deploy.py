@@ -640,6 +640,11 @@ def test_k8s_has_web_and_worker_deployments_and_a_service(k8s_docs: list[dict[st
     assert service["spec"]["selector"].items() <= web_labels.items()
     assert service["spec"]["ports"][0]["port"] == 8090
     assert {p["name"]: p["containerPort"] for p in web["ports"]} == {"http": 8090}
+    # Jobs run in the worker pods: their metrics endpoint is the worker's own.
+    worker_env = {e["name"]: e["value"] for e in worker["env"]}
+    assert {p["name"]: p["containerPort"] for p in worker["ports"]} == {
+        "metrics": int(worker_env["PROVISIONER_WORKER_METRICS_PORT"])
+    }
 
 
 def test_k8s_web_probes_use_healthz_and_readyz(k8s_docs: list[dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 
 from provisioner import jobs
 from provisioner.cli.runtime import Runtime, open_runtime, reconcile_handlers
@@ -60,7 +60,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     with open_runtime(settings) as runtime:
-        app = _job_app(runtime, None)
+        metrics = None
+        if settings.worker_metrics_port is not None:
+            # A worker apart from `serve` (serve --no-worker) has no web app: job metrics get their own endpoint.
+            registry = CollectorRegistry()
+            metrics = jobs.JobMetrics(registry)
+            start_http_server(settings.worker_metrics_port, addr=settings.host, registry=registry)
+        app = _job_app(runtime, metrics)
         concurrency = args.concurrency or settings.worker_concurrency
         log_event(log, "worker.started", concurrency=concurrency)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

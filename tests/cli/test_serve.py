@@ -165,6 +165,49 @@ def test_serve_runs_a_worker_that_provisions_the_product(
 
 
 @pytest.mark.slow
+def test_a_separate_worker_provisions_and_serves_its_job_metrics(
+    pg_url: str, servers: list[Server], portal: Any, moto_server: S3Server, unique_name: str, tmp_path: Path
+) -> None:
+    """The split deployment (k8s): `serve --no-worker` takes the webhook, a `provisioner worker` process runs it."""
+    metrics_port = free_port()
+    env = _env(
+        PROVISIONER_DATABASE_URL=as_url(pg_url),
+        PROVISIONER_PORTAL_URL=portal.url,
+        PROVISIONER_S3_ENDPOINT=moto_server.endpoint,
+        PROVISIONER_S3_ACCESS_KEY=moto_server.access_key,
+        PROVISIONER_S3_SECRET_KEY=moto_server.secret_key,
+        PROVISIONER_S3_BUCKET=unique_name,
+        PROVISIONER_PRODUCTS_DIR=str(tmp_path / "products"),
+        PROVISIONER_HOST="127.0.0.1",
+        PROVISIONER_WORKER_METRICS_PORT=str(metrics_port),
+    )
+    web = Server(env, "--no-worker")
+    servers.append(web)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60)
+        product = portal.state.create_product("Split", f"{unique_name}-split", notify=False)
+        assert _post(web, _event(product.id)).status_code == 202
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline and 'outcome="succeeded"' not in text:
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            time.sleep(0.2)
+        assert 'provisioner_jobs_total{outcome="succeeded",task="reconcile_product"} 1.0' in text
+        assert "provisioner_job_duration_seconds_count" in text
+        assert product.status == "active"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+@pytest.mark.slow
 def test_serve_starts_embedded_postgres_when_no_url_is_set(tmp_path: Path, servers: list[Server]) -> None:
     data_dir = tmp_path / "data"
     server = Server(_env(PROVISIONER_DATA_DIR=str(data_dir)), "--no-worker")
