@@ -37,6 +37,22 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "PROVISIONER_WEBHOOK_SECRET": SECRET, "PROVISIONER_RESYNC_SECONDS": "0", **extra}
 
 
+def _provisioning_env(
+    pg_url: str, portal: Any, moto_server: S3Server, bucket: str, tmp_path: Path, **extra: str
+) -> dict[str, str]:
+    """Settings of a process that provisions for real: the test database, portal stand-in and moto."""
+    return _env(
+        PROVISIONER_DATABASE_URL=as_url(pg_url),
+        PROVISIONER_PORTAL_URL=portal.url,
+        PROVISIONER_S3_ENDPOINT=moto_server.endpoint,
+        PROVISIONER_S3_ACCESS_KEY=moto_server.access_key,
+        PROVISIONER_S3_SECRET_KEY=moto_server.secret_key,
+        PROVISIONER_S3_BUCKET=bucket,
+        PROVISIONER_PRODUCTS_DIR=str(tmp_path / "products"),
+        **extra,
+    )
+
+
 class Server:
     """One `python -m provisioner serve` process."""
 
@@ -133,15 +149,7 @@ def test_serve_runs_a_worker_that_provisions_the_product(
     pg_url: str, servers: list[Server], portal: Any, moto_server: S3Server, unique_name: str, tmp_path: Path
 ) -> None:
     """The whole path in real processes: webhook → inbox + queue → in-process worker → reconcile → store."""
-    env = _env(
-        PROVISIONER_DATABASE_URL=as_url(pg_url),
-        PROVISIONER_PORTAL_URL=portal.url,
-        PROVISIONER_S3_ENDPOINT=moto_server.endpoint,
-        PROVISIONER_S3_ACCESS_KEY=moto_server.access_key,
-        PROVISIONER_S3_SECRET_KEY=moto_server.secret_key,
-        PROVISIONER_S3_BUCKET=unique_name,
-        PROVISIONER_PRODUCTS_DIR=str(tmp_path / "products"),
-    )
+    env = _provisioning_env(pg_url, portal, moto_server, unique_name, tmp_path)
     server = Server(env)
     servers.append(server)
     namespace = f"{unique_name}-served"
@@ -170,14 +178,12 @@ def test_a_separate_worker_provisions_and_serves_its_job_metrics(
 ) -> None:
     """The split deployment (k8s): `serve --no-worker` takes the webhook, a `provisioner worker` process runs it."""
     metrics_port = free_port()
-    env = _env(
-        PROVISIONER_DATABASE_URL=as_url(pg_url),
-        PROVISIONER_PORTAL_URL=portal.url,
-        PROVISIONER_S3_ENDPOINT=moto_server.endpoint,
-        PROVISIONER_S3_ACCESS_KEY=moto_server.access_key,
-        PROVISIONER_S3_SECRET_KEY=moto_server.secret_key,
-        PROVISIONER_S3_BUCKET=unique_name,
-        PROVISIONER_PRODUCTS_DIR=str(tmp_path / "products"),
+    env = _provisioning_env(
+        pg_url,
+        portal,
+        moto_server,
+        unique_name,
+        tmp_path,
         PROVISIONER_HOST="127.0.0.1",
         PROVISIONER_WORKER_METRICS_PORT=str(metrics_port),
     )
