@@ -185,16 +185,13 @@ def build_app(
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url))
     retry = _Backoff(max_attempts, backoff_seconds)
 
-    def follow_up(triggers: Sequence[Trigger]) -> None:
+    def enqueue_logged(event: str, triggers: Sequence[Trigger], **fields: object) -> None:
         with psycopg.connect(database_url) as conn:
             outcomes = enqueue_sync(conn, triggers)
-        log_event(
-            log,
-            "job.follow_up_enqueued",
-            triggers=len(outcomes),
-            coalesced=sum(o.coalesced for o in outcomes),
-            entities=[entity_of(t) for t in triggers],
-        )
+        log_event(log, event, triggers=len(outcomes), coalesced=sum(o.coalesced for o in outcomes), **fields)
+
+    def follow_up(triggers: Sequence[Trigger]) -> None:
+        enqueue_logged("job.follow_up_enqueued", triggers, entities=[entity_of(t) for t in triggers])
 
     runner = _Runner(max_attempts, metrics, follow_up)
 
@@ -217,15 +214,7 @@ def build_app(
         )
 
     def resync_and_enqueue() -> None:
-        triggers = list(handlers.resync())
-        with psycopg.connect(database_url) as conn:
-            outcomes = enqueue_sync(conn, triggers)
-        log_event(
-            log,
-            "job.resync_enqueued",
-            triggers=len(outcomes),
-            coalesced=sum(o.coalesced for o in outcomes),
-        )
+        enqueue_logged("job.resync_enqueued", list(handlers.resync()))
 
     @app.task(
         name=TASK_RESYNC, queue=QUEUE, retry=retry, pass_context=True, lock=RESYNC_LOCK, queueing_lock=RESYNC_LOCK

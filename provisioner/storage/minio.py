@@ -118,12 +118,24 @@ class MinioStore(S3Objects):
 
     def ensure_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
         """Make user ``dp-<namespace>`` exist with exactly the scoped policy; True when anything changed."""
+        return self._converge_user(bucket, namespace, read_prefixes, only_if_new=False)
+
+    def create_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+        """Create user ``dp-<namespace>`` with its scoped policy; False, changing nothing, when it already exists."""
+        # MinIO's user_add also updates an existing user (and its password): look first, once.
+        return self._converge_user(bucket, namespace, read_prefixes, only_if_new=True)
+
+    def _converge_user(
+        self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace], *, only_if_new: bool
+    ) -> bool:
         user = namespace.user_name
         name = policy_name(namespace)
         desired = product_policy(bucket, namespace, read_prefixes)
         changed = False
         with self._errors(f"ensuring store user {user}"):
             info = self._user_info(user)
+            if info is not None and only_if_new:
+                return False
             if info is None:
                 # The user's own password is never used: products get service-account keys.
                 self._admin.user_add(user, secrets.token_urlsafe(30))
@@ -144,13 +156,6 @@ class MinioStore(S3Objects):
         if changed:
             log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(read_prefixes))
         return changed
-
-    def create_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
-        """Create user ``dp-<namespace>`` with its scoped policy; False, changing nothing, when it already exists."""
-        # MinIO's user_add also updates an existing user (and its password), so look first.
-        if self.user_exists(namespace):
-            return False
-        return self.ensure_user(bucket, namespace, read_prefixes)
 
     def user_exists(self, namespace: Namespace) -> bool:
         """True when the store user of ``namespace`` exists."""
