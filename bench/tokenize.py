@@ -1,7 +1,7 @@
 # ruff: noqa: E402  (sys.path is fixed before the imports, see below)
 """Benchmark of the tokenization engine against PostgreSQL's own floor, on 1M rows.
 
-    python bench/tokenize.py [--rows 1000000] [--sample 20000]
+    python -m bench.tokenize [--rows 1000000] [--sample 20000] [--repeat 3]
 
 Uses PROVISIONER_DATABASE_URL when set, else starts embedded PostgreSQL in a temporary directory. For each
 table shape (narrow: id + 2 text PII columns; wide: id + 19 other columns + 2 PII) every measurement runs on
@@ -10,7 +10,9 @@ a fresh copy of the same data, VACUUM FREEZE'd and CHECKPOINT'ed first, so each 
 * raw:      ``UPDATE t SET a = a || '', b = b || ''`` (PostgreSQL rewriting every tuple, the floor)
 * hmac:     ``SELECT`` of both columns' tokens computed in SQL, no write, without parallel workers (an UPDATE
             cannot use them); the same with 2 parallel workers is shown too
-* engine:   ``provisioner.tokenize.run`` (preflight, key COPY, lock, one UPDATE; end to end from Python)
+* engine:   ``provisioner.tokenize.run`` (preflight, key COPY, lock, then the table in batches of 256 pages
+            with its tokens computed on a helper connection; end to end from Python); and the same with
+            ``batch_pages=0`` (one UPDATE for the whole table, on one connection)
 * rerun:    the engine again on the tokenized table (changes 0 rows)
 * dry run:  the engine's dry run on an untokenized table
 * poc:      the original proof of concept (SELECT … FOR UPDATE, one UPDATE per row from Python, base64 tokens),
@@ -47,7 +49,7 @@ from psycopg import sql
 
 from provisioner import db
 from provisioner.names import Identifier
-from provisioner.tokenize import TokenFormat, TokenizeOptions, TokenizePolicy, plan, run
+from provisioner.tokenize import TokenFormat, TokenizeOptions, TokenizePlan, TokenizePolicy, plan, run
 from provisioner.tokenize import statements as st
 from provisioner.tokenize.policy import TableTarget
 
@@ -125,6 +127,7 @@ def bench_shape(
         tenant="bench", tables=(TableTarget(Identifier("public"), Identifier("t"), (Identifier("a"), Identifier("b"))),)
     )
     the_plan = plan(policy, TokenizeOptions(format=fmt, key=KEY, statement_timeout_ms=0))
+    one_update = plan(policy, TokenizeOptions(format=fmt, key=KEY, statement_timeout_ms=0, batch_pages=0))
     out: dict[str, Measure] = {}
 
     def raw() -> int:
@@ -161,7 +164,7 @@ def bench_shape(
     out["HMAC only (SELECT)"] = median([timed(admin, hmac_only(0)) for _ in range(repeat)])
     out["HMAC only, parallel SELECT (2 workers)"] = median([timed(admin, hmac_only(2)) for _ in range(repeat)])
 
-    def engine(dry: bool = False) -> Callable[[], int]:
+    def engine(dry: bool = False, the_plan: TokenizePlan = the_plan) -> Callable[[], int]:
         def go() -> int:
             result = run(the_plan, dry_run=dry, connect=url)
             assert result.ok, result.error
@@ -175,6 +178,11 @@ def bench_shape(
         fresh(admin, source)
         runs.append(timed(admin, engine()))
     out["engine"] = median(runs)
+    runs = []
+    for _ in range(repeat):
+        fresh(admin, source)
+        runs.append(timed(admin, engine(the_plan=one_update)))
+    out["engine, one UPDATE (batch_pages=0)"] = median(runs)
     admin.execute("CHECKPOINT")
     out["engine rerun (0 changes)"] = timed(admin, engine())
     out["dry run (tokenized)"] = timed(admin, engine(dry=True))
@@ -218,11 +226,13 @@ def report(shape: str, rows: int, res: dict[str, Measure]) -> tuple[list[str], d
     for name, m in res.items():
         lines.append(f"| {name} | {m.seconds:.2f} | {rows / m.seconds:,.0f} | {m.wal_bytes / 1e6:,.0f} |")
     raw, hm, eng = res["raw UPDATE"], res["HMAC only (SELECT)"], res["engine"]
+    one = res["engine, one UPDATE (batch_pages=0)"]
     poc, poc_prepared = (v for k, v in res.items() if k.startswith("PoC"))
     ratios: dict[str, object] = {
         "engine / (raw + hmac)": round(eng.seconds / (raw.seconds + hm.seconds), 3),
         "engine rows/s": round(rows / eng.seconds),
         "engine speed / raw speed": round(raw.seconds / eng.seconds, 3),
+        "one-UPDATE engine speed / raw speed": round(raw.seconds / one.seconds, 3),
         "engine speed / PoC speed (psycopg2-style)": round(poc.seconds / eng.seconds, 1),
         "engine speed / PoC speed (prepared)": round(poc_prepared.seconds / eng.seconds, 1),
         "engine WAL / raw WAL": round(eng.wal_bytes / raw.wal_bytes, 3),

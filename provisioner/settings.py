@@ -65,6 +65,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_TOKENIZE_MAX_COLUMNS": ("50", "most columns one run may rewrite"),
     "PROVISIONER_TOKENIZE_LOCK_TIMEOUT_MS": ("5000", "lock_timeout of a tokenization transaction"),
     "PROVISIONER_TOKENIZE_STATEMENT_TIMEOUT_MS": ("600000", "statement_timeout of a tokenization transaction"),
+    "PROVISIONER_TOKENIZE_BATCH_PAGES": ("256", "pages per batch of a large table (helper connection); 0 = one UPDATE"),
     "PROVISIONER_TENANT_<ID>_DSN": ("(unset)", "tenant ID connection (or _HOST, _PORT, _DBNAME, _USER, _PASSWORD)"),
     "PROVISIONER_TENANT_<ID>_AUTH": ("password", "password, rds-iam (+ _REGION) or command (+ _COMMAND)"),
 }
@@ -113,6 +114,7 @@ class Settings:
     tokenize_max_columns: int = 50
     tokenize_lock_timeout_ms: int = 5000
     tokenize_statement_timeout_ms: int = 600000
+    tokenize_batch_pages: int = 256
     #: tenant id (lower case) → field name (DSN, HOST, ...) → value, from PROVISIONER_TENANT_<ID>_<FIELD>
     tenants: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
 
@@ -162,6 +164,7 @@ class Settings:
             tokenize_max_columns=r.get("TOKENIZE_MAX_COLUMNS", _positive, 50),
             tokenize_lock_timeout_ms=r.get("TOKENIZE_LOCK_TIMEOUT_MS", _non_negative, 5000),
             tokenize_statement_timeout_ms=r.get("TOKENIZE_STATEMENT_TIMEOUT_MS", _non_negative, 600000),
+            tokenize_batch_pages=r.get("TOKENIZE_BATCH_PAGES", _non_negative, 256),
             tenants=_tenants(env),
         )
         if (settings.s3_access_key is None) != (settings.s3_secret_key is None):

@@ -12,13 +12,13 @@ from typing import Any
 from rich.console import Console
 
 from provisioner import db
+from provisioner.cli.wiring import tokenize_options
 from provisioner.errors import SettingsError
 from provisioner.settings import Settings
 from provisioner.tokenize import (
     RunRecorder,
     TableProgress,
     Tenants,
-    TokenFormat,
     TokenizeOptions,
     load_policy_file,
     plan,
@@ -68,18 +68,7 @@ def provisioner_database_url(settings: Settings) -> str:
 def options_from(settings: Settings, key_env: str) -> TokenizeOptions:
     """Token options from the settings; the key comes from ``key_env`` when the policy file names another one."""
     key = settings.tokenize_key if key_env == "PROVISIONER_TOKENIZE_KEY" else os.environ.get(key_env) or None
-    return TokenizeOptions(
-        format=TokenFormat(
-            mode=settings.tokenize_mode,  # type: ignore[arg-type]  # validated by Settings
-            prefix=settings.tokenize_prefix,
-            suffix=settings.tokenize_suffix,
-        ),
-        key=key,
-        key_env=key_env,
-        max_columns=settings.tokenize_max_columns,
-        lock_timeout_ms=settings.tokenize_lock_timeout_ms,
-        statement_timeout_ms=settings.tokenize_statement_timeout_ms,
-    )
+    return tokenize_options(settings, key, key_env)
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:

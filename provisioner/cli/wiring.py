@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from provisioner import db
 from provisioner.logs import log_event
@@ -19,6 +20,9 @@ from provisioner.reconcile.state import StateStore
 from provisioner.settings import Settings
 from provisioner.storage import build_store
 from provisioner.storage.base import StoreAdmin
+
+if TYPE_CHECKING:
+    from provisioner.tokenize import TokenizeOptions
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +66,35 @@ def open_store(settings: Settings) -> Iterator[tuple[StoreAdmin, str]]:
         yield store, settings.s3_public_endpoint or endpoint
 
 
-def build_tokenizer(settings: Settings, database_url: str) -> Tokenizer:
-    """The tokenizer the access flow runs before a grant, from PROVISIONER_TOKENIZE_* and tenant settings."""
-    if settings.tokenize_policy is None:
-        return no_tokenizer
-    from provisioner.reconcile.tokenizing import policy_tokenizer
-    from provisioner.tokenize import RunRecorder, Tenants, TokenFormat, TokenizeOptions, load_policy_file
+def tokenize_options(settings: Settings, key: str | None, key_env: str | None = None) -> TokenizeOptions:
+    """Token format, key and limits of the tokenization engine, from PROVISIONER_TOKENIZE_*."""
+    from provisioner.tokenize import DEFAULT_KEY_ENV, TokenFormat, TokenizeOptions
 
-    options = TokenizeOptions(
+    return TokenizeOptions(
         format=TokenFormat(
             mode=settings.tokenize_mode,  # type: ignore[arg-type]  # validated by Settings
             prefix=settings.tokenize_prefix,
             suffix=settings.tokenize_suffix,
         ),
-        key=settings.tokenize_key,
+        key=key,
+        key_env=key_env or DEFAULT_KEY_ENV,
         max_columns=settings.tokenize_max_columns,
         lock_timeout_ms=settings.tokenize_lock_timeout_ms,
         statement_timeout_ms=settings.tokenize_statement_timeout_ms,
+        batch_pages=settings.tokenize_batch_pages,
     )
+
+
+def build_tokenizer(settings: Settings, database_url: str) -> Tokenizer:
+    """The tokenizer the access flow runs before a grant, from PROVISIONER_TOKENIZE_* and tenant settings."""
+    if settings.tokenize_policy is None:
+        return no_tokenizer
+    from provisioner.reconcile.tokenizing import policy_tokenizer
+    from provisioner.tokenize import RunRecorder, Tenants, load_policy_file
+
     return policy_tokenizer(
         load_policy_file(settings.tokenize_policy),
-        options,
+        tokenize_options(settings, settings.tokenize_key),
         Tenants.from_mapping(settings.tenants),
         RunRecorder(database_url),
     )

@@ -9,7 +9,9 @@ How a run goes:
    never appear in SQL text or bound parameters, so ``log_statement = 'all'`` cannot write them to the log.
 3. Each table is rewritten in its own transaction: ``SET LOCAL lock_timeout/statement_timeout``, then
    ``LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE``, then one set-based ``UPDATE`` over all its PII columns,
-   ``WHERE`` some value is not NULL, not empty and not already a token.
+   ``WHERE`` some value is not NULL, not empty and not already a token. A table larger than ``batch_pages``
+   is rewritten in page batches within that same transaction, its tokens computed on a helper connection
+   meanwhile (``batches`` module): an UPDATE never runs on more than one CPU.
 
 Why a table lock rather than row locks: ``SELECT … FOR UPDATE`` of every row writes WAL for each row and
 still lets new rows be inserted (untokenized) while the run works. SHARE ROW EXCLUSIVE lets readers go on
@@ -35,7 +37,7 @@ from psycopg import errors as pg_errors
 
 from provisioner.errors import ProvisionerError, TemporaryError
 from provisioner.logs import log_event, redact_text
-from provisioner.tokenize import statements
+from provisioner.tokenize import batches, statements
 from provisioner.tokenize.errors import TargetError
 from provisioner.tokenize.policy import TableTarget, TokenizePolicy
 from provisioner.tokenize.records import RunRecorder
@@ -59,6 +61,7 @@ class TokenizeOptions:
     max_columns: int = 50
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 600_000
+    batch_pages: int = 256
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class TokenizePlan:
     max_columns: int
     lock_timeout_ms: int
     statement_timeout_ms: int
+    batch_pages: int = 256
 
     @property
     def tenant(self) -> str:
@@ -95,6 +99,7 @@ class TableResult:
     rows: int
     rows_by_column: Mapping[str, int]
     seconds: float
+    batches: int = 1
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,7 @@ def plan(policy: TokenizePolicy | Mapping[str, Any], options: TokenizeOptions | 
         max_columns=limit,
         lock_timeout_ms=options.lock_timeout_ms,
         statement_timeout_ms=options.statement_timeout_ms,
+        batch_pages=options.batch_pages,
     )
 
 
@@ -283,8 +289,7 @@ def _execute(
         conn.autocommit = True
         # The SQL tokens hash textsend() bytes, which are in the client encoding: UTF-8, as Python hashes.
         conn.execute("SET client_encoding TO 'UTF8'")
-        for table in plan.tables:
-            _preflight(conn, table, plan.tokenizer.format)
+        oids = {table.name: _preflight(conn, table, plan.tokenizer.format) for table in plan.tables}
         returning_old = conn.info.server_version >= 180000
         fmt = plan.tokenizer.format
         if not dry_run and fmt.mode == "hmac":
@@ -294,16 +299,20 @@ def _execute(
             if progress:
                 progress(TableProgress(index, count, table.name, "started"))
             clock = time.perf_counter()
+            found = oids[table.name]
+            batching = _Batching(found.oid, connect) if not dry_run and _worth_batching(conn, plan, found) else None
             try:
-                rows, per_column = _table(conn, plan, table, dry_run, returning_old)
-            except psycopg.Error as exc:
+                rows, per_column, batches = _table(conn, plan, table, dry_run, returning_old, batching=batching)
+            except (psycopg.Error, TargetError) as exc:
                 if progress:
                     progress(TableProgress(index, count, table.name, "failed", seconds=time.perf_counter() - clock))
+                if isinstance(exc, TargetError):
+                    raise
                 if _retryable(exc):
                     raise _TableTemporary(_describe(exc, plan, table)) from None
                 raise TargetError(_describe(exc, plan, table)) from None
             seconds = time.perf_counter() - clock
-            done.append(TableResult(table.name, rows, per_column, seconds))
+            done.append(TableResult(table.name, rows, per_column, seconds, batches))
             if progress:
                 progress(TableProgress(index, count, table.name, "finished", rows=rows, seconds=seconds))
         if not dry_run and fmt.mode == "hmac":
@@ -316,7 +325,7 @@ class _TableTemporary(TemporaryError):
     """A table's transaction failed in a way that may pass (lock timeout, deadlock, lost connection)."""
 
 
-def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -> None:
+def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -> _Found:
     found = conn.execute(statements.FIND_TABLE, (table.schema, table.table)).fetchone()
     if found is None:
         raise TargetError(f"table {table.name} does not exist (or the tenant role cannot see it)")
@@ -342,6 +351,45 @@ def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -
         raise TargetError(
             f"role {role} lacks UPDATE on table {table.name} (needed to lock it against concurrent writes); grant it"
         )
+    return _Found(int(oid), str(relkind))
+
+
+@dataclass(frozen=True)
+class _Found:
+    oid: int
+    relkind: str
+
+
+def _worth_batching(conn: psycopg.Connection, plan: TokenizePlan, found: _Found) -> bool:
+    """Tables larger than one batch are rewritten in batches with a helper connection (``batches`` module).
+
+    Only plain tables (a partitioned table's ctids repeat across partitions), only in hmac mode (base64 costs
+    little to compute), and only from PostgreSQL 14, whose TID Range Scan reads just a batch's pages.
+    """
+    return (
+        plan.batch_pages > 0
+        and plan.tokenizer.format.mode == "hmac"
+        and found.relkind == "r"
+        and conn.info.server_version >= 140000
+        and batches.page_count(conn, found.oid) > plan.batch_pages
+    )
+
+
+@dataclass(frozen=True)
+class _Batching:
+    """What a batched rewrite needs besides the writer: the table's oid and how to open a tenant connection."""
+
+    oid: int
+    connect: Callable[[str], psycopg.Connection]
+
+    def source(self, plan: TokenizePlan) -> batches.TokenSource:
+        """A helper connection with the key loaded."""
+        conn = self.connect(plan.tenant)
+        try:
+            return batches.TokenSource(conn, plan.tokenizer.pads)
+        except BaseException:
+            conn.close()
+            raise
 
 
 def _load_key(conn: psycopg.Connection, tokenizer: Tokenizer) -> None:
@@ -352,6 +400,46 @@ def _load_key(conn: psycopg.Connection, tokenizer: Tokenizer) -> None:
 
 
 def _table(
+    conn: psycopg.Connection,
+    plan: TokenizePlan,
+    table: TableTarget,
+    dry_run: bool,
+    returning_old: bool,
+    *,
+    batching: _Batching | None = None,
+) -> tuple[int, dict[str, int], int]:
+    """One table's transaction: rows changed (or to change), values per column, and the batches it took."""
+    if batching is None:
+        rows, per_column = _one_statement(conn, plan, table, dry_run, returning_old)
+        return rows, per_column, 1
+    # Opened before the writer's transaction, so the key it loads is committed before the snapshot is taken.
+    source = batching.source(plan)
+    try:
+        with conn.transaction():
+            _timeouts(conn, plan)
+            conn.execute(statements.lock_statement(table.schema, table.table))
+            rows, counts, done = batches.rewrite_in_batches(
+                conn,
+                source,
+                table,
+                plan.tokenizer.format,
+                pages=batches.page_count(conn, batching.oid),
+                batch_pages=plan.batch_pages,
+                statement_timeout_ms=plan.statement_timeout_ms,
+            )
+    finally:
+        source.close()
+    return rows, dict(zip([f"{table.name}.{c}" for c in table.columns], counts, strict=True)), done
+
+
+def _timeouts(conn: psycopg.Connection, plan: TokenizePlan) -> None:
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+        (f"{plan.lock_timeout_ms}ms", f"{plan.statement_timeout_ms}ms"),
+    )
+
+
+def _one_statement(
     conn: psycopg.Connection, plan: TokenizePlan, table: TableTarget, dry_run: bool, returning_old: bool
 ) -> tuple[int, dict[str, int]]:
     fmt = plan.tokenizer.format
@@ -359,10 +447,7 @@ def _table(
     with conn.transaction():
         if dry_run:
             conn.execute("SET TRANSACTION READ ONLY")
-        conn.execute(
-            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-            (f"{plan.lock_timeout_ms}ms", f"{plan.statement_timeout_ms}ms"),
-        )
+        _timeouts(conn, plan)
         if dry_run:
             row = conn.execute(statements.count_statement(table.schema, table.table, table.columns, fmt)).fetchone()
             assert row is not None

@@ -149,10 +149,67 @@ def count_statement(
     )
 
 
+def token_batch(schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat) -> sql.Composed:
+    """The tokens of one page range, for the batched rewrite: rows, values per column, then the arrays.
+
+    Parameters: ``page_start`` of the first page and of the page after the last. Returns one row: rows with
+    work, values to tokenize per column, ``array_agg`` of their ``ctid`` and, per column, of the token (NULL
+    where the value stays). With no key loaded every row is left out, so the caller checks ``key_loaded()``.
+    """
+    needs = [needs_token(c, fmt) for c in columns]
+    counts = sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(n) for n in needs)
+    tokens = sql.SQL(", ").join(
+        sql.SQL("array_agg(CASE WHEN {n} THEN {e} END)").format(n=n, e=token_expr(c, fmt))
+        for n, c in zip(needs, columns, strict=True)
+    )
+    return sql.SQL(
+        "SELECT count(*), {counts}, array_agg(t.ctid), {tokens} FROM {tbl} AS t WHERE {pages} AND {key} AND ({any})"
+    ).format(
+        counts=counts,
+        tokens=tokens,
+        tbl=table_ref(schema, table),
+        pages=_page_range(),
+        key=key_loaded(),
+        any=sql.SQL(" OR ").join(needs),
+    )
+
+
+def apply_tokens(schema: Identifier, table: Identifier, columns: Sequence[Identifier]) -> sql.Composed:
+    """Write one batch of tokens by ``ctid``; parameters: the ctid array, one token array per column, the pages.
+
+    A NULL token keeps the column's value. The page range lets PostgreSQL read only those pages (TID Range Scan).
+    """
+    names = [sql.Identifier(f"v{i}") for i in range(len(columns))]
+    arrays = sql.SQL(", ").join([sql.SQL("%s::tid[]")] + [sql.SQL("%s::text[]")] * len(columns))
+    sets = sql.SQL(", ").join(
+        sql.SQL("{c} = coalesce(x.{v}, t.{c})").format(c=sql.Identifier(c), v=v)
+        for c, v in zip(columns, names, strict=True)
+    )
+    return sql.SQL(
+        "UPDATE {tbl} AS t SET {sets} FROM unnest({arrays}) AS x(tid, {names}) WHERE t.ctid = x.tid AND {pages}"
+    ).format(
+        tbl=table_ref(schema, table), sets=sets, arrays=arrays, names=sql.SQL(", ").join(names), pages=_page_range()
+    )
+
+
+def _page_range() -> sql.Composed:
+    return sql.SQL("t.ctid >= %s::tid AND t.ctid < %s::tid")
+
+
+def page_start(page: int) -> str:
+    """The first tuple id of a page, as text (a tid bound of the batched statements)."""
+    return f"({page},0)"
+
+
 def lock_statement(schema: Identifier, table: Identifier) -> sql.Composed:
     """SHARE ROW EXCLUSIVE: readers go on, writers (and other tokenizer runs) wait until commit."""
     return sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table_ref(schema, table))
 
+
+# Pages of the table's main fork: the batched rewrite covers them all.
+TABLE_PAGES = "SELECT pg_relation_size(%s::oid) / current_setting('block_size')::bigint"
+
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
 
 FIND_TABLE = """
 SELECT c.oid, c.relkind

@@ -227,7 +227,7 @@ def test_pre_18_path_counts_the_same(pg_empty_url: str, options: TokenizeOptions
         conn.execute("CREATE TEMPORARY TABLE provisioner_tokenize_key (ipad bytea NOT NULL, opad bytea NOT NULL)")
         with conn.cursor() as cur, cur.copy("COPY pg_temp.provisioner_tokenize_key FROM STDIN") as copy:
             copy.write_row((p.tokenizer.pads.ipad, p.tokenizer.pads.opad))
-        rows, per_column = _table(conn, p, p.tables[0], dry_run=False, returning_old=False)
+        rows, per_column, _ = _table(conn, p, p.tables[0], dry_run=False, returning_old=False)
     assert (rows, per_column) == (4, {"public.people.email": 3, "public.people.phone": 3})
     assert column(pg_empty_url, "email")[0] == Tokenizer(TokenFormat(), KEY).token("alice@example.com")
 

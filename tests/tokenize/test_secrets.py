@@ -30,13 +30,18 @@ def test_statement_log_holds_no_key_bytes() -> None:
         conn.execute("ALTER SYSTEM SET log_min_error_statement = 'error'")
         conn.execute("SELECT pg_reload_conf()")
     create_people(server.url, [("alice@example.com", "+32 470 11 22 33"), ("bob@example.org", "1")])
-    options = TokenizeOptions(format=TokenFormat(), key=SECRET)
+    create_people(server.url, [(f"user{i}@example.com", f"+32 {i}") for i in range(600)], table="many")
+    options = TokenizeOptions(format=TokenFormat(), key=SECRET, batch_pages=1)
     assert run(plan({"tenant": "t", "table": "people", "columns": ["email", "phone"]}, options), connect=server.url).ok
+    # A table larger than a batch: the helper connection loads the key too, and tokens travel as parameters.
+    batched = run(plan({"tenant": "t", "table": "many", "columns": ["email", "phone"]}, options), connect=server.url)
+    assert batched.ok and batched.tables[0].batches > 1
     failed = run(plan({"tenant": "t", "table": "people", "columns": ["age"]}, options), connect=server.url)
     assert not failed.ok  # an error path, logged with its statement
 
     log_text = (base / "pg" / "log").read_text(errors="replace")
-    assert "UPDATE" in log_text and "COPY" in log_text  # statements were logged, so the check below means something
+    # Statements were logged, so the check below means something.
+    assert "UPDATE" in log_text and "COPY" in log_text and "SET TRANSACTION SNAPSHOT" in log_text
     pads = Tokenizer(TokenFormat(), SECRET).pads
     needles = {
         "key": SECRET,
