@@ -114,8 +114,11 @@ class TokenSource:
         return Batch(first_page, end_page, int(rows), tuple(map(int, counts)), tuple(arrays) if rows else ())
 
     def cancel(self) -> None:
-        """Stop the statement in progress, if any (called from the writer's thread)."""
-        self._conn.cancel_safe(timeout=5)
+        """Stop the statement in progress, if any (called from the writer's thread, already failing)."""
+        try:
+            self._conn.cancel_safe(timeout=5)
+        except psycopg.Error:
+            self._conn.close()  # then nothing runs on it any more either
 
     def end(self) -> None:
         """Leave the read-only transaction; it wrote nothing, so a connection that cannot roll back is closed."""
@@ -200,10 +203,12 @@ def _apply_all(
 
 
 def _mismatch(table: TableTarget, batch: Batch, changed: int) -> str:
+    # Fewer rows: a BEFORE UPDATE trigger returning NULL, or a row-level security policy for UPDATE stricter than
+    # the one for SELECT, kept rows from being rewritten; they would stay untokenized, so the table fails.
+    why = " (a trigger or a row-level security policy kept some from being updated)" if changed < batch.rows else ""
     return (
         f"table {table.name}: pages {batch.first_page}-{batch.end_page - 1} had {batch.rows} rows to tokenize "
-        f"but {changed} were rewritten (a trigger that skips updates?); the transaction was rolled back, "
-        "nothing in it was changed"
+        f"but {changed} were rewritten{why}; the transaction was rolled back, nothing in it was changed"
     )
 
 

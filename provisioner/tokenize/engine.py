@@ -329,7 +329,7 @@ def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -
     found = conn.execute(statements.FIND_TABLE, (table.schema, table.table)).fetchone()
     if found is None:
         raise TargetError(f"table {table.name} does not exist (or the tenant role cannot see it)")
-    oid, relkind = found
+    oid, relkind, has_children = found
     if relkind not in ("r", "p"):
         raise TargetError(f"{table.name} is not a table (relkind {relkind!r}); only tables can be tokenized")
     role, can_update_table = conn.execute(statements.TABLE_PRIVILEGES, (oid,)).fetchone() or ("?", False)
@@ -351,25 +351,28 @@ def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -
         raise TargetError(
             f"role {role} lacks UPDATE on table {table.name} (needed to lock it against concurrent writes); grant it"
         )
-    return _Found(int(oid), str(relkind))
+    return _Found(int(oid), str(relkind), bool(has_children))
 
 
 @dataclass(frozen=True)
 class _Found:
     oid: int
     relkind: str
+    has_children: bool  # partitions or inheritance children, which the UPDATE rewrites too
 
 
 def _worth_batching(conn: psycopg.Connection, plan: TokenizePlan, found: _Found) -> bool:
     """Tables larger than one batch are rewritten in batches with a helper connection (``batches`` module).
 
-    Only plain tables (a partitioned table's ctids repeat across partitions), only in hmac mode (base64 costs
-    little to compute), and only from PostgreSQL 14, whose TID Range Scan reads just a batch's pages.
+    Only plain tables without children (the same ctid names a row in each partition or inheritance child),
+    only in hmac mode (base64 costs little to compute), and only from PostgreSQL 14, whose TID Range Scan
+    reads just a batch's pages.
     """
     return (
         plan.batch_pages > 0
         and plan.tokenizer.format.mode == "hmac"
         and found.relkind == "r"
+        and not found.has_children
         and conn.info.server_version >= 140000
         and batches.page_count(conn, found.oid) > plan.batch_pages
     )

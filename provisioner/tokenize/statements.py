@@ -212,7 +212,7 @@ TABLE_PAGES = "SELECT pg_relation_size(%s::oid) / current_setting('block_size'):
 EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
 
 FIND_TABLE = """
-SELECT c.oid, c.relkind
+SELECT c.oid, c.relkind, c.relhassubclass
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s
 """
