@@ -289,7 +289,7 @@ def _execute(
         conn.autocommit = True
         # The SQL tokens hash textsend() bytes, which are in the client encoding: UTF-8, as Python hashes.
         conn.execute("SET client_encoding TO 'UTF8'")
-        oids = {table.name: _preflight(conn, table, plan.tokenizer.format) for table in plan.tables}
+        found = {table.name: _preflight(conn, table, plan.tokenizer.format) for table in plan.tables}
         returning_old = conn.info.server_version >= 180000
         fmt = plan.tokenizer.format
         if not dry_run and fmt.mode == "hmac":
@@ -299,10 +299,11 @@ def _execute(
             if progress:
                 progress(TableProgress(index, count, table.name, "started"))
             clock = time.perf_counter()
-            found = oids[table.name]
-            batching = _Batching(found.oid, connect) if not dry_run and _worth_batching(conn, plan, found) else None
             try:
-                rows, per_column, batches = _table(conn, plan, table, dry_run, returning_old, batching=batching)
+                target = found[table.name]
+                big = not dry_run and _worth_batching(conn, plan, target)
+                batching = _Batching(target.oid, connect) if big else None
+                rows, per_column, batch_count = _table(conn, plan, table, dry_run, returning_old, batching=batching)
             except (psycopg.Error, TargetError) as exc:
                 if progress:
                     progress(TableProgress(index, count, table.name, "failed", seconds=time.perf_counter() - clock))
@@ -312,7 +313,7 @@ def _execute(
                     raise _TableTemporary(_describe(exc, plan, table)) from None
                 raise TargetError(_describe(exc, plan, table)) from None
             seconds = time.perf_counter() - clock
-            done.append(TableResult(table.name, rows, per_column, seconds, batches))
+            done.append(TableResult(table.name, rows, per_column, seconds, batch_count))
             if progress:
                 progress(TableProgress(index, count, table.name, "finished", rows=rows, seconds=seconds))
         if not dry_run and fmt.mode == "hmac":
