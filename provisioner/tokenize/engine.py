@@ -38,7 +38,7 @@ from psycopg import errors as pg_errors
 from provisioner.errors import ProvisionerError, TemporaryError
 from provisioner.logs import log_event, redact_text
 from provisioner.tokenize import batches, statements
-from provisioner.tokenize.errors import TargetError
+from provisioner.tokenize.errors import TargetError, TenantUnavailable
 from provisioner.tokenize.policy import TableTarget, TokenizePolicy
 from provisioner.tokenize.records import RunRecorder
 from provisioner.tokenize.tenants import TenantConnector, Tenants
@@ -386,9 +386,24 @@ class _Batching:
     oid: int
     connect: Callable[[str], psycopg.Connection]
 
-    def source(self, plan: TokenizePlan) -> batches.TokenSource:
-        """A helper connection with the key loaded."""
-        conn = self.connect(plan.tenant)
+    def source(self, plan: TokenizePlan, table: TableTarget) -> batches.TokenSource | None:
+        """A helper connection with the key loaded; None (one UPDATE will do, more slowly) if none can be had.
+
+        A tenant at its connection limit, or one that refuses a second session, still gets its tables tokenized.
+        """
+        try:
+            conn = self.connect(plan.tenant)
+        except (psycopg.OperationalError, TenantUnavailable) as exc:
+            log_event(
+                log,
+                "tokenize.helper_unavailable",
+                level=logging.WARNING,
+                tenant=plan.tenant,
+                table=table.name,
+                error=redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__),
+                fallback="one UPDATE",
+            )
+            return None
         try:
             return batches.TokenSource(conn, plan.tokenizer.pads)
         except BaseException:
@@ -413,11 +428,11 @@ def _table(
     batching: _Batching | None = None,
 ) -> tuple[int, dict[str, int], int]:
     """One table's transaction: rows changed (or to change), values per column, and the batches it took."""
-    if batching is None:
+    # Opened before the writer's transaction, so the key it loads is committed before the snapshot is taken.
+    source = batching.source(plan, table) if batching else None
+    if source is None:
         rows, per_column = _one_statement(conn, plan, table, dry_run, returning_old)
         return rows, per_column, 1
-    # Opened before the writer's transaction, so the key it loads is committed before the snapshot is taken.
-    source = batching.source(plan)
     try:
         with conn.transaction():
             _timeouts(conn, plan)
