@@ -16,7 +16,9 @@ it anyway: a batch that rewrites another number of rows than the helper found fa
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -96,14 +98,19 @@ class TokenSource:
         conn.adapters.register_loader(_TID_ARRAY_OID, _RawArray)
         conn.adapters.register_loader(_TEXT_ARRAY_OID, _RawArray)
 
-    def begin(self, snapshot: str, statement_timeout_ms: int) -> None:
-        """Open a read-only transaction on the writer's exported snapshot; TargetError if the key is missing."""
+    @contextmanager
+    def reading(self, snapshot: str, statement_timeout_ms: int) -> Iterator[None]:
+        """A read-only transaction on the writer's exported snapshot; TargetError if the key is missing."""
         self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-        self._conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{statement_timeout_ms}ms",))
-        row = self._conn.execute(sql.SQL("SELECT {}").format(statements.key_loaded())).fetchone()
-        if not (row and row[0]):
-            raise TargetError("the helper connection has no key loaded; nothing was changed")
+        try:
+            self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            self._conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{statement_timeout_ms}ms",))
+            row = self._conn.execute(sql.SQL("SELECT {}").format(statements.key_loaded())).fetchone()
+            if not (row and row[0]):
+                raise TargetError("the helper connection has no key loaded; nothing was changed")
+            yield
+        finally:
+            self._end()
 
     def compute(self, query: sql.Composed, columns: int, first_page: int, end_page: int) -> Batch:
         """The tokens of the rows in pages ``first_page`` to ``end_page - 1`` that need one (``token_batch``)."""
@@ -120,8 +127,8 @@ class TokenSource:
         except psycopg.Error:
             self._conn.close()  # then nothing runs on it any more either
 
-    def end(self) -> None:
-        """Leave the read-only transaction; it wrote nothing, so a connection that cannot roll back is closed."""
+    def _end(self) -> None:
+        # The transaction wrote nothing: a connection that cannot roll back is closed instead.
         if self._conn.closed or self._conn.info.transaction_status == TransactionStatus.IDLE:
             return
         try:
@@ -151,22 +158,6 @@ def rewrite_in_batches(
     """
     snapshot = writer.execute(statements.EXPORT_SNAPSHOT).fetchone()
     assert snapshot is not None
-    source.begin(str(snapshot[0]), statement_timeout_ms)
-    try:
-        return _apply_all(writer, source, table, fmt, pages, batch_pages, statement_timeout_ms)
-    finally:
-        source.end()
-
-
-def _apply_all(
-    writer: psycopg.Connection,
-    source: TokenSource,
-    table: TableTarget,
-    fmt: TokenFormat,
-    pages: int,
-    batch_pages: int,
-    statement_timeout_ms: int,
-) -> tuple[int, list[int], int]:
     query = statements.token_batch(table.schema, table.table, table.columns, fmt)
     update = statements.apply_tokens(table.schema, table.table, table.columns)
     ranges = [(first, min(first + batch_pages, pages)) for first in range(0, pages, batch_pages)]
@@ -176,7 +167,11 @@ def _apply_all(
     rows, per_column = 0, [0] * width
     if not ranges:  # emptied (TRUNCATE) between the choice of this path and the lock
         return rows, per_column, 0
-    with writer.cursor() as cur, ThreadPoolExecutor(1, thread_name_prefix="tokenize-helper") as pool:
+    with (
+        source.reading(str(snapshot[0]), statement_timeout_ms),
+        writer.cursor() as cur,
+        ThreadPoolExecutor(1, thread_name_prefix="tokenize-helper") as pool,
+    ):
         cur.adapters.register_dumper(_TidArray, _TidArrayDumper)
         cur.adapters.register_dumper(_TextArray, _TextArrayDumper)
         pending: Future[Batch] = pool.submit(source.compute, query, width, *ranges[0])
