@@ -192,3 +192,25 @@ def test_writers_wait_for_the_whole_batched_rewrite(pg_empty_url: str) -> None:
         result = running.result()
     assert result.ok and result.total_rows == 3000 and result.tables[0].batches > 1
     assert column(pg_empty_url, "email")[2998] == REFERENCE.token("user2999@example.com")
+
+
+def test_losing_the_helper_mid_table_rolls_back_retryably(pg_empty_url: str) -> None:
+    create_people(pg_empty_url, [(f"user{i}@example.com", f"+32 {i}") for i in range(1, 3001)])
+    _trigger(pg_empty_url, "IF NEW.id = 1500 THEN PERFORM pg_sleep(1); END IF; RETURN NEW;")
+    before = snapshot(pg_empty_url)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run, plan(PEOPLE, BATCHED), connect=pg_empty_url)
+        with psycopg.connect(pg_empty_url, autocommit=True) as admin:
+            while not admin.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone():
+                assert not running.done(), running.result().error
+                time.sleep(0.01)
+            # The helper is the session that imported the writer's snapshot: it has read its batches with array_agg.
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE '%array_agg%' AND pid <> pg_backend_pid()"
+            ).fetchall()
+            assert killed == [(True,)]
+        result = running.result()
+    assert result.status == "FAILURE" and result.retryable, result.error
+    assert "public.people: terminating connection" in (result.error or ""), result.error
+    assert snapshot(pg_empty_url) == before
