@@ -27,7 +27,7 @@ from psycopg.adapt import Buffer, Dumper, Loader
 from psycopg.pq import Format, TransactionStatus
 
 from provisioner.tokenize import statements
-from provisioner.tokenize.errors import TargetError
+from provisioner.tokenize.errors import RowCountMismatch, TargetError
 from provisioner.tokenize.policy import TableTarget
 from provisioner.tokenize.tokens import HmacPads, TokenFormat
 
@@ -188,23 +188,14 @@ def rewrite_in_batches(
                 if batch.rows:
                     changed = cur.execute(update, batch.parameters()).rowcount
                     if changed != batch.rows:
-                        raise TargetError(_mismatch(table, batch, changed))
+                        where = f"in pages {batch.first_page}-{batch.end_page - 1}, "
+                        raise RowCountMismatch(table.name, batch.rows, changed, where)
                 rows += batch.rows
                 per_column = [a + b for a, b in zip(per_column, batch.per_column, strict=True)]
         except BaseException:
             source.cancel()  # the next batch may still be computing; the pool waits for it to stop
             raise
     return rows, per_column, len(ranges)
-
-
-def _mismatch(table: TableTarget, batch: Batch, changed: int) -> str:
-    # Fewer rows: a BEFORE UPDATE trigger returning NULL, or a row-level security policy for UPDATE stricter than
-    # the one for SELECT, kept rows from being rewritten; they would stay untokenized, so the table fails.
-    why = " (a trigger or a row-level security policy kept some from being updated)" if changed < batch.rows else ""
-    return (
-        f"table {table.name}: pages {batch.first_page}-{batch.end_page - 1} had {batch.rows} rows to tokenize "
-        f"but {changed} were rewritten{why}; the transaction was rolled back, nothing in it was changed"
-    )
 
 
 def page_count(conn: psycopg.Connection, oid: int) -> int:

@@ -38,7 +38,7 @@ from psycopg import errors as pg_errors
 from provisioner.errors import ProvisionerError, TemporaryError
 from provisioner.logs import log_event, redact_text
 from provisioner.tokenize import batches, statements
-from provisioner.tokenize.errors import TargetError, TenantUnavailable
+from provisioner.tokenize.errors import RowCountMismatch, TargetError, TenantUnavailable
 from provisioner.tokenize.policy import TableTarget, TokenizePolicy
 from provisioner.tokenize.records import RunRecorder
 from provisioner.tokenize.tenants import TenantConnector, Tenants
@@ -290,7 +290,6 @@ def _execute(
         # The SQL tokens hash textsend() bytes, which are in the client encoding: UTF-8, as Python hashes.
         conn.execute("SET client_encoding TO 'UTF8'")
         found = {table.name: _preflight(conn, table, plan.tokenizer.format) for table in plan.tables}
-        returning_old = conn.info.server_version >= 180000
         fmt = plan.tokenizer.format
         if not dry_run and fmt.mode == "hmac":
             _load_key(conn, plan.tokenizer)
@@ -303,7 +302,7 @@ def _execute(
                 target = found[table.name]
                 big = not dry_run and _worth_batching(conn, plan, target)
                 batching = _Batching(target.oid, connect) if big else None
-                rows, per_column, batch_count = _table(conn, plan, table, dry_run, returning_old, batching=batching)
+                rows, per_column, batch_count = _table(conn, plan, table, dry_run, batching=batching)
             except (psycopg.Error, TargetError) as exc:
                 if progress:
                     progress(TableProgress(index, count, table.name, "failed", seconds=time.perf_counter() - clock))
@@ -423,7 +422,6 @@ def _table(
     plan: TokenizePlan,
     table: TableTarget,
     dry_run: bool,
-    returning_old: bool,
     *,
     batching: _Batching | None = None,
 ) -> tuple[int, dict[str, int], int]:
@@ -431,7 +429,7 @@ def _table(
     # Opened before the writer's transaction, so the key it loads is committed before the snapshot is taken.
     source = batching.source(plan, table) if batching else None
     if source is None:
-        rows, per_column = _one_statement(conn, plan, table, dry_run, returning_old)
+        rows, per_column = _one_statement(conn, plan, table, dry_run)
         return rows, per_column, 1
     try:
         with conn.transaction():
@@ -459,29 +457,30 @@ def _timeouts(conn: psycopg.Connection, plan: TokenizePlan) -> None:
 
 
 def _one_statement(
-    conn: psycopg.Connection, plan: TokenizePlan, table: TableTarget, dry_run: bool, returning_old: bool
+    conn: psycopg.Connection, plan: TokenizePlan, table: TableTarget, dry_run: bool
 ) -> tuple[int, dict[str, int]]:
+    """Count under the lock, then one UPDATE, which must change exactly the rows counted.
+
+    The count is cheap where there is work (a value that is not a token fails the length or LIKE test at once)
+    and saves the UPDATE where there is none; it is also what the dry run reports.
+    """
     fmt = plan.tokenizer.format
     keys = [f"{table.name}.{c}" for c in table.columns]
     with conn.transaction():
         if dry_run:
             conn.execute("SET TRANSACTION READ ONLY")
         _timeouts(conn, plan)
-        if dry_run:
-            row = conn.execute(statements.count_statement(table.schema, table.table, table.columns, fmt)).fetchone()
-            assert row is not None
-            return int(row[0]), dict(zip(keys, map(int, row[1:]), strict=True))
-        conn.execute(statements.lock_statement(table.schema, table.table))
-        update = statements.update_statement(table.schema, table.table, table.columns, fmt, returning_old=returning_old)
-        if returning_old:
-            row = conn.execute(update).fetchone()
-            assert row is not None
-            return int(row[0]), dict(zip(keys, map(int, row[1:]), strict=True))
-        # Before PostgreSQL 18 RETURNING cannot see old values: count first, under the same lock.
+        if not dry_run:
+            conn.execute(statements.lock_statement(table.schema, table.table))
         counted = conn.execute(statements.count_statement(table.schema, table.table, table.columns, fmt)).fetchone()
         assert counted is not None
-        cur = conn.execute(update)
-        return cur.rowcount, dict(zip(keys, map(int, counted[1:]), strict=True))
+        rows, per_column = int(counted[0]), dict(zip(keys, map(int, counted[1:]), strict=True))
+        if dry_run or rows == 0:
+            return rows, per_column
+        changed = conn.execute(statements.update_statement(table.schema, table.table, table.columns, fmt)).rowcount
+        if changed != rows:
+            raise RowCountMismatch(table.name, rows, changed)
+        return rows, per_column
 
 
 def _retryable(exc: psycopg.Error) -> bool:

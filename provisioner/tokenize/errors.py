@@ -17,6 +17,19 @@ class TargetError(TokenizeError):
     """A table or column of the policy is unknown, of the wrong type, or not writable by the tenant role."""
 
 
+class RowCountMismatch(TargetError):
+    """The rewrite changed another number of rows than needed tokens: some values would stay untokenized."""
+
+    def __init__(self, table: str, needed: int, changed: int, where: str = "") -> None:
+        # Fewer rows: a BEFORE UPDATE trigger returning NULL, or a row-level security policy for UPDATE stricter
+        # than the one for SELECT, kept rows from being rewritten. Failing keeps a grant from following.
+        why = " (a trigger or a row-level security policy kept some from being updated)" if changed < needed else ""
+        super().__init__(
+            f"table {table}: {where}{needed} rows needed tokens but {changed} were rewritten{why}; "
+            "the transaction was rolled back, nothing in it was changed"
+        )
+
+
 class TenantError(TokenizeError):
     """A tenant has no usable connection settings or its credential provider failed."""
 

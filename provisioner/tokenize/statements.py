@@ -105,13 +105,9 @@ def key_loaded() -> sql.Composed:
 
 
 def update_statement(
-    schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat, *, returning_old: bool
+    schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat
 ) -> sql.Composed:
-    """One set-based UPDATE rewriting every PII column of the table; rows without work are not touched.
-
-    With ``returning_old`` (PostgreSQL 18+) it returns one row of counts: rows changed, then values changed
-    per column. Without it, it returns nothing and the caller counts beforehand under the same lock.
-    """
+    """One set-based UPDATE rewriting every PII column of the table; rows without work are not touched."""
     sets = sql.SQL(", ").join(
         sql.SQL("{c} = CASE WHEN {n} THEN {e} ELSE {tc} END").format(
             c=sql.Identifier(c), n=needs_token(c, fmt), e=token_expr(c, fmt), tc=sql.Identifier("t", c)
@@ -121,20 +117,8 @@ def update_statement(
     where = sql.SQL("({})").format(sql.SQL(" OR ").join(needs_token(c, fmt) for c in columns))
     if fmt.mode == "hmac":
         where = sql.SQL("{} AND {}").format(key_loaded(), where)
-    update = sql.SQL("UPDATE {tbl} AS t SET {sets} WHERE {where}").format(
+    return sql.SQL("UPDATE {tbl} AS t SET {sets} WHERE {where}").format(
         tbl=table_ref(schema, table), sets=sets, where=where
-    )
-    if not returning_old:
-        return update
-    flags = sql.SQL(", ").join(
-        sql.SQL("old.{c} IS DISTINCT FROM new.{c} AS {f}").format(c=sql.Identifier(c), f=sql.Identifier(f"c{i}"))
-        for i, c in enumerate(columns)
-    )
-    counts = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE {f})").format(f=sql.Identifier(f"c{i}")) for i in range(len(columns))
-    )
-    return sql.SQL("WITH changed AS ({u} RETURNING {flags}) SELECT count(*), {counts} FROM changed").format(
-        u=update, flags=flags, counts=counts
     )
 
 

@@ -21,6 +21,7 @@ from provisioner.tokenize import (
     run,
 )
 from provisioner.tokenize.engine import _table
+from provisioner.tokenize.errors import RowCountMismatch
 from provisioner.tokenize.statements import create_key_table, needs_token, update_statement
 from tests.tokenize.conftest import KEY, column, create_people, snapshot
 
@@ -128,7 +129,7 @@ def test_update_without_exactly_one_key_writes_nothing(pg_empty_url: str, pads: 
         with conn.cursor() as cur, cur.copy("COPY pg_temp.provisioner_tokenize_key FROM STDIN") as copy:
             for _ in range(pads):
                 copy.write_row((pad.ipad, pad.opad))
-        cur = conn.execute(update_statement("public", "people", ["email", "phone"], TokenFormat(), returning_old=False))
+        cur = conn.execute(update_statement("public", "people", ["email", "phone"], TokenFormat()))
         assert cur.rowcount == 0
     assert snapshot(pg_empty_url) == before
 
@@ -220,16 +221,35 @@ def test_dry_run_counts_and_writes_nothing(pg_empty_url: str, options: TokenizeO
     assert (real.total_rows, real.rows_by_column) == (dry.total_rows, dry.rows_by_column)
 
 
-def test_pre_18_path_counts_the_same(pg_empty_url: str, options: TokenizeOptions) -> None:
+def test_one_update_that_misses_rows_fails_the_table(pg_empty_url: str, options: TokenizeOptions) -> None:
+    # A trigger that silently skips a row would leave its value untokenized, and a grant would follow.
+    create_people(pg_empty_url, SAMPLE)
+    with psycopg.connect(pg_empty_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION skip_bob() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.id = 2 THEN RETURN NULL; END IF; RETURN NEW; END $$"
+        )
+        conn.execute("CREATE TRIGGER skip_bob BEFORE UPDATE ON people FOR EACH ROW EXECUTE FUNCTION skip_bob()")
+    before = snapshot(pg_empty_url)
+    result = run(plan(PEOPLE, options), connect=pg_empty_url)
+    assert result.status == "FAILURE" and result.tables == ()
+    assert result.error == (
+        "table public.people: 4 rows needed tokens but 3 were rewritten (a trigger or a row-level security policy"
+        " kept some from being updated); the transaction was rolled back, nothing in it was changed"
+    )
+    assert snapshot(pg_empty_url) == before
+
+
+def test_one_update_without_the_key_fails_instead_of_changing_nothing(
+    pg_empty_url: str, options: TokenizeOptions
+) -> None:
     create_people(pg_empty_url, SAMPLE)
     p = plan(PEOPLE, options)
     with psycopg.connect(pg_empty_url, autocommit=True) as conn:
-        conn.execute("CREATE TEMPORARY TABLE provisioner_tokenize_key (ipad bytea NOT NULL, opad bytea NOT NULL)")
-        with conn.cursor() as cur, cur.copy("COPY pg_temp.provisioner_tokenize_key FROM STDIN") as copy:
-            copy.write_row((p.tokenizer.pads.ipad, p.tokenizer.pads.opad))
-        rows, per_column, _ = _table(conn, p, p.tables[0], dry_run=False, returning_old=False)
-    assert (rows, per_column) == (4, {"public.people.email": 3, "public.people.phone": 3})
-    assert column(pg_empty_url, "email")[0] == Tokenizer(TokenFormat(), KEY).token("alice@example.com")
+        conn.execute(create_key_table())  # and no pads in it: the UPDATE's guard lets no row through
+        with pytest.raises(RowCountMismatch, match="4 rows needed tokens but 0 were rewritten"):
+            _table(conn, p, p.tables[0], dry_run=False)
+    assert column(pg_empty_url, "email") == [e for e, _ in SAMPLE]
 
 
 def test_role_without_update_privilege_fails_clearly(pg_empty_url: str, options: TokenizeOptions) -> None:
