@@ -8,10 +8,11 @@ How a run goes:
 2. In hmac mode the padded key is loaded by ``COPY … FROM STDIN`` into a session temporary table: key bytes
    never appear in SQL text or bound parameters, so ``log_statement = 'all'`` cannot write them to the log.
 3. Each table is rewritten in its own transaction: ``SET LOCAL lock_timeout/statement_timeout``, then
-   ``LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE``, then one set-based ``UPDATE`` over all its PII columns,
-   ``WHERE`` some value is not NULL, not empty and not already a token. A table larger than ``batch_pages``
-   is rewritten in page batches within that same transaction, its tokens computed on a helper connection
-   meanwhile (``batches`` module): an UPDATE never runs on more than one CPU.
+   ``LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE``, a count of the rows and values to tokenize, then one
+   set-based ``UPDATE`` over all its PII columns, ``WHERE`` some value is not NULL, not empty and not already
+   a token, which must rewrite exactly the rows counted (else RowCountMismatch: a value would stay untokenized).
+   A table larger than ``batch_pages`` is rewritten in page batches within that same transaction, its tokens
+   computed on a helper connection meanwhile (``batches`` module): an UPDATE never runs on more than one CPU.
 
 Why a table lock rather than row locks: ``SELECT … FOR UPDATE`` of every row writes WAL for each row and
 still lets new rows be inserted (untokenized) while the run works. SHARE ROW EXCLUSIVE lets readers go on
