@@ -24,6 +24,13 @@ def create_people(url: str, rows: list[tuple[str | None, str | None]], table: st
                 copy.write_row((i, email, phone, 20 + i % 50))
 
 
+def add_trigger(url: str, body: str, table: str = "people") -> None:
+    """A BEFORE UPDATE row trigger on ``table`` that runs the PL/pgSQL ``body`` (to inject failures)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE FUNCTION injected() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} END $$")
+        conn.execute(f"CREATE TRIGGER injected BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION injected()")
+
+
 def snapshot(url: str, table: str = "people") -> list[tuple[object, ...]]:
     """Every row with its physical position and inserting transaction: unchanged only if nothing was committed."""
     with psycopg.connect(url) as conn:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 
-from provisioner.tokenize import TokenFormat, TokenizeOptions, Tokenizer, plan, run
-from tests.tokenize.conftest import KEY, column, create_people, snapshot
+from provisioner.tokenize import RunResult, TokenFormat, TokenizeOptions, Tokenizer, plan, run
+from tests.tokenize.conftest import KEY, add_trigger, column, create_people, snapshot
 
 PEOPLE = {"tenant": "t1", "schema": "public", "table": "people", "columns": ["email", "phone"]}
 REFERENCE = Tokenizer(TokenFormat(), KEY)
@@ -76,12 +77,6 @@ def test_helper_connection_is_closed_after_the_run(pg_empty_url: str) -> None:
     assert all(c.closed for c in opened)
 
 
-def _trigger(url: str, body: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE FUNCTION injected() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} END $$")
-        conn.execute("CREATE TRIGGER injected BEFORE UPDATE ON people FOR EACH ROW EXECUTE FUNCTION injected()")
-
-
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -99,7 +94,7 @@ def _trigger(url: str, body: str) -> None:
 )
 def test_failure_in_a_late_batch_leaves_the_table_byte_identical(pg_empty_url: str, body: str, message: str) -> None:
     create_people(pg_empty_url, [(f"user{i}@example.com", f"+32 {i}") for i in range(1, 3001)])
-    _trigger(pg_empty_url, body)
+    add_trigger(pg_empty_url, body)
     before = snapshot(pg_empty_url)
     result = run(plan(PEOPLE, BATCHED), connect=pg_empty_url)
     assert result.status == "FAILURE"
@@ -176,41 +171,41 @@ def test_tables_with_children_are_rewritten_in_one_statement(
     assert column(pg_empty_url, "phone") == [REFERENCE.tokenize(p) for _, p in rows]
 
 
-def test_writers_wait_for_the_whole_batched_rewrite(pg_empty_url: str) -> None:
-    create_people(pg_empty_url, [(f"user{i}@example.com", f"+32 {i}") for i in range(1, 3001)])
-    # Holds the run in a middle batch, long enough for a writer to try its luck.
-    _trigger(pg_empty_url, "IF NEW.id = 1500 THEN PERFORM pg_sleep(1); END IF; RETURN NEW;")
+@contextmanager
+def _held_in_a_middle_batch(url: str) -> Iterator[tuple[Future[RunResult], psycopg.Connection]]:
+    """A batched run of 3,000 rows started in a thread and held by a trigger in a middle batch for a second,
+    with another session to act meanwhile."""
+    create_people(url, [(f"user{i}@example.com", f"+32 {i}") for i in range(1, 3001)])
+    add_trigger(url, "IF NEW.id = 1500 THEN PERFORM pg_sleep(1); END IF; RETURN NEW;")
     with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(run, plan(PEOPLE, BATCHED), connect=pg_empty_url)
-        with psycopg.connect(pg_empty_url, autocommit=True) as writer:
-            while not writer.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone():
+        running = pool.submit(run, plan(PEOPLE, BATCHED), connect=url)
+        with psycopg.connect(url, autocommit=True) as other:
+            while not other.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone():
                 assert not running.done(), running.result().error
                 time.sleep(0.01)
-            writer.execute("SET lock_timeout = '100ms'")
-            with pytest.raises(psycopg.errors.LockNotAvailable):
-                writer.execute("UPDATE people SET email = 'late@example.com' WHERE id = 2999")
-        result = running.result()
+            yield running, other
+
+
+def test_writers_wait_for_the_whole_batched_rewrite(pg_empty_url: str) -> None:
+    with _held_in_a_middle_batch(pg_empty_url) as (running, writer):
+        writer.execute("SET lock_timeout = '100ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            writer.execute("UPDATE people SET email = 'late@example.com' WHERE id = 2999")
+    result = running.result()
     assert result.ok and result.total_rows == 3000 and result.tables[0].batches > 1
     assert column(pg_empty_url, "email")[2998] == REFERENCE.token("user2999@example.com")
 
 
 def test_losing_the_helper_mid_table_rolls_back_retryably(pg_empty_url: str) -> None:
-    create_people(pg_empty_url, [(f"user{i}@example.com", f"+32 {i}") for i in range(1, 3001)])
-    _trigger(pg_empty_url, "IF NEW.id = 1500 THEN PERFORM pg_sleep(1); END IF; RETURN NEW;")
-    before = snapshot(pg_empty_url)
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(run, plan(PEOPLE, BATCHED), connect=pg_empty_url)
-        with psycopg.connect(pg_empty_url, autocommit=True) as admin:
-            while not admin.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone():
-                assert not running.done(), running.result().error
-                time.sleep(0.01)
-            # The helper is the session that imported the writer's snapshot: it has read its batches with array_agg.
-            killed = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE query LIKE '%array_agg%' AND pid <> pg_backend_pid()"
-            ).fetchall()
-            assert killed == [(True,)]
-        result = running.result()
+    with _held_in_a_middle_batch(pg_empty_url) as (running, admin):
+        before = snapshot(pg_empty_url)  # what is committed: the run's rewrite so far is not
+        # The helper is the session that imported the writer's snapshot: it has read its batches with array_agg.
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE '%array_agg%' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        assert killed == [(True,)]
+    result = running.result()
     assert result.status == "FAILURE" and result.retryable, result.error
     assert "public.people: terminating connection" in (result.error or ""), result.error
     assert snapshot(pg_empty_url) == before

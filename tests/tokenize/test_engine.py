@@ -23,7 +23,7 @@ from provisioner.tokenize import (
 from provisioner.tokenize.engine import _table
 from provisioner.tokenize.errors import RowCountMismatch
 from provisioner.tokenize.statements import create_key_table, needs_token, update_statement
-from tests.tokenize.conftest import KEY, column, create_people, snapshot
+from tests.tokenize.conftest import KEY, add_trigger, column, create_people, snapshot
 
 PEOPLE = {"tenant": "t1", "schema": "public", "table": "people", "columns": ["email", "phone"]}
 SAMPLE = [
@@ -151,12 +151,9 @@ def test_base64_mode_round_trips_through_postgres(pg_empty_url: str) -> None:
 
 def test_error_mid_table_leaves_it_byte_identical(pg_empty_url: str, options: TokenizeOptions) -> None:
     create_people(pg_empty_url, [(f"user{i}@example.com", f"+32 {i}") for i in range(500)])
-    with psycopg.connect(pg_empty_url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.id = 250 THEN RAISE EXCEPTION 'injected failure at row %', NEW.id; END IF; RETURN NEW; END $$"
-        )
-        conn.execute("CREATE TRIGGER boom BEFORE UPDATE ON people FOR EACH ROW EXECUTE FUNCTION boom()")
+    add_trigger(
+        pg_empty_url, "IF NEW.id = 250 THEN RAISE EXCEPTION 'injected failure at row %', NEW.id; END IF; RETURN NEW;"
+    )
     before = snapshot(pg_empty_url)
     recorder = RunRecorder(pg_empty_url)
     result = run(plan(PEOPLE, options), connect=pg_empty_url, recorder=recorder)
@@ -230,12 +227,7 @@ def test_dry_run_counts_and_writes_nothing(pg_empty_url: str, options: TokenizeO
 def test_one_update_that_misses_rows_fails_the_table(pg_empty_url: str, options: TokenizeOptions) -> None:
     # A trigger that silently skips a row would leave its value untokenized, and a grant would follow.
     create_people(pg_empty_url, SAMPLE)
-    with psycopg.connect(pg_empty_url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION skip_bob() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.id = 2 THEN RETURN NULL; END IF; RETURN NEW; END $$"
-        )
-        conn.execute("CREATE TRIGGER skip_bob BEFORE UPDATE ON people FOR EACH ROW EXECUTE FUNCTION skip_bob()")
+    add_trigger(pg_empty_url, "IF NEW.id = 2 THEN RETURN NULL; END IF; RETURN NEW;")  # skips Bob
     before = snapshot(pg_empty_url)
     result = run(plan(PEOPLE, options), connect=pg_empty_url)
     assert result.status == "FAILURE" and result.tables == ()
