@@ -94,7 +94,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
                 console.print(f"{step} ...")
             elif event.phase == "finished":
                 verb = "would change" if args.dry_run else "changed"
-                console.print(f"{step} {verb} {event.rows:,} rows in {event.seconds:.2f}s")
+                batches = f" ({event.batches} batches)" if event.batches > 1 else ""
+                console.print(f"{step} {verb} {event.rows:,} rows in {event.seconds:.2f}s{batches}")
             else:
                 console.print(f"{step} [red]failed[/red] after {event.seconds:.2f}s")
 

@@ -137,6 +137,7 @@ class TableProgress:
     phase: Literal["started", "finished", "failed"]
     rows: int = 0
     seconds: float = 0.0
+    batches: int = 1
 
 
 Progress = Callable[[TableProgress], None]
@@ -315,7 +316,9 @@ def _execute(
             seconds = time.perf_counter() - clock
             done.append(TableResult(table.name, rows, per_column, seconds, batch_count))
             if progress:
-                progress(TableProgress(index, count, table.name, "finished", rows=rows, seconds=seconds))
+                progress(
+                    TableProgress(index, count, table.name, "finished", rows=rows, seconds=seconds, batches=batch_count)
+                )
         if not dry_run and fmt.mode == "hmac":
             conn.execute(statements.drop_key_table())
     finally:

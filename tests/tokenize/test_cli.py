@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -68,3 +69,14 @@ def test_missing_key_exits_1_with_a_clear_line(
     monkeypatch.delenv("PROVISIONER_TOKENIZE_KEY")
     assert main(["tokenize", "--policy", str(env)]) == 1
     assert "PROVISIONER_TOKENIZE_KEY is not set" in capsys.readouterr().err
+
+
+def test_batch_pages_setting_reaches_the_engine(
+    env: Path, pg_empty_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_people(pg_empty_url, [(f"user{i}@example.com", f"+32 {i}") for i in range(1000)], table="many")
+    env.write_text(POLICY.replace("table: people", "table: many"))
+    monkeypatch.setenv("PROVISIONER_TOKENIZE_BATCH_PAGES", "2")
+    assert main(["tokenize", "--policy", str(env)]) == 0
+    # The default (256 pages) would rewrite this small table in one UPDATE, and print no batches.
+    assert re.search(r"public\.many changed 1,000 rows in [0-9.]+s \(\d+ batches\)", capsys.readouterr().out)
