@@ -180,7 +180,8 @@ def _held_in_a_middle_batch(url: str) -> Iterator[tuple[Future[RunResult], psyco
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(run, plan(PEOPLE, BATCHED), connect=url)
         with psycopg.connect(url, autocommit=True) as other:
-            while not other.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone():
+            waiting = "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'"
+            while not other.execute(waiting).fetchone():
                 assert not running.done(), running.result().error
                 time.sleep(0.01)
             yield running, other
@@ -202,7 +203,7 @@ def test_losing_the_helper_mid_table_rolls_back_retryably(pg_empty_url: str) -> 
         # The helper is the session that imported the writer's snapshot: it has read its batches with array_agg.
         killed = admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE query LIKE '%array_agg%' AND pid <> pg_backend_pid()"
+            " WHERE datname = current_database() AND query LIKE '%array_agg%' AND pid <> pg_backend_pid()"
         ).fetchall()
         assert killed == [(True,)]
     result = running.result()
