@@ -156,7 +156,7 @@ def main() -> None:
     portal_state = PortalState(echo_writes=False)
     standin = serve_standin(portal_state)
     try:
-        with db.open_pool(url, max_size=args.concurrency + 4) as pool, PortalClient(standin.url) as client:
+        with db.open_pool(url, max_size=2 * args.concurrency + 4) as pool, PortalClient(standin.url) as client:
             config = ReconcileConfig(
                 bucket=BucketName("bench-products"),
                 products_dir=work / "products",

@@ -17,6 +17,11 @@ from typing import Any, Literal, TypeAlias
 from provisioner.errors import InvalidInput, UnsupportedMediaType
 
 
+def product_lock(product_id: str) -> str:
+    """The lock key of a product: its jobs (product and access) and the CLI commands that change it share it."""
+    return f"product:{product_id}"
+
+
 @dataclass(frozen=True)
 class ReconcileProduct:
     """Converge one data product (storage, project, its own grants) to the portal's state."""

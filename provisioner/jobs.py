@@ -28,7 +28,14 @@ from procrastinate.retry import BaseRetryStrategy
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from provisioner.errors import PermanentError
-from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
+from provisioner.events import (
+    ReconcileAccess,
+    ReconcileOutputPort,
+    ReconcileProduct,
+    ResyncAll,
+    Trigger,
+    product_lock,
+)
 from provisioner.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -87,10 +94,10 @@ def job_spec(trigger: Trigger) -> JobSpec:
     """The task, entity lock, queueing lock and arguments of ``trigger``."""
     match trigger:
         case ReconcileProduct(product_id=pid):
-            return JobSpec(TASK_PRODUCT, f"product:{pid}", f"{TASK_PRODUCT}:{pid}", {"product_id": pid})
+            return JobSpec(TASK_PRODUCT, product_lock(pid), f"{TASK_PRODUCT}:{pid}", {"product_id": pid})
         case ReconcileAccess(consumer_id=cid):
             # Access grants live on the consumer product: serialise with its product reconcile.
-            return JobSpec(TASK_ACCESS, f"product:{cid}", f"{TASK_ACCESS}:{cid}", {"consumer_id": cid})
+            return JobSpec(TASK_ACCESS, product_lock(cid), f"{TASK_ACCESS}:{cid}", {"consumer_id": cid})
         case ReconcileOutputPort(producer_id=pid, output_port_id=opid):
             return JobSpec(
                 TASK_OUTPUT_PORT,

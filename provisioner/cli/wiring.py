@@ -105,7 +105,8 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
     """Open the database pool, store and portal clients and the reconcilers; close them on exit."""
     url = database_url or resolve_database(settings)
     with ExitStack() as stack:
-        pool = stack.enter_context(db.open_pool(url, max_size=max(4, settings.worker_concurrency + 2)))
+        # Each running job holds one connection for its product's lock and borrows others for its state.
+        pool = stack.enter_context(db.open_pool(url, max_size=2 * settings.worker_concurrency + 2))
         store, endpoint = stack.enter_context(open_store(settings))
         portal = PortalClient(
             settings.portal_url,

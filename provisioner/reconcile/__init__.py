@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from provisioner.errors import PermanentError
-from provisioner.events import Trigger
+from provisioner.events import Trigger, product_lock
 from provisioner.logs import log_event
 from provisioner.names import Namespace
 from provisioner.portal import PortalClient
@@ -19,7 +19,7 @@ from provisioner.reconcile.access import AccessReconciler
 from provisioner.reconcile.config import ReconcileConfig, TokenizeOutcome, Tokenizer, no_tokenizer
 from provisioner.reconcile.products import ProductReconciler
 from provisioner.reconcile.resync import Resync
-from provisioner.reconcile.state import StateStore
+from provisioner.reconcile.state import ProductRecord, StateStore
 from provisioner.storage.base import StoreAdmin
 
 __all__ = ["ReconcileConfig", "Reconcilers", "TokenizeOutcome", "Tokenizer", "no_tokenizer"]
@@ -54,11 +54,13 @@ class Reconcilers:
 
     def reconcile_product(self, product_id: str) -> Sequence[Trigger]:
         """Provision, update or clean up one product."""
-        return self.products.reconcile_product(product_id)
+        with self.state.entity_lock(product_lock(product_id)):
+            return self.products.reconcile_product(product_id)
 
     def reconcile_access(self, consumer_id: str) -> Sequence[Trigger]:
-        """Converge one consumer's read grants."""
-        return self.access.reconcile_access(consumer_id)
+        """Converge one consumer's read grants (they live on the consumer product: same lock)."""
+        with self.state.entity_lock(product_lock(consumer_id)):
+            return self.access.reconcile_access(consumer_id)
 
     def reconcile_output_port(self, producer_id: str, output_port_id: str) -> Sequence[Trigger]:
         """Name the consumers an output-port decision concerns."""
@@ -71,9 +73,16 @@ class Reconcilers:
     def rotate(self, namespace: str) -> str:
         """Issue a new key for ``namespace``, rewrite its .env, delete the old key; return the new key id."""
         ns = Namespace(namespace)
-        record = self.state.live_by_namespace(ns)
-        if record is None:
-            raise NotProvisioned(f"namespace {ns!r} is not provisioned here; see `provisioner status`")
+        found = self.state.live_by_namespace(ns)
+        if found is not None:
+            with self.state.entity_lock(product_lock(found.product_id)):
+                # Read again under the lock: a worker may have changed the record while we waited.
+                record = self.state.live_by_namespace(ns)
+                if record is not None and record.product_id == found.product_id:
+                    return self._rotate(ns, record)
+        raise NotProvisioned(f"namespace {ns!r} is not provisioned here; see `provisioner status`")
+
+    def _rotate(self, ns: Namespace, record: ProductRecord) -> str:
         run = self.state.start_run("rotate", record.product_id, ns)
         try:
             read_prefixes = self.state.read_prefixes_of(record.product_id, ns)
