@@ -104,7 +104,8 @@ class StateStore:
                 try:
                     _fetch_flag(conn, "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", key)
                 except psycopg.Error as exc:
-                    # The session, and with it the lock, ends when the pool discards the broken connection.
+                    # Closing ends the session, and with it the lock; the pool then discards the connection.
+                    conn.close()
                     log_event(
                         log, "state.unlock_failed", level=logging.WARNING, entity=entity, error=type(exc).__name__
                     )
