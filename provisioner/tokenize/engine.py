@@ -74,7 +74,7 @@ class TokenizePlan:
     max_columns: int
     lock_timeout_ms: int
     statement_timeout_ms: int
-    batch_pages: int = 256
+    batch_pages: int
 
     @property
     def tenant(self) -> str:

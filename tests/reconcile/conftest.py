@@ -52,6 +52,12 @@ class Site:
         iam = self.s3.client("iam")
         return [k["AccessKeyId"] for k in iam.list_access_keys(UserName=f"dp-{namespace}")["AccessKeyMetadata"]]
 
+    def provisioned(self, namespace: str) -> str:
+        """A new portal product named after ``namespace``, reconciled once; its id."""
+        product = self.portal_state.create_product(namespace.title(), namespace, notify=False)
+        self.reconcilers.reconcile_product(product.id)
+        return product.id
+
     def with_tokenizer(self, tokenizer: Tokenizer) -> Reconcilers:
         self.reconcilers = Reconcilers(
             portal=self.client, store=self.store, state=self.state, config=self.config, tokenizer=tokenizer

@@ -16,18 +16,12 @@ HOLD = "SELECT pg_advisory_lock(hashtextextended(%s, 0))"
 FREE = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
 
 
-def _provisioned(site: Site, namespace: str) -> str:
-    product = site.portal_state.create_product(namespace.title(), namespace, notify=False)
-    site.reconcilers.reconcile_product(product.id)
-    return product.id
-
-
 @pytest.mark.parametrize("action", ["rotate", "reconcile_product", "reconcile_access"])
 def test_a_change_waits_while_another_process_holds_the_product(
     site: Site, unique_name: str, pg_url: str, action: str
 ) -> None:
     ns = f"{unique_name}-turns"
-    pid = _provisioned(site, ns)
+    pid = site.provisioned(ns)
     runs_before = len(site.state.last_runs(pid, limit=100))
     call = {
         "rotate": lambda: site.reconcilers.rotate(ns),

@@ -18,15 +18,9 @@ def _snapshot(root) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-def _provisioned(site: Site, namespace: str) -> str:
-    product = site.portal_state.create_product(namespace.title(), namespace, notify=False)
-    site.reconcilers.reconcile_product(product.id)
-    return product.id
-
-
 def test_new_product_gets_prefix_user_key_project_env_finalizer_and_status(site: Site, unique_name: str) -> None:
     ns = f"{unique_name}-sales"
-    pid = _provisioned(site, ns)
+    pid = site.provisioned(ns)
 
     s3 = site.s3.client("s3")
     s3.head_object(Bucket=site.config.bucket, Key=f"{ns}/")
@@ -58,8 +52,8 @@ def test_new_product_gets_prefix_user_key_project_env_finalizer_and_status(site:
 
 def test_key_reads_and_writes_own_prefix_and_is_denied_elsewhere(site: Site, unique_name: str) -> None:
     own, other = f"{unique_name}-own", f"{unique_name}-other"
-    _provisioned(site, own)
-    _provisioned(site, other)
+    site.provisioned(own)
+    site.provisioned(other)
     s3 = site.s3_as(own)
     bucket = site.config.bucket
     s3.put_object(Bucket=bucket, Key=f"{own}/raw/x.csv", Body=b"a,b\n1,2\n")
@@ -77,7 +71,7 @@ def test_key_reads_and_writes_own_prefix_and_is_denied_elsewhere(site: Site, uni
 
 def test_repeats_and_resyncs_change_nothing(site: Site, unique_name: str) -> None:
     ns = f"{unique_name}-repeat"
-    pid = _provisioned(site, ns)
+    pid = site.provisioned(ns)
     keys = site.user_keys(ns)
     before = _snapshot(site.project(ns))
     site.portal_state.reset_counters()
@@ -121,7 +115,7 @@ def test_crash_after_key_creation_converges_to_one_key(
 
 def test_user_edits_survive_a_rescaffold(site: Site, unique_name: str) -> None:
     ns = f"{unique_name}-edit"
-    pid = _provisioned(site, ns)
+    pid = site.provisioned(ns)
     models = sorted((site.project(ns) / "models").rglob("*.sql"))
     assert models, "the template has models"
     models[0].write_text("-- mine\nSELECT 1 AS x\n")
@@ -136,7 +130,7 @@ def test_user_edits_survive_a_rescaffold(site: Site, unique_name: str) -> None:
 
 def test_deletion_removes_keys_and_user_archives_project_and_releases_finalizer(site: Site, unique_name: str) -> None:
     ns = f"{unique_name}-gone"
-    pid = _provisioned(site, ns)
+    pid = site.provisioned(ns)
     site.s3_as(ns).put_object(Bucket=site.config.bucket, Key=f"{ns}/keep.csv", Body=b"data")
     assert site.portal_state.delete_product(pid, notify=False) == 202
     assert site.portal_state.product(pid).status == "deleting"
@@ -176,7 +170,7 @@ def test_bad_namespace_fails_cleanly_and_touches_nothing(site: Site, bad: str) -
 
 def test_namespace_taken_by_another_product_is_refused(site: Site, unique_name: str) -> None:
     ns = f"{unique_name}-taken"
-    _provisioned(site, ns)
+    site.provisioned(ns)
     twin = site.portal_state.create_product("Twin", ns, notify=False)
     with pytest.raises(NamespaceConflict, match="already provisioned"):
         site.reconcilers.reconcile_product(twin.id)
@@ -198,7 +192,7 @@ def test_portal_500_then_200_converges_after_retry(site: Site, unique_name: str)
 
 def test_lost_env_is_repaired_by_rotate(site: Site, unique_name: str) -> None:
     ns = f"{unique_name}-lost"
-    pid = _provisioned(site, ns)
+    pid = site.provisioned(ns)
     old = site.user_keys(ns)
     (site.project(ns) / ".env").unlink()
     site.reconcilers.reconcile_product(pid)
@@ -214,7 +208,7 @@ def test_a_namespace_change_is_refused_and_changes_nothing(site: Site, unique_na
     from provisioner.reconcile.products import NamespaceChanged
 
     ns = f"{unique_name}-moved"
-    pid = _provisioned(site, ns)
+    pid = site.provisioned(ns)
     keys = site.user_keys(ns)
     site.portal_state.product(pid).namespace = f"{ns}-new"
     with pytest.raises(NamespaceChanged, match="changed namespace"):

@@ -138,6 +138,18 @@ def test_statement_timeout_bounds_the_whole_batched_table(pg_empty_url: str) -> 
     assert snapshot(pg_empty_url) == before
 
 
+def test_statement_timeout_bounds_the_table_even_when_every_statement_is_quick(pg_empty_url: str) -> None:
+    # Two rows in different batches each hold their batch's UPDATE for 0.3 s: no statement reaches 500 ms, the
+    # table as a whole does. Only the check between batches can stop it.
+    create_people(pg_empty_url, [(f"user{i}@example.com", f"+32 {i}") for i in range(1, 3001)])
+    add_trigger(pg_empty_url, "IF NEW.id IN (500, 1500) THEN PERFORM pg_sleep(0.3); END IF; RETURN NEW;")
+    before = snapshot(pg_empty_url)
+    result = run(plan(PEOPLE, TokenizeOptions(key=KEY, batch_pages=3, statement_timeout_ms=500)), connect=pg_empty_url)
+    assert result.status == "FAILURE"
+    assert (result.error or "").startswith("table public.people: cancelled after statement_timeout=500ms")
+    assert snapshot(pg_empty_url) == before
+
+
 def _partitioned(url: str, rows: list[tuple[str | None, str | None]]) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE people (id int, email text, phone text, age int) PARTITION BY RANGE (id)")
