@@ -444,7 +444,7 @@ def _table(
                 source,
                 table,
                 plan.tokenizer.format,
-                pages=batches.page_count(conn, batching.oid),
+                pages=batches.page_count(conn, batching.oid),  # again, under the lock: it may have grown
                 batch_pages=plan.batch_pages,
                 statement_timeout_ms=plan.statement_timeout_ms,
             )
