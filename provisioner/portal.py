@@ -20,7 +20,11 @@ Shapes checked against the portal's source (repository conveyordata/data-product
   (``output_ports/router.py``). Approve/deny/revoke/remove take ``{"consuming_data_product_id": …}``.
 
 A 404 means "gone". 5xx, 429 and transport errors are retried with exponential backoff and jitter, then
-raise ``PortalUnavailable``; any other 4xx and any unusable body raise ``PortalError``.
+raise ``PortalUnavailable``; any other 4xx and a JSON body of the wrong shape raise ``PortalError``. A 2xx whose
+body is not JSON at all (a proxy's error page, a truncated answer) raises ``PortalUnavailable``: it passes.
+
+Products carry ``domain`` and ``type`` ({id, name, ...}: ``configuration/domains/schema.py``,
+``configuration/data_product_types/schema.py``), which the scope selector reads.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ class PortalNotFound(PortalError):
 
 
 @dataclass(frozen=True)
+class Named:
+    """A configuration entity a product points to (its domain, its data product type)."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Product:
     """A data product as the portal reports it; ``namespace`` is raw (reconcile validates it)."""
 
@@ -61,6 +73,8 @@ class Product:
     description: str
     tags: tuple[str, ...]
     lifecycle: str | None
+    domain: Named | None = None
+    type: Named | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,16 @@ def parse_product(obj: Any, where: str = "a data product") -> Product:
         description=_field(obj, "description", where, default=""),
         tags=_tags(obj, where),
         lifecycle=lifecycle,
+        domain=_named(obj, "domain", where),
+        type=_named(obj, "type", where),
     )
+
+
+def _named(obj: dict[str, Any], name: str, where: str) -> Named | None:
+    value = _field(obj, name, where, dict, default=None)
+    if value is None:
+        return None
+    return Named(id=str(_field(value, "id", f"{where} {name}")), name=_field(value, "name", f"{where} {name}"))
 
 
 def parse_output_port(obj: Any, where: str = "an output port") -> OutputPort:
@@ -358,9 +381,11 @@ def _json(response: httpx.Response, path: str) -> Any:
     try:
         return response.json()
     except ValueError as exc:
-        raise PortalError(
-            f"portal answered {response.request.method} {path} with a body that is not JSON "
-            f"(content-type {response.headers.get('content-type', 'unset')!r})"
+        # Not the portal's answer but something in between (a proxy's error page, a cut connection): it passes.
+        raise PortalUnavailable(
+            f"portal answered {response.request.method} {path} with {response.status_code} and a body that is not "
+            f"JSON (content-type {response.headers.get('content-type', 'unset')!r}); a proxy in front of the portal "
+            "may be failing, or PROVISIONER_PORTAL_URL may point at something else"
         ) from exc
 
 

@@ -71,6 +71,8 @@ class StandinProduct:
     description: str = ""
     tags: list[str] = field(default_factory=list)
     lifecycle: str | None = None
+    domain: str = "Default"  # the names of its domain and data product type (ids derive from them)
+    type: str = "Source aligned"
 
 
 @dataclass
@@ -190,6 +192,11 @@ def sign_v1(secret: str, content: Any) -> str:
     return hmac.new(secret.encode("utf-8"), json.dumps(content).encode("utf-8"), hashlib.sha512).hexdigest()
 
 
+def _config_id(kind: str, name: str) -> str:
+    """A stable id for a domain or data product type of this name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}:{name}"))
+
+
 def _namespace_of(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "product"
 
@@ -278,6 +285,8 @@ class PortalState:
         lifecycle: str | None = None,
         id: str | None = None,
         notify: bool = True,
+        domain: str = "Default",
+        type: str = "Source aligned",
     ) -> StandinProduct:
         """Add a product (as if created in the portal) and send its webhooks."""
         product = StandinProduct(
@@ -289,6 +298,8 @@ class PortalState:
             description=description,
             tags=list(tags),
             lifecycle=lifecycle,
+            domain=domain,
+            type=type,
         )
         with self.lock:
             self.products[product.id] = product
@@ -507,8 +518,8 @@ class PortalState:
             "finalizers": list(p.finalizers),
             "tags": self._tags_json(p.tags),
             "usage": None,
-            "domain": {"id": "00000000-0000-0000-0000-000000000001", "name": "Default", "description": ""},
-            "type": {"id": "00000000-0000-0000-0000-000000000002", "name": "Source aligned", "icon_key": "default"},
+            "domain": {"id": _config_id("domain", p.domain), "name": p.domain, "description": ""},
+            "type": {"id": _config_id("type", p.type), "name": p.type, "description": "", "icon_key": "default"},
             "visibility": "discoverable",
             "lifecycle": None if p.lifecycle is None else {"id": p.lifecycle, "name": p.lifecycle, "value": 0},
         }

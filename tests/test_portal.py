@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from provisioner.errors import PortalError, PortalUnavailable
-from provisioner.portal import InputPort, OutputPort, PortalClient, PortalNotFound, Product
+from provisioner.portal import InputPort, Named, OutputPort, PortalClient, PortalNotFound, Product
 from provisioner.portal_standin import StandinServer
 
 FAST = {"backoff": 0.001, "timeout": 2.0}
@@ -22,10 +22,19 @@ def client(portal: StandinServer, **kwargs: object) -> PortalClient:
 
 def test_get_product_returns_the_typed_product(portal: StandinServer) -> None:
     p = portal.state.create_product(
-        "Sales Orders", "sales-orders", status="active", finalizers=["x"], tags=["pii"], lifecycle="Ready"
+        "Sales Orders",
+        "sales-orders",
+        status="active",
+        finalizers=["x"],
+        tags=["pii"],
+        lifecycle="Ready",
+        domain="Finance",
+        type="Consumer aligned",
     )
     with client(portal) as c:
         product = c.get_product(p.id)
+    assert product is not None and product.domain is not None and product.type is not None
+    assert (product.domain.name, product.type.name) == ("Finance", "Consumer aligned")
     assert product == Product(
         id=p.id,
         name="Sales Orders",
@@ -35,6 +44,8 @@ def test_get_product_returns_the_typed_product(portal: StandinServer) -> None:
         description="",
         tags=("pii",),
         lifecycle="Ready",
+        domain=Named(product.domain.id, "Finance"),
+        type=Named(product.type.id, "Consumer aligned"),
     )
 
 
@@ -141,10 +152,14 @@ def test_an_unreachable_portal_is_portal_unavailable() -> None:
         c.get_product("x")
 
 
-def test_a_body_that_is_not_json_is_a_portal_error(portal: StandinServer) -> None:
+def test_a_200_whose_body_is_not_json_is_temporary(portal: StandinServer) -> None:
+    """A proxy's error page answered 200 is not the portal refusing: retry later, never fail for good."""
     portal.state.garble_next(1)
-    with client(portal) as c, pytest.raises(PortalError, match="not JSON"):
-        c.list_products()
+    with client(portal) as c:
+        with pytest.raises(PortalUnavailable, match="not JSON") as err:
+            c.list_products()
+        assert err.value.temporary
+        assert c.list_products() == []  # the next answer is the portal's again
 
 
 def test_writes_send_the_portals_body_shapes() -> None:
