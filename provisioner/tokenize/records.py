@@ -2,6 +2,8 @@
 
 The table ``tokenize_runs`` is created on first use (idempotently, under an advisory lock), so the engine
 needs no migration of its own. Records hold counts, timings and error messages; never values or keys.
+``kind`` tells tokenization runs (``tokenize``) from the runs of tools built on the engine (``profile``, the
+residual-PII ``gate``), whose counts go in ``detail``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +39,8 @@ CREATE TABLE IF NOT EXISTS tokenize_runs (
     duration_ms    double precision
 );
 CREATE INDEX IF NOT EXISTS tokenize_runs_started ON tokenize_runs (started_at DESC);
+ALTER TABLE tokenize_runs ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'tokenize';
+ALTER TABLE tokenize_runs ADD COLUMN IF NOT EXISTS detail jsonb NOT NULL DEFAULT '{}'::jsonb;
 """
 
 
@@ -57,6 +61,8 @@ class RunRecord:
     started_at: datetime
     finished_at: datetime | None
     duration_ms: float | None
+    kind: str = "tokenize"
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class RunRecorder:
@@ -81,14 +87,22 @@ class RunRecorder:
             raise RecorderError(f"cannot write the tokenization run record: {redact_text(first)}") from None
 
     def start(
-        self, *, run_id: str, tenant: str, policy: str, dry_run: bool, tables: list[str], started_at: datetime
+        self,
+        *,
+        run_id: str,
+        tenant: str,
+        policy: str,
+        dry_run: bool,
+        tables: list[str],
+        started_at: datetime,
+        kind: str = "tokenize",
     ) -> None:
         """Record a run as RUNNING."""
         with self._connect() as conn:
             conn.execute(
-                "INSERT INTO tokenize_runs (run_id, tenant, policy, dry_run, state, tables, started_at)"
-                " VALUES (%s, %s, %s, %s, 'RUNNING', %s, %s)",
-                (run_id, tenant, policy, dry_run, json.dumps(tables), started_at),
+                "INSERT INTO tokenize_runs (run_id, tenant, policy, dry_run, state, tables, started_at, kind)"
+                " VALUES (%s, %s, %s, %s, 'RUNNING', %s, %s, %s)",
+                (run_id, tenant, policy, dry_run, json.dumps(tables), started_at, kind),
             )
 
     def finish(
@@ -101,13 +115,23 @@ class RunRecorder:
         error: str | None,
         finished_at: datetime,
         duration_ms: float,
+        detail: Mapping[str, Any] | None = None,
     ) -> None:
-        """Mark a run COMPLETE with its result, counts, error and timing."""
+        """Mark a run COMPLETE with its result, counts, error and timing (``detail``: counts of other kinds)."""
         with self._connect() as conn:
             conn.execute(
                 "UPDATE tokenize_runs SET state = 'COMPLETE', result = %s, rows_by_column = %s, total_rows = %s,"
-                " error = %s, finished_at = %s, duration_ms = %s WHERE run_id = %s",
-                (result, json.dumps(dict(rows_by_column)), total_rows, error, finished_at, duration_ms, run_id),
+                " error = %s, finished_at = %s, duration_ms = %s, detail = COALESCE(%s, detail) WHERE run_id = %s",
+                (
+                    result,
+                    json.dumps(dict(rows_by_column)),
+                    total_rows,
+                    error,
+                    finished_at,
+                    duration_ms,
+                    None if detail is None else json.dumps(dict(detail)),
+                    run_id,
+                ),
             )
 
     def get(self, run_id: str) -> RunRecord | None:
@@ -127,7 +151,7 @@ class RunRecorder:
 
 _COLUMNS = (
     "run_id::text, tenant, policy, dry_run, state, result, tables, rows_by_column, total_rows, error,"
-    " started_at, finished_at, duration_ms"
+    " started_at, finished_at, duration_ms, kind, detail"
 )
 
 
@@ -146,4 +170,6 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
         started_at=row[10],
         finished_at=row[11],
         duration_ms=row[12],
+        kind=row[13],
+        detail=dict(row[14]),
     )
