@@ -3,6 +3,8 @@
 A backend manages, for each product namespace, a prefix ``<namespace>/`` in the shared bucket and a store
 user ``dp-<namespace>`` whose policy allows that prefix (read, write, list) and nothing else, plus read-only
 grants on other namespaces' prefixes. Every method is idempotent: calling it twice leaves the same state.
+The real names come from the namespace's ``prefix`` and ``user_name`` (provisioner/names.py), never from
+formatting the namespace here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from provisioner.names import BucketName, Namespace
+from provisioner.storage.policy import ReadGrant
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,11 @@ class StoreAdmin(Protocol):
         """Create the prefix's marker object ``<namespace>/`` if missing; True when created."""
         ...
 
-    def ensure_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+    def ensure_user(self, bucket: BucketName, namespace: Namespace, grants: Sequence[ReadGrant] = ()) -> bool:
         """Make user ``dp-<namespace>`` exist with exactly the scoped policy; True when anything changed."""
         ...
 
-    def create_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+    def create_user(self, bucket: BucketName, namespace: Namespace, grants: Sequence[ReadGrant] = ()) -> bool:
         """Create user ``dp-<namespace>`` with its scoped policy; False, changing nothing, when it already exists.
 
         The fast path for a product never provisioned: a new user has no keys and no policy to compare.
@@ -76,6 +79,22 @@ class StoreAdmin(Protocol):
 
     def delete_prefix(self, bucket: BucketName, namespace: Namespace) -> int:
         """Delete every object under ``<namespace>/``; return how many were deleted."""
+        ...
+
+    def move_prefix(self, bucket: BucketName, namespace: Namespace, target: str) -> int:
+        """Move every object under ``<namespace>/`` to ``<target><rest of its key>``; return how many moved.
+
+        S3 has no rename: each object is copied, then the originals are deleted (a crash in between leaves
+        copies that the next call writes again). Cost grows with the number and size of the objects.
+        """
+        ...
+
+    def list_users(self) -> list[str]:
+        """The names of every store user that looks like a product's (``dp-…``), whoever created it."""
+        ...
+
+    def delete_user_named(self, user_name: str) -> bool:
+        """Delete a store user by name, with its keys and policies; True when something was deleted."""
         ...
 
     def object_exists(self, bucket: BucketName, key: str) -> bool:

@@ -16,11 +16,11 @@ from botocore.exceptions import ClientError
 
 from provisioner.errors import StorageError
 from provisioner.logs import log_event
-from provisioner.names import BucketName, Namespace
+from provisioner.names import BucketName, Namespace, is_product_user
 from provisioner.storage.base import AccessKey, KeyInfo
 from provisioner.storage.botocall import error_code, is_not_found, make_client, storage_errors
 from provisioner.storage.objects import S3Objects
-from provisioner.storage.policy import normalize_policy, policy_json, product_policy
+from provisioner.storage.policy import ReadGrant, normalize_policy, policy_json, product_policy
 
 POLICY_NAME = "provisioner-scope"
 
@@ -51,10 +51,10 @@ class IamStore(S3Objects):
         super().__init__(make_client("s3", **common), endpoint=endpoint, region=region)
         self._iam = make_client("iam", **common)
 
-    def ensure_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+    def ensure_user(self, bucket: BucketName, namespace: Namespace, grants: Sequence[ReadGrant] = ()) -> bool:
         """Make user ``dp-<namespace>`` exist with exactly the scoped policy; True when anything changed."""
         user = namespace.user_name
-        desired = product_policy(bucket, namespace, read_prefixes)
+        desired = product_policy(bucket, namespace, grants)
         changed = False
         with storage_errors(f"ensuring store user {user}", self._endpoint):
             # Listing the user's policies doubles as the existence check: one call fewer per reconcile.
@@ -74,10 +74,10 @@ class IamStore(S3Objects):
                 self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
                 changed = True
         if changed:
-            log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(read_prefixes))
+            log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(grants))
         return changed
 
-    def create_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+    def create_user(self, bucket: BucketName, namespace: Namespace, grants: Sequence[ReadGrant] = ()) -> bool:
         """Create user ``dp-<namespace>`` with its scoped policy; False, changing nothing, when it already exists."""
         user = namespace.user_name
         with storage_errors(f"creating store user {user}", self._endpoint):
@@ -87,9 +87,9 @@ class IamStore(S3Objects):
                 if error_code(exc) == "EntityAlreadyExists":
                     return False
                 raise
-            desired = product_policy(bucket, namespace, read_prefixes)
+            desired = product_policy(bucket, namespace, grants)
             self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
-        log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(read_prefixes))
+        log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(grants))
         return True
 
     def user_exists(self, namespace: Namespace) -> bool:
@@ -118,7 +118,9 @@ class IamStore(S3Objects):
 
     def list_keys(self, namespace: Namespace) -> list[KeyInfo]:
         """The user's access keys (ids and state only); empty when the user does not exist."""
-        user = namespace.user_name
+        return self._list_keys(namespace.user_name)
+
+    def _list_keys(self, user: str) -> list[KeyInfo]:
         with storage_errors(f"listing access keys of {user}", self._endpoint):
             try:
                 paginator = self._iam.get_paginator("list_access_keys")
@@ -158,7 +160,9 @@ class IamStore(S3Objects):
 
     def delete_key(self, namespace: Namespace, access_key_id: str) -> None:
         """Deactivate then delete a key; no error when it is already gone."""
-        user = namespace.user_name
+        self._delete_key(namespace.user_name, access_key_id)
+
+    def _delete_key(self, user: str, access_key_id: str) -> None:
         with storage_errors(f"deleting access key {access_key_id} of {user}", self._endpoint):
             # Deactivate first: if the delete fails half-way the key at least no longer works.
             try:
@@ -168,25 +172,46 @@ class IamStore(S3Objects):
                 if not is_not_found(exc):
                     raise
                 return
-        log_event(logger, "storage.key.deleted", namespace=str(namespace), access_key_id=access_key_id)
+        log_event(logger, "storage.key.deleted", user=user, access_key_id=access_key_id)
 
     def delete_user(self, namespace: Namespace) -> bool:
         """Delete the user's keys, policies and the user; True when something was deleted."""
-        user = namespace.user_name
-        if not self.user_exists(namespace):
-            return False
-        for key in self.list_keys(namespace):
-            self.delete_key(namespace, key.access_key_id)
+        return self.delete_user_named(namespace.user_name)
+
+    def delete_user_named(self, user_name: str) -> bool:
+        """Delete a store user by name with its keys, inline and attached policies; True when it existed."""
+        user = user_name
+        with storage_errors(f"looking up store user {user}", self._endpoint):
+            try:
+                self._iam.get_user(UserName=user)
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return False
+                raise
+        for key in self._list_keys(user):
+            self._delete_key(user, key.access_key_id)
         with storage_errors(f"deleting store user {user}", self._endpoint):
             try:
                 for name in self._policy_names(user):
                     self._iam.delete_user_policy(UserName=user, PolicyName=name)
+                # IAM refuses to delete a user that still has managed policies attached (DeleteConflict).
+                paginator = self._iam.get_paginator("list_attached_user_policies")
+                for page in paginator.paginate(UserName=user):
+                    for attached in page.get("AttachedPolicies", []):
+                        self._iam.detach_user_policy(UserName=user, PolicyArn=attached["PolicyArn"])
                 self._iam.delete_user(UserName=user)
             except ClientError as exc:
                 if not is_not_found(exc):
                     raise
-        log_event(logger, "storage.user.deleted", namespace=str(namespace), user=user)
+        log_event(logger, "storage.user.deleted", user=user)
         return True
+
+    def list_users(self) -> list[str]:
+        """The names of every store user that looks like a product's (``dp-…``), whoever created it."""
+        with storage_errors("listing store users", self._endpoint):
+            paginator = self._iam.get_paginator("list_users")
+            names = [u["UserName"] for page in paginator.paginate() for u in page.get("Users", [])]
+        return sorted(n for n in names if is_product_user(n))
 
     def _policy_names(self, user: str) -> list[str]:
         paginator = self._iam.get_paginator("list_user_policies")

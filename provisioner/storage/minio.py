@@ -25,11 +25,11 @@ from minio.minioadmin import _COMMAND, MinioAdmin
 
 from provisioner.errors import StorageError, StorageUnavailable
 from provisioner.logs import log_event
-from provisioner.names import BucketName, Namespace
+from provisioner.names import BucketName, Namespace, is_product_user
 from provisioner.storage.base import AccessKey, KeyInfo
 from provisioner.storage.botocall import make_client
 from provisioner.storage.objects import S3Objects
-from provisioner.storage.policy import normalize_policy, product_policy
+from provisioner.storage.policy import ReadGrant, normalize_policy, product_policy
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,11 @@ _ACTIVE = frozenset({"on", "enabled"})
 
 def policy_name(namespace: Namespace) -> str:
     """The canned policy of a product's user."""
-    return f"provisioner-{namespace.user_name}"
+    return _policy_of(namespace.user_name)
+
+
+def _policy_of(user: str) -> str:
+    return f"provisioner-{user}"
 
 
 class _Admin(MinioAdmin):
@@ -116,21 +120,21 @@ class MinioStore(S3Objects):
             http_client=http,
         )
 
-    def ensure_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+    def ensure_user(self, bucket: BucketName, namespace: Namespace, grants: Sequence[ReadGrant] = ()) -> bool:
         """Make user ``dp-<namespace>`` exist with exactly the scoped policy; True when anything changed."""
-        return self._converge_user(bucket, namespace, read_prefixes, only_if_new=False)
+        return self._converge_user(bucket, namespace, grants, only_if_new=False)
 
-    def create_user(self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace] = ()) -> bool:
+    def create_user(self, bucket: BucketName, namespace: Namespace, grants: Sequence[ReadGrant] = ()) -> bool:
         """Create user ``dp-<namespace>`` with its scoped policy; False, changing nothing, when it already exists."""
         # MinIO's user_add also updates an existing user (and its password): look first, once.
-        return self._converge_user(bucket, namespace, read_prefixes, only_if_new=True)
+        return self._converge_user(bucket, namespace, grants, only_if_new=True)
 
     def _converge_user(
-        self, bucket: BucketName, namespace: Namespace, read_prefixes: Sequence[Namespace], *, only_if_new: bool
+        self, bucket: BucketName, namespace: Namespace, grants: Sequence[ReadGrant], *, only_if_new: bool
     ) -> bool:
         user = namespace.user_name
         name = policy_name(namespace)
-        desired = product_policy(bucket, namespace, read_prefixes)
+        desired = product_policy(bucket, namespace, grants)
         changed = False
         with self._errors(f"ensuring store user {user}"):
             info = self._user_info(user)
@@ -154,7 +158,7 @@ class MinioStore(S3Objects):
                 self._admin.detach_policy(extra, user=user)
                 changed = True
         if changed:
-            log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(read_prefixes))
+            log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(grants))
         return changed
 
     def user_exists(self, namespace: Namespace) -> bool:
@@ -169,7 +173,9 @@ class MinioStore(S3Objects):
 
     def list_keys(self, namespace: Namespace) -> list[KeyInfo]:
         """The user's access keys (ids and state only); empty when the user does not exist."""
-        user = namespace.user_name
+        return self._list_keys(namespace.user_name)
+
+    def _list_keys(self, user: str) -> list[KeyInfo]:
         with self._errors(f"listing access keys of {user}"):
             try:
                 answer = json.loads(self._admin.list_service_account(user) or "{}")
@@ -208,9 +214,12 @@ class MinioStore(S3Objects):
 
     def delete_key(self, namespace: Namespace, access_key_id: str) -> None:
         """Deactivate then delete a key of this user; no error when it is already gone."""
-        if access_key_id not in {k.access_key_id for k in self.list_keys(namespace)}:
+        self._delete_key(namespace.user_name, access_key_id)
+
+    def _delete_key(self, user: str, access_key_id: str) -> None:
+        if access_key_id not in {k.access_key_id for k in self._list_keys(user)}:
             return  # gone already, or not this product's key: never touch another user's keys
-        with self._errors(f"deleting access key {access_key_id} of {namespace.user_name}"):
+        with self._errors(f"deleting access key {access_key_id} of {user}"):
             try:
                 # Deactivate first: if the delete fails half-way the key at least no longer works.
                 self._admin.update_service_account(access_key=access_key_id, status="off")
@@ -219,15 +228,21 @@ class MinioStore(S3Objects):
                 if not _not_found(exc):
                     raise
                 return
-        log_event(logger, "storage.key.deleted", namespace=str(namespace), access_key_id=access_key_id)
+        log_event(logger, "storage.key.deleted", user=user, access_key_id=access_key_id)
 
     def delete_user(self, namespace: Namespace) -> bool:
         """Delete the user's keys, the user, then its canned policy; True when something was deleted."""
-        user = namespace.user_name
+        return self.delete_user_named(namespace.user_name)
+
+    def delete_user_named(self, user_name: str) -> bool:
+        """Delete a store user by name with its keys, then its canned policy; True when something was deleted."""
+        user = user_name
         deleted = False
-        if self.user_exists(namespace):
-            for key in self.list_keys(namespace):
-                self.delete_key(namespace, key.access_key_id)
+        with self._errors(f"looking up store user {user}"):
+            exists = self._user_info(user) is not None
+        if exists:
+            for key in self._list_keys(user):
+                self._delete_key(user, key.access_key_id)
             with self._errors(f"deleting store user {user}"):
                 try:
                     self._admin.user_remove(user)
@@ -236,16 +251,24 @@ class MinioStore(S3Objects):
                     if not _not_found(exc):
                         raise
         # The policy goes last: MinIO refuses to delete a policy that is still attached.
-        with self._errors(f"deleting policy {policy_name(namespace)}"):
+        with self._errors(f"deleting policy {_policy_of(user)}"):
             try:
-                self._admin.policy_remove(policy_name(namespace))
+                self._admin.policy_remove(_policy_of(user))
                 deleted = True
             except MinioAdminException as exc:
                 if not _not_found(exc):
                     raise
         if deleted:
-            log_event(logger, "storage.user.deleted", namespace=str(namespace), user=user)
+            log_event(logger, "storage.user.deleted", user=user)
         return deleted
+
+    def list_users(self) -> list[str]:
+        """The names of every store user that looks like a product's (``dp-…``), whoever created it."""
+        with self._errors("listing store users"):
+            answer = json.loads(self._admin.user_list() or "{}")
+        if not isinstance(answer, dict):
+            raise StorageError(f"listing store users at {self._endpoint}: the admin API answered a {type(answer).__name__}")
+        return sorted(name for name in answer if is_product_user(name))
 
     def _user_info(self, user: str) -> dict[str, Any] | None:
         try:

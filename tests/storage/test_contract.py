@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.storage.policy import policies_equal, product_policy
+from provisioner.names import Namespace
+from provisioner.storage.policy import ReadGrant, policies_equal, product_policy
 from tests.storage.conftest import Backend
+
+PORT = Namespace("port")  # the output port a read grant opens
 
 
 def test_ensure_bucket_and_prefix_twice_creates_once(backend: Backend) -> None:
@@ -35,20 +38,20 @@ def test_ensure_user_twice_writes_nothing_the_second_time(backend: Backend) -> N
 
 def test_create_user_makes_a_scoped_keyless_user_once(backend: Backend) -> None:
     store, bucket, ns, other = backend.store, backend.bucket, backend.namespace, backend.other
-    assert store.create_user(bucket, ns, [other]) is True
-    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [other]))  # type: ignore[attr-defined]
+    assert store.create_user(bucket, ns, [ReadGrant(other, PORT)]) is True
+    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
     assert store.list_keys(ns) == []
     assert store.create_user(bucket, ns) is False, "an existing user is left to ensure_user"
-    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [other]))  # type: ignore[attr-defined]
-    assert store.ensure_user(bucket, ns, [other]) is False
+    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
+    assert store.ensure_user(bucket, ns, [ReadGrant(other, PORT)]) is False
 
 
 def test_read_grants_are_added_and_removed(backend: Backend) -> None:
     store, bucket, ns, other = backend.store, backend.bucket, backend.namespace, backend.other
     store.ensure_user(bucket, ns)
-    assert store.ensure_user(bucket, ns, [other]) is True
-    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [other]))  # type: ignore[attr-defined]
-    assert store.ensure_user(bucket, ns, [other]) is False
+    assert store.ensure_user(bucket, ns, [ReadGrant(other, PORT)]) is True
+    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
+    assert store.ensure_user(bucket, ns, [ReadGrant(other, PORT)]) is False
     assert store.ensure_user(bucket, ns, []) is True
     assert policies_equal(store.user_policy(ns), product_policy(bucket, ns))  # type: ignore[attr-defined]
 
@@ -86,7 +89,7 @@ def test_delete_key_never_touches_another_products_key(backend: Backend) -> None
 
 def test_delete_user_removes_keys_and_is_idempotent(backend: Backend) -> None:
     store, bucket, ns = backend.store, backend.bucket, backend.namespace
-    store.ensure_user(bucket, ns, [backend.other])
+    store.ensure_user(bucket, ns, [ReadGrant(backend.other, PORT)])
     store.create_key(ns)
     assert store.delete_user(ns) is True
     assert not store.user_exists(ns)

@@ -6,6 +6,7 @@ moto ignores policy Conditions and Inactive keys; test_seaweedfs.py covers those
 from __future__ import annotations
 
 from provisioner.names import BucketName, Namespace
+from provisioner.storage.policy import ReadGrant
 from tests.fixtures.s3 import S3Server
 from tests.storage.scoping import denied, eventually, provision, s3_as
 
@@ -17,7 +18,7 @@ def test_product_key_is_scoped_to_its_prefix_and_grants(moto_server: S3Server, u
         Namespace(f"{unique_name}-hr"),
     )
     store = provision(moto_server, bucket, sales, hr)
-    store.put_object(bucket, f"{hr}/people.csv", b"id,name\n")
+    store.put_object(bucket, f"{hr}/published/people/people.csv", b"id,name\n")
     s3 = s3_as(moto_server, store.create_key(sales))
 
     # own prefix: write, read, delete
@@ -25,19 +26,19 @@ def test_product_key_is_scoped_to_its_prefix_and_grants(moto_server: S3Server, u
     assert s3.get_object(Bucket=bucket, Key=f"{sales}/raw/orders.csv")["Body"].read() == b"1,2\n"
     s3.delete_object(Bucket=bucket, Key=f"{sales}/raw/orders.csv")
     # another product's prefix: nothing
-    assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/people.csv")) == "AccessDenied"
+    assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/published/people/people.csv")) == "AccessDenied"
     assert denied(lambda: s3.put_object(Bucket=bucket, Key=f"{hr}/x.csv", Body=b"x")) == "AccessDenied"
     assert denied(lambda: s3.put_object(Bucket=bucket, Key="top-level.csv", Body=b"x")) == "AccessDenied"
 
     # a read grant: read yes, write still no
-    assert store.ensure_user(bucket, sales, [hr]) is True
-    eventually(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/people.csv"))
+    assert store.ensure_user(bucket, sales, [ReadGrant(hr, Namespace("people"))]) is True
+    eventually(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/published/people/people.csv"))
     assert denied(lambda: s3.put_object(Bucket=bucket, Key=f"{hr}/x.csv", Body=b"x")) == "AccessDenied"
-    assert denied(lambda: s3.delete_object(Bucket=bucket, Key=f"{hr}/people.csv")) == "AccessDenied"
+    assert denied(lambda: s3.delete_object(Bucket=bucket, Key=f"{hr}/published/people/people.csv")) == "AccessDenied"
 
     # grant removed: read gone again
     assert store.ensure_user(bucket, sales, []) is True
-    assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/people.csv")) == "AccessDenied"
+    assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/published/people/people.csv")) == "AccessDenied"
 
 
 def test_deleted_key_no_longer_works(moto_server: S3Server, unique_name: str) -> None:

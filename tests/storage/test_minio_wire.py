@@ -14,7 +14,7 @@ from provisioner.errors import StorageError, StorageUnavailable
 from provisioner.names import BucketName, Namespace
 from provisioner.storage import build_store
 from provisioner.storage.minio import policy_name
-from provisioner.storage.policy import policies_equal, product_policy
+from provisioner.storage.policy import ReadGrant, policies_equal, product_policy
 from tests.fixtures.s3 import free_port
 from tests.storage.minio_admin_server import MinioAdminServer
 
@@ -35,7 +35,7 @@ def test_user_secret_travels_encrypted_and_the_policy_is_attached(
 ) -> None:
     bucket, ns = BucketName(f"{unique_name}-bkt"), Namespace(f"{unique_name}-a")
     start = len(minio_admin_server.state.requests)
-    _store(minio_admin_server).ensure_user(bucket, ns, [Namespace(f"{unique_name}-b")])
+    _store(minio_admin_server).ensure_user(bucket, ns, [ReadGrant(Namespace(f"{unique_name}-b"), Namespace("port"))])
     sent = minio_admin_server.state.requests[start:]
     (add_user,) = [r for r in sent if r.path.endswith("/add-user")]
     assert add_user.query == {"accessKey": ns.user_name}
@@ -46,7 +46,9 @@ def test_user_secret_travels_encrypted_and_the_policy_is_attached(
     user = minio_admin_server.state.users[ns.user_name]
     assert user["policies"] == {policy_name(ns)}
     stored = minio_admin_server.state.policies[policy_name(ns)]
-    assert policies_equal(stored, product_policy(bucket, ns, [Namespace(f"{unique_name}-b")]))
+    assert policies_equal(
+        stored, product_policy(bucket, ns, [ReadGrant(Namespace(f"{unique_name}-b"), Namespace("port"))])
+    )
 
 
 def test_keys_are_service_accounts_of_the_product_user(minio_admin_server: MinioAdminServer, unique_name: str) -> None:

@@ -12,10 +12,12 @@ import pytest
 
 from provisioner.names import BucketName, Namespace
 from provisioner.storage.embedded import EmbeddedStore
+from provisioner.storage.policy import ReadGrant
 from tests.fixtures.s3 import S3Server
 from tests.storage.scoping import denied, eventually, provision, s3_as
 
 pytestmark = [pytest.mark.seaweedfs]
+PEOPLE = Namespace("people")  # the output port a read grant opens
 
 
 def _keys(result: dict) -> list[str]:
@@ -26,7 +28,7 @@ def test_product_key_reads_writes_and_lists_only_its_prefix(seaweedfs_server: S3
     bucket = BucketName(f"{unique_name}-bkt")
     sales, hr = Namespace(f"{unique_name}-sales"), Namespace(f"{unique_name}-hr")
     store = provision(seaweedfs_server, bucket, sales, hr)
-    store.put_object(bucket, f"{hr}/people.csv", b"id,name\n")
+    store.put_object(bucket, f"{hr}/published/people/people.parquet", b"PAR1")
     s3 = s3_as(seaweedfs_server, store.create_key(sales))
 
     eventually(lambda: s3.put_object(Bucket=bucket, Key=f"{sales}/raw/orders.csv", Body=b"1,2\n"))
@@ -37,24 +39,57 @@ def test_product_key_reads_writes_and_lists_only_its_prefix(seaweedfs_server: S3
     # what moto lets through: listing outside the namespace
     assert denied(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=f"{hr}/")) == "AccessDenied"
     assert denied(lambda: s3.list_objects_v2(Bucket=bucket)) == "AccessDenied"
-    assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/people.csv")) == "AccessDenied"
+    assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/published/people/people.parquet")) == "AccessDenied"
     assert denied(lambda: s3.put_object(Bucket=bucket, Key=f"{hr}/x", Body=b"x")) == "AccessDenied"
 
-    # a read grant: read and list the granted prefix, never write it
-    store.ensure_user(bucket, sales, [hr])
-    eventually(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/people.csv"))
-    assert _keys(s3.list_objects_v2(Bucket=bucket, Prefix=f"{hr}/")) == [f"{hr}/", f"{hr}/people.csv"]
-    assert denied(lambda: s3.put_object(Bucket=bucket, Key=f"{hr}/x", Body=b"x")) == "AccessDenied"
-    assert denied(lambda: s3.delete_object(Bucket=bucket, Key=f"{hr}/people.csv")) == "AccessDenied"
+    # a read grant on output port "people": read and list that folder, never write it
+    store.ensure_user(bucket, sales, [ReadGrant(hr, PEOPLE)])
+    folder = f"{hr}/published/people/"
+    eventually(lambda: s3.get_object(Bucket=bucket, Key=f"{folder}people.parquet"))
+    assert _keys(s3.list_objects_v2(Bucket=bucket, Prefix=folder)) == [f"{folder}people.parquet"]
+    assert denied(lambda: s3.put_object(Bucket=bucket, Key=f"{folder}x", Body=b"x")) == "AccessDenied"
+    assert denied(lambda: s3.delete_object(Bucket=bucket, Key=f"{folder}people.parquet")) == "AccessDenied"
 
     # grant removed: reading and listing stop
     store.ensure_user(bucket, sales, [])
 
     def read_refused() -> None:
-        assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{hr}/people.csv")) == "AccessDenied"
-        assert denied(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=f"{hr}/")) == "AccessDenied"
+        assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{folder}people.parquet")) == "AccessDenied"
+        assert denied(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=folder)) == "AccessDenied"
 
     eventually(read_refused)
+
+
+def test_a_grant_opens_only_its_output_port_folder(seaweedfs_server: S3Server, unique_name: str) -> None:
+    """Issue 12 §2: raw/, other ports and the rest of the producer's prefix stay denied (list and read)."""
+    bucket = BucketName(f"{unique_name}-bkt")
+    sales, hr = Namespace(f"{unique_name}-sales"), Namespace(f"{unique_name}_hr")
+    store = provision(seaweedfs_server, bucket, sales, hr)
+    objects = [
+        f"{hr}/top.csv",
+        f"{hr}/raw/people.csv",
+        f"{hr}/published/people/people.parquet",
+        f"{hr}/published/people/2024/q1.parquet",
+        f"{hr}/published/payroll/pay.parquet",
+        f"{hr}/published/people-eu/eu.parquet",
+        f"{hr}/published/people.parquet",
+    ]
+    for key in objects:
+        store.put_object(bucket, key, b"PAR1")
+    store.ensure_user(bucket, sales, [ReadGrant(hr, PEOPLE)])
+    s3 = s3_as(seaweedfs_server, store.create_key(sales))
+    folder = f"{hr}/published/people/"
+
+    readable = [k for k in objects if k.startswith(folder)]
+    for key in readable:
+        assert eventually(lambda key=key: s3.get_object(Bucket=bucket, Key=key))["Body"].read() == b"PAR1"
+    assert _keys(s3.list_objects_v2(Bucket=bucket, Prefix=folder)) == sorted(readable)
+    assert _keys(s3.list_objects_v2(Bucket=bucket, Prefix=f"{folder}2024/")) == [f"{folder}2024/q1.parquet"]
+    for key in sorted(set(objects) - set(readable)):
+        assert denied(lambda key=key: s3.get_object(Bucket=bucket, Key=key)) == "AccessDenied", key
+    for prefix in (f"{hr}/", f"{hr}/raw/", f"{hr}/published/", f"{hr}/published/payroll/", f"{hr}/published/people"):
+        assert denied(lambda prefix=prefix: s3.list_objects_v2(Bucket=bucket, Prefix=prefix)) == "AccessDenied", prefix
+    assert denied(lambda: s3.list_objects_v2(Bucket=bucket)) == "AccessDenied"
 
 
 def test_inactive_key_is_refused(seaweedfs_server: S3Server, unique_name: str) -> None:
@@ -100,8 +135,8 @@ def test_duckdb_works_with_a_scoped_key(seaweedfs_server: S3Server, unique_name:
     bucket = BucketName(f"{unique_name}-bkt")
     sales, hr = Namespace(f"{unique_name}-sales"), Namespace(f"{unique_name}-hr")
     store = provision(seaweedfs_server, bucket, sales, hr)
-    store.put_object(bucket, f"{hr}/people.csv", b"id,name\n1,ann\n")
-    store.ensure_user(bucket, sales, [hr])
+    store.put_object(bucket, f"{hr}/published/people/people.csv", b"id,name\n1,ann\n")
+    store.ensure_user(bucket, sales, [ReadGrant(hr, PEOPLE)])
     key = store.create_key(sales)
     httpfs = next(iter(Path(ext.__file__).parent.glob(f"extensions/v{duckdb.__version__}/httpfs.duckdb_extension")))
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
@@ -113,6 +148,8 @@ def test_duckdb_works_with_a_scoped_key(seaweedfs_server: S3Server, unique_name:
     )
     eventually(lambda: con.execute(f"COPY (SELECT 1 AS x) TO 's3://{bucket}/{sales}/raw/t.parquet' (FORMAT parquet)"))
     assert con.execute(f"SELECT x FROM 's3://{bucket}/{sales}/raw/*.parquet'").fetchall() == [(1,)]
-    assert con.execute(f"SELECT name FROM read_csv('s3://{bucket}/{hr}/*.csv')").fetchall() == [("ann",)]
+    assert con.execute(f"SELECT name FROM read_csv('s3://{bucket}/{hr}/published/people/*.csv')").fetchall() == [
+        ("ann",)
+    ]
     with pytest.raises(duckdb.Error, match="403"):
-        con.execute(f"COPY (SELECT 1 AS x) TO 's3://{bucket}/{hr}/x.parquet' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT 1 AS x) TO 's3://{bucket}/{hr}/published/people/x.parquet' (FORMAT parquet)")
