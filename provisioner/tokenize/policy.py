@@ -15,6 +15,16 @@ The policy file maps a producer data product and an output port to a tenant and 
           - schema: public
             table: contacts
             column_tags: {email: [pii-email], phone: [pii-phone], name: [public]}  # keeps tags pii-*
+      - producer: sales
+        output_port: daily_totals
+        tokenize: none             # a decision too: this port holds no PII, grant it as it is
+
+``producer`` and ``output_port`` are portal namespaces (``^[a-z0-9+=,.@_-]+$``, at most 64 characters). They are
+compared with the portal's namespaces exactly, after one normalisation of both sides (Unicode NFKC, surrounding
+whitespace removed, lower case); a name that is no portal namespace after it (a Cyrillic U+0441 for ``c``, a
+``/``) is refused when the file is loaded. :meth:`PolicyFile.decide` also reports *look-alikes*: entries that differ
+from a port only in separators (``customer-segments`` for ``customer_segments``), so a typo makes the grant wait
+instead of letting the port fall through to another entry or to none.
 
 A single policy (for the CLI or programmatic use) may also be written flat:
 ``{tenant: sales, schema: public, table: customers, columns: [email]}`` or with a ``tables`` list.
@@ -23,6 +33,7 @@ A single policy (for the CLI or programmatic use) may also be written flat:
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +42,26 @@ from typing import Any
 import yaml
 
 from provisioner.errors import InvalidName
-from provisioner.names import Identifier
+from provisioner.names import NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN, Identifier
 from provisioner.tokenize.errors import PolicyError
 from provisioner.tokenize.tokens import DEFAULT_KEY_ENV
 
 PII_TAG_PREFIX = "pii-"
 _TENANT = re.compile(r"[a-z0-9](?:[a-z0-9_]{0,62})")
-_PORT = re.compile(r"\*|[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_NAMESPACE = re.compile(NAMESPACE_PATTERN)
+_SEPARATORS = re.compile(r"[+=,.@_-]+")
+WILDCARD = "*"
+NO_TOKENIZATION = "none"  # `tokenize: none`: an explicit decision that a port is granted as it is
+
+
+def normalize_namespace(value: str) -> str:
+    """How a policy entry and a portal namespace are compared: Unicode NFKC, trimmed, lower case."""
+    return unicodedata.normalize("NFKC", value).strip().lower()
+
+
+def namespace_skeleton(value: str) -> str:
+    """A namespace with its separators folded into one ``-``: names that only look alike share a skeleton."""
+    return _SEPARATORS.sub("-", normalize_namespace(value)).strip("-")
 
 
 def is_pii_tag(tag: str) -> bool:
@@ -116,13 +140,22 @@ class TokenizePolicy:
 
 @dataclass(frozen=True)
 class PolicyEntry:
-    """One entry of a policy file: a producer's output port (or ``*``) mapped to a tenant and tables."""
+    """One entry of a policy file: a producer's output port (or ``*``) mapped to a tenant and tables.
+
+    ``tokenize`` is False for an entry written ``tokenize: none``: no tenant, no tables, grant as it is.
+    """
 
     producer: str | None
     output_port: str
     tenant: str
     tables: tuple[TableSpec, ...]
     max_columns: int | None = None
+    tokenize: bool = True
+
+    @property
+    def label(self) -> str:
+        """``producer/output_port`` as written in the file (after normalisation)."""
+        return f"{self.producer}/{self.output_port}"
 
     def policy(self, tags: Sequence[str] = ()) -> TokenizePolicy:
         """The runnable policy, with tagged columns narrowed by the output port's ``pii-*`` tags."""
@@ -144,16 +177,47 @@ class PolicyFile:
     source: str = field(default="<dict>", compare=False)
 
     def for_output_port(self, producer: str, output_port: str, tags: Sequence[str] = ()) -> TokenizePolicy | None:
-        """The policy of a producer's output port: an exact port entry first, then ``*``; None if none."""
+        """The policy of a producer's output port: an exact port entry first, then ``*``; None if none.
+
+        None too for an entry that says ``tokenize: none``; :meth:`decide` tells the two apart.
+        """
+        entry = self.entry_for(producer, output_port)
+        return entry.policy(tags) if entry is not None and entry.tokenize else None
+
+    def entry_for(self, producer: str, output_port: str) -> PolicyEntry | None:
+        """The entry of a producer's output port, compared after normalisation: the exact port, then ``*``."""
+        producer, output_port = normalize_namespace(producer), normalize_namespace(output_port)
         exact = [e for e in self.entries if e.producer == producer and e.output_port == output_port]
-        wildcard = [e for e in self.entries if e.producer == producer and e.output_port == "*"]
+        wildcard = [e for e in self.entries if e.producer == producer and e.output_port == WILDCARD]
         for entry in (*exact, *wildcard):
-            return entry.policy(tags)
+            return entry
         return None
 
+    def decide(self, producer: str, output_port: str) -> PortDecision:
+        """The entry that decides a port, and the entries that only look like it (see the module docstring).
+
+        Look-alikes are reported whenever the port has no entry of its own: a wildcard entry of the producer
+        must not hide an entry that was meant for this port but misspelt.
+        """
+        producer_n, port_n = normalize_namespace(producer), normalize_namespace(output_port)
+        entry = self.entry_for(producer_n, port_n)
+        if entry is not None and entry.output_port == port_n:
+            return PortDecision(entry)
+        producer_s, port_s = namespace_skeleton(producer_n), namespace_skeleton(port_n)
+        lookalikes = tuple(
+            e.label
+            for e in self.entries
+            if e.producer is not None
+            and namespace_skeleton(e.producer) == producer_s
+            and (e.output_port == WILDCARD or namespace_skeleton(e.output_port) == port_s)
+            and e is not entry
+            and (e.producer, e.output_port) != (producer_n, port_n)
+        )
+        return PortDecision(entry, lookalikes)
+
     def policies(self, tenant: str | None = None) -> list[TokenizePolicy]:
-        """Every entry as a policy (optionally only one tenant's), for the CLI."""
-        return [e.policy() for e in self.entries if tenant is None or e.tenant == tenant.lower()]
+        """Every entry that tokenizes, as a policy (optionally only one tenant's), for the CLI."""
+        return [e.policy() for e in self.entries if e.tokenize and (tenant is None or e.tenant == tenant.lower())]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> PolicyFile:
@@ -176,15 +240,21 @@ class PolicyFile:
         if not isinstance(raw, list) or not raw:
             raise PolicyError(f"{source}: 'policies' must be a non-empty list")
         entries = []
+        seen: dict[tuple[str, str], int] = {}
         for i, item in enumerate(raw):
             where = f"{source}: policies[{i}]"
             _require_mapping(item, where)
-            producer = item.get("producer")
-            if not isinstance(producer, str) or not _PORT.fullmatch(producer) or producer == "*":
-                raise PolicyError(f"{where}: 'producer' must be a data product namespace, got {producer!r}")
-            port = item.get("output_port", "*")
-            if not isinstance(port, str) or not _PORT.fullmatch(port):
-                raise PolicyError(f"{where}: 'output_port' must be a namespace or '*', got {port!r}")
+            producer = _namespace(item.get("producer"), "producer", where, wildcard=False)
+            port = _namespace(item.get("output_port", WILDCARD), "output_port", where, wildcard=True)
+            if (producer, port) in seen:
+                raise PolicyError(
+                    f"{where}: {producer}/{port} already has an entry (policies[{seen[producer, port]}]); "
+                    "one entry per output port"
+                )
+            seen[producer, port] = i
+            if _no_tokenization(item, where):
+                entries.append(PolicyEntry(producer=producer, output_port=port, tenant="", tables=(), tokenize=False))
+                continue
             entries.append(
                 PolicyEntry(
                     producer=producer,
@@ -195,6 +265,14 @@ class PolicyFile:
                 )
             )
         return cls(entries=tuple(entries), key_env=key_env, source=source)
+
+
+@dataclass(frozen=True)
+class PortDecision:
+    """What a policy file says about one output port: its entry (or None) and entries that only look like it."""
+
+    entry: PolicyEntry | None
+    lookalikes: tuple[str, ...] = ()
 
 
 def load_policy_file(path: str | Path) -> PolicyFile:
@@ -209,6 +287,37 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path} is not valid YAML: {exc}") from exc
     return PolicyFile.from_dict(data, source=str(path))
+
+
+def _namespace(value: object, key: str, where: str, *, wildcard: bool) -> str:
+    if isinstance(value, str):
+        normal = normalize_namespace(value)
+        if wildcard and normal == WILDCARD:
+            return WILDCARD
+        if len(normal) <= NAMESPACE_MAX_LENGTH and _NAMESPACE.fullmatch(normal):
+            return normal
+    what = "a portal namespace or '*'" if wildcard else "a portal namespace"
+    hint = ""
+    if isinstance(value, str) and not value.isascii():
+        odd = sorted({f"U+{ord(c):04X}" for c in normalize_namespace(value) if not c.isascii()})
+        hint = f" ({', '.join(odd)} look like letters but are not in the portal's alphabet)" if odd else ""
+    raise PolicyError(
+        f"{where}: '{key}' must be {what} (a-z, 0-9 and + = , . @ _ -; at most {NAMESPACE_MAX_LENGTH}), "
+        f"got {value!r}{hint}"
+    )
+
+
+def _no_tokenization(item: Mapping[str, Any], where: str) -> bool:
+    """True for ``tokenize: none``; refuses any other ``tokenize`` value and ``none`` beside tables."""
+    if "tokenize" not in item:
+        return False
+    value = item["tokenize"]
+    if not isinstance(value, str) or value.strip().lower() != NO_TOKENIZATION:
+        raise PolicyError(f"{where}: 'tokenize' can only be 'none' (grant the port untokenized), got {value!r}")
+    extra = sorted(k for k in ("tenant", "tables", "table", "columns", "column_tags", "max_columns") if k in item)
+    if extra:
+        raise PolicyError(f"{where}: 'tokenize: none' takes no {', '.join(extra)}: remove them or the 'tokenize' line")
+    return True
 
 
 def _require_mapping(data: object, where: str) -> None:
