@@ -8,11 +8,18 @@ How a run goes:
 2. In hmac mode the padded key is loaded by ``COPY … FROM STDIN`` into a session temporary table: key bytes
    never appear in SQL text or bound parameters, so ``log_statement = 'all'`` cannot write them to the log.
 3. Each table is rewritten in its own transaction: ``SET LOCAL lock_timeout/statement_timeout``, then
-   ``LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE``, a count of the rows and values to tokenize, then one
-   set-based ``UPDATE`` over all its PII columns, ``WHERE`` some value is not NULL, not empty and not already
-   a token, which must rewrite exactly the rows counted (else RowCountMismatch: a value would stay untokenized).
+   ``LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE``, then its name is resolved again: it must still be the relation
+   the preflight checked (else TableReplaced, retryable: it was renamed or re-created while the run waited), and
+   row-level security must still not apply. Every later statement names that locked relation, which cannot be
+   renamed or dropped until commit. Then a count of the rows and values to tokenize, and one set-based
+   ``UPDATE`` over all its PII columns, ``WHERE`` some value is not NULL, not empty and not already a token,
+   which must rewrite exactly the rows counted (else RowCountMismatch: a value would stay untokenized).
    A table larger than ``batch_pages`` is rewritten in page batches within that same transaction, its tokens
    computed on a helper connection meanwhile (``batches`` module): an UPDATE never runs on more than one CPU.
+4. Still under the lock, one scan counts the values that are still not tokens, with the same guard; any
+   (a trigger that puts the old value back, a rule) fails the table with PlaintextRemains and rolls it back.
+   SUCCESS thus means: no value the tenant role can see is left in plaintext, and row-level security (which
+   would hide rows from that role) is refused with RowSecurityActive before anything is written.
 
 Why a table lock rather than row locks: ``SELECT … FOR UPDATE`` of every row writes WAL for each row and
 still lets new rows be inserted (untokenized) while the run works. SHARE ROW EXCLUSIVE lets readers go on
@@ -20,7 +27,8 @@ still lets new rows be inserted (untokenized) while the run works. SHARE ROW EXC
 one table take turns. ``lock_timeout`` keeps a run from queueing behind, and stalling, a long transaction.
 
 Any error rolls the table's transaction back (0 rows changed in it) and ends the run as FAILURE; tables
-before it stay committed, which is harmless because a rerun skips values that are already tokens.
+before it stay committed, which is harmless because a rerun skips values that are already tokens. A statement
+cancelled by an administrator (``pg_cancel_backend``) is reported as cancelled, not as a statement_timeout.
 """
 
 from __future__ import annotations
@@ -39,7 +47,15 @@ from psycopg import errors as pg_errors
 from provisioner.errors import ProvisionerError, TemporaryError
 from provisioner.logs import log_event, redact_text
 from provisioner.tokenize import batches, statements
-from provisioner.tokenize.errors import RowCountMismatch, TargetError, TenantUnavailable
+from provisioner.tokenize.errors import (
+    PlaintextRemains,
+    RowCountMismatch,
+    RowSecurityActive,
+    RunCancelled,
+    TableReplaced,
+    TargetError,
+    TenantUnavailable,
+)
 from provisioner.tokenize.policy import TableTarget, TokenizePolicy
 from provisioner.tokenize.records import RunRecorder
 from provisioner.tokenize.tenants import TenantConnector, Tenants
@@ -303,16 +319,14 @@ def _execute(
             try:
                 target = found[table.name]
                 big = not dry_run and _worth_batching(conn, plan, target)
-                batching = _Batching(target.oid, connect) if big else None
-                rows, per_column, batch_count = _table(conn, plan, table, dry_run, batching=batching)
-            except (psycopg.Error, TargetError) as exc:
+                batching = _Batching(connect) if big else None
+                rows, per_column, batch_count = _table(conn, plan, table, dry_run, target, batching=batching)
+            except (psycopg.Error, TargetError, TableReplaced) as exc:
                 if progress:
                     progress(TableProgress(index, count, table.name, "failed", seconds=time.perf_counter() - clock))
-                if isinstance(exc, TargetError):
+                if not isinstance(exc, psycopg.Error):
                     raise
-                if _retryable(exc):
-                    raise _TableTemporary(_describe(exc, plan, table)) from None
-                raise TargetError(_describe(exc, plan, table)) from None
+                raise _typed(exc, plan, table) from None
             seconds = time.perf_counter() - clock
             done.append(TableResult(table.name, rows, per_column, seconds, batch_count))
             if progress:
@@ -329,13 +343,33 @@ class _TableTemporary(TemporaryError):
     """A table's transaction failed in a way that may pass (lock timeout, deadlock, lost connection)."""
 
 
+def _typed(exc: psycopg.Error, plan: TokenizePlan, table: TableTarget) -> ProvisionerError:
+    """The error a failed table's transaction ends the run with: retryable, cancelled, or permanent."""
+    message = _describe(exc, plan, table)
+    if _retryable(exc):
+        return _TableTemporary(message)
+    if _cancelled_by_user(exc):
+        return RunCancelled(message)
+    return TargetError(message)
+
+
+def _find(conn: psycopg.Connection, table: TableTarget) -> _Found | None:
+    """The relation the table's name points to now (under the lock: the one locked)."""
+    row = conn.execute(statements.FIND_TABLE, (table.schema, table.table)).fetchone()
+    if row is None:
+        return None
+    oid, relkind, has_children, row_security, forced, role = row
+    return _Found(int(oid), str(relkind), bool(has_children), bool(row_security), bool(forced), str(role))
+
+
 def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -> _Found:
-    found = conn.execute(statements.FIND_TABLE, (table.schema, table.table)).fetchone()
+    found = _find(conn, table)
     if found is None:
         raise TargetError(f"table {table.name} does not exist (or the tenant role cannot see it)")
-    oid, relkind, has_children = found
+    oid, relkind = found.oid, found.relkind
     if relkind not in ("r", "p"):
         raise TargetError(f"{table.name} is not a table (relkind {relkind!r}); only tables can be tokenized")
+    _refuse_row_security(found, table)
     role, can_update_table = conn.execute(statements.TABLE_PRIVILEGES, (oid,)).fetchone() or ("?", False)
     described = {r[0]: r[1:] for r in conn.execute(statements.DESCRIBE_COLUMNS, (oid, list(table.columns))).fetchall()}
     for column in table.columns:
@@ -355,7 +389,14 @@ def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -
         raise TargetError(
             f"role {role} lacks UPDATE on table {table.name} (needed to lock it against concurrent writes); grant it"
         )
-    return _Found(int(oid), str(relkind), bool(has_children))
+    return found
+
+
+def _refuse_row_security(found: _Found, table: TableTarget) -> None:
+    # Rows a policy hides from the tenant role are neither counted nor rewritten nor seen by the check after the
+    # rewrite: the run would say SUCCESS over plaintext. Only a role that bypasses row-level security may run.
+    if found.row_security:
+        raise RowSecurityActive(table.name, found.role, forced=found.forced_row_security)
 
 
 @dataclass(frozen=True)
@@ -363,6 +404,26 @@ class _Found:
     oid: int
     relkind: str
     has_children: bool  # partitions or inheritance children, which the UPDATE rewrites too
+    row_security: bool  # row-level security applies to the session's role (row_security_active)
+    forced_row_security: bool
+    role: str
+
+
+def _lock(conn: psycopg.Connection, table: TableTarget, expected: _Found, *, batched: bool) -> _Found:
+    """Lock the table, then check that its name still points to the relation the preflight checked.
+
+    ``LOCK TABLE`` resolves the name again once it has waited, so a table renamed and replaced meanwhile gets the
+    new relation locked: its pages were never counted, its columns never checked. That fails retryably. While the
+    lock is held the relation can be neither renamed nor dropped, so the name means this relation until commit.
+    """
+    conn.execute(statements.lock_statement(table.schema, table.table))
+    now = _find(conn, table)
+    if now is None or (now.oid, now.relkind) != (expected.oid, expected.relkind):
+        raise TableReplaced(table.name)
+    if batched and now.has_children:  # a ctid no longer names one row: the batches would be wrong
+        raise TableReplaced(table.name, "given partitions or inheritance children")
+    _refuse_row_security(now, table)  # enabled between the preflight and the lock
+    return now
 
 
 def _worth_batching(conn: psycopg.Connection, plan: TokenizePlan, found: _Found) -> bool:
@@ -384,9 +445,8 @@ def _worth_batching(conn: psycopg.Connection, plan: TokenizePlan, found: _Found)
 
 @dataclass(frozen=True)
 class _Batching:
-    """What a batched rewrite needs besides the writer: the table's oid and how to open a tenant connection."""
+    """What a batched rewrite needs besides the writer: how to open a tenant connection."""
 
-    oid: int
     connect: Callable[[str], psycopg.Connection]
 
     def source(self, plan: TokenizePlan, table: TableTarget) -> batches.TokenSource | None:
@@ -426,6 +486,7 @@ def _table(
     plan: TokenizePlan,
     table: TableTarget,
     dry_run: bool,
+    found: _Found,
     *,
     batching: _Batching | None = None,
 ) -> tuple[int, dict[str, int], int]:
@@ -433,21 +494,23 @@ def _table(
     # Opened before the writer's transaction, so the key it loads is committed before the snapshot is taken.
     source = batching.source(plan, table) if batching else None
     if source is None:
-        rows, per_column = _one_statement(conn, plan, table, dry_run)
+        rows, per_column = _one_statement(conn, plan, table, dry_run, found)
         return rows, per_column, 1
     try:
         with conn.transaction():
             _timeouts(conn, plan)
-            conn.execute(statements.lock_statement(table.schema, table.table))
+            locked = _lock(conn, table, found, batched=True)
             rows, counts, done = batches.rewrite_in_batches(
                 conn,
                 source,
                 table,
                 plan.tokenizer.format,
-                pages=batches.page_count(conn, batching.oid),  # again, under the lock: it may have grown
+                pages=batches.page_count(conn, locked.oid),  # again, under the lock: it may have grown
                 batch_pages=plan.batch_pages,
                 statement_timeout_ms=plan.statement_timeout_ms,
             )
+            if rows:
+                _check_no_plaintext(conn, plan, table)
     finally:
         source.close()
     return rows, dict(zip([f"{table.name}.{c}" for c in table.columns], counts, strict=True)), done
@@ -461,9 +524,9 @@ def _timeouts(conn: psycopg.Connection, plan: TokenizePlan) -> None:
 
 
 def _one_statement(
-    conn: psycopg.Connection, plan: TokenizePlan, table: TableTarget, dry_run: bool
+    conn: psycopg.Connection, plan: TokenizePlan, table: TableTarget, dry_run: bool, found: _Found
 ) -> tuple[int, dict[str, int]]:
-    """Count under the lock, then one UPDATE, which must change exactly the rows counted.
+    """Count under the lock, then one UPDATE, which must change exactly the rows counted, then check what is left.
 
     The count is cheap where there is work (a value that is not a token fails the length or LIKE test at once)
     and saves the UPDATE where there is none; it is also what the dry run reports.
@@ -475,7 +538,7 @@ def _one_statement(
             conn.execute("SET TRANSACTION READ ONLY")
         _timeouts(conn, plan)
         if not dry_run:
-            conn.execute(statements.lock_statement(table.schema, table.table))
+            _lock(conn, table, found, batched=False)
         counted = conn.execute(statements.count_statement(table.schema, table.table, table.columns, fmt)).fetchone()
         assert counted is not None
         rows, per_column = int(counted[0]), dict(zip(keys, map(int, counted[1:]), strict=True))
@@ -484,7 +547,22 @@ def _one_statement(
         changed = conn.execute(statements.update_statement(table.schema, table.table, table.columns, fmt)).rowcount
         if changed != rows:
             raise RowCountMismatch(table.name, rows, changed)
+        _check_no_plaintext(conn, plan, table)
         return rows, per_column
+
+
+def _check_no_plaintext(conn: psycopg.Connection, plan: TokenizePlan, table: TableTarget) -> None:
+    """Under the lock, after the rewrite: every non-empty value in the policy's columns must now be a token.
+
+    Row counts cannot see a trigger that puts the old value back (the row still counts as updated) nor a rule
+    or AFTER trigger that writes it again; counting what is left can. Only called when something was rewritten:
+    with nothing to do, the count under the same lock before it already was this check.
+    """
+    query = statements.remaining_statement(table.schema, table.table, table.columns, plan.tokenizer.format)
+    left = conn.execute(query).fetchone()
+    assert left is not None  # an aggregate always returns a row
+    if any(left):
+        raise PlaintextRemains(table.name, {str(c): int(n) for c, n in zip(table.columns, left, strict=True)})
 
 
 def _retryable(exc: psycopg.Error) -> bool:
@@ -495,6 +573,11 @@ def _retryable(exc: psycopg.Error) -> bool:
         | pg_errors.SerializationFailure
         | psycopg.OperationalError,
     ) and not isinstance(exc, pg_errors.QueryCanceled)
+
+
+def _cancelled_by_user(exc: psycopg.Error) -> bool:
+    # Same SQLSTATE (57014) for both: PostgreSQL tells pg_cancel_backend and statement_timeout apart only in words.
+    return isinstance(exc, pg_errors.QueryCanceled) and "user request" in (exc.diag.message_primary or str(exc))
 
 
 def _describe(exc: psycopg.Error, plan: TokenizePlan, table: TableTarget | None) -> str:
@@ -508,7 +591,19 @@ def _describe(exc: psycopg.Error, plan: TokenizePlan, table: TableTarget | None)
             "retry later. Nothing in it was changed"
         )
     if isinstance(exc, pg_errors.QueryCanceled):
-        return f"{where}: cancelled after statement_timeout={plan.statement_timeout_ms}ms; nothing in it was changed"
+        if _cancelled_by_user(exc):
+            return (
+                f"{where}: cancelled by an administrator (pg_cancel_backend: {primary}); nothing in it was changed. "
+                "Rerun when it should go on"
+            )
+        if "statement timeout" in primary:
+            timeout = plan.statement_timeout_ms
+            return f"{where}: cancelled after statement_timeout={timeout}ms; nothing in it was changed"
+        # The server's messages are translated (lc_messages): say both causes rather than guess one.
+        return (
+            f"{where}: cancelled ({primary}): statement_timeout={plan.statement_timeout_ms}ms or an administrator; "
+            "nothing in it was changed"
+        )
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return f"{where}: the tenant role lacks a privilege: {primary}; nothing in it was changed"
     state = f" (SQLSTATE {diag.sqlstate})" if diag.sqlstate else ""

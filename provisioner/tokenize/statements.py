@@ -141,6 +141,21 @@ def count_statement(
     )
 
 
+def remaining_statement(
+    schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat
+) -> sql.Composed:
+    """Values per column that are still not tokens: the check after a rewrite, one scan for all columns.
+
+    The guard is ``needs_token``, the one that decides what the rewrite skips. Only rows that fail it reach the
+    per-column counts, so after a good rewrite each row costs the guard once per column and nothing more.
+    """
+    needs = [needs_token(c, fmt) for c in columns]
+    per_column = sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(n) for n in needs)
+    return sql.SQL("SELECT {per} FROM {tbl} AS t WHERE {any}").format(
+        per=per_column, tbl=table_ref(schema, table), any=sql.SQL(" OR ").join(needs)
+    )
+
+
 def token_batch(schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat) -> sql.Composed:
     """The tokens of one page range, for the batched rewrite: rows, values per column, then the arrays.
 
@@ -203,8 +218,11 @@ TABLE_PAGES = "SELECT pg_relation_size(%s::oid) / current_setting('block_size'):
 
 EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
 
+# The relation a name points to now, and whether row-level security applies to the session's role there
+# (``row_security_active`` is PostgreSQL's own test: enabled, and neither BYPASSRLS nor an owner without FORCE).
+# Run again under the table's lock: that statement's snapshot is taken after the lock was granted.
 FIND_TABLE = """
-SELECT c.oid, c.relkind, c.relhassubclass
+SELECT c.oid, c.relkind, c.relhassubclass, row_security_active(c.oid::regclass), c.relforcerowsecurity, current_user
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s
 """

@@ -20,7 +20,7 @@ from provisioner.tokenize import (
     plan,
     run,
 )
-from provisioner.tokenize.engine import _table
+from provisioner.tokenize.engine import _preflight, _table
 from provisioner.tokenize.errors import RowCountMismatch
 from provisioner.tokenize.statements import create_key_table, needs_token, update_statement
 from tests.tokenize.conftest import KEY, add_trigger, column, create_people, snapshot
@@ -246,7 +246,7 @@ def test_one_update_without_the_key_fails_instead_of_changing_nothing(
     with psycopg.connect(pg_empty_url, autocommit=True) as conn:
         conn.execute(create_key_table())  # and no pads in it: the UPDATE's guard lets no row through
         with pytest.raises(RowCountMismatch, match="4 rows needed tokens but 0 were rewritten"):
-            _table(conn, p, p.tables[0], dry_run=False)
+            _table(conn, p, p.tables[0], False, _preflight(conn, p.tables[0], p.tokenizer.format))
     assert column(pg_empty_url, "email") == [e for e, _ in SAMPLE]
 
 
