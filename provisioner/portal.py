@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import unicodedata
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -39,8 +40,9 @@ from urllib.parse import quote
 
 import httpx
 
-from provisioner.errors import PortalError, PortalUnavailable
+from provisioner.errors import InvalidName, PortalError, PortalUnavailable
 from provisioner.logs import log_event
+from provisioner.names import Namespace
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,12 @@ class Named:
 
 @dataclass(frozen=True)
 class Product:
-    """A data product as the portal reports it; ``namespace`` is raw (reconcile validates it)."""
+    """A data product as the portal reports it, checked once here.
+
+    ``namespace`` is a :class:`Namespace` when the portal's rule holds; otherwise it is the raw text and
+    ``problem`` says what is wrong (as it does for a name with a control character). A product with a problem
+    must not be provisioned, but can still be cleaned up, so parsing keeps it rather than failing the list.
+    """
 
     id: str
     name: str
@@ -75,11 +82,12 @@ class Product:
     lifecycle: str | None
     domain: Named | None = None
     type: Named | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
 class OutputPort:
-    """An output port of a producing data product."""
+    """An output port of a producing data product; ``problem`` as for :class:`Product` (never grant it then)."""
 
     id: str
     name: str
@@ -88,6 +96,7 @@ class OutputPort:
     access_type: str
     status: str
     tags: tuple[str, ...]
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,11 @@ class InputPort:
     output_port: OutputPort
     consumer_id: str | None
     consumer_type: str | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """Why this port can never be granted (its output port's namespace or name is unusable), or None."""
+        return self.output_port.problem
 
 
 def _field(obj: Any, name: str, where: str, kind: type | tuple[type, ...] = str, *, default: Any = ...) -> Any:
@@ -137,18 +151,45 @@ def parse_product(obj: Any, where: str = "a data product") -> Product:
     lifecycle = _field(obj, "lifecycle", where, (dict, str), default=None)
     if isinstance(lifecycle, dict):
         lifecycle = _field(lifecycle, "name", f"{where} lifecycle")
+    name, raw_namespace = _field(obj, "name", where), _field(obj, "namespace", where)
+    namespace, problem = _checked("data product", name, raw_namespace)
+    description = _field(obj, "description", where, default="")
+    if problem is None and "\x00" in description:
+        problem = "its description holds a NUL character"
     return Product(
         id=_field(obj, "id", where),
-        name=_field(obj, "name", where),
-        namespace=_field(obj, "namespace", where),
+        name=name,
+        namespace=namespace,
         status=_field(obj, "status", where),
         finalizers=tuple(finalizers),
-        description=_field(obj, "description", where, default=""),
+        description=description,
         tags=_tags(obj, where),
         lifecycle=lifecycle,
         domain=_named(obj, "domain", where),
         type=_named(obj, "type", where),
+        problem=problem,
     )
+
+
+def _checked(kind: str, name: str, namespace: str) -> tuple[str, str | None]:
+    """The namespace as a Namespace and None, or the raw text and why it (or the name) cannot be used.
+
+    Names reach READMEs, logs and our database (where PostgreSQL refuses NUL), so a control character is
+    refused here, before anything is created, as is any namespace outside the portal's rule.
+    """
+    try:
+        checked: str = Namespace(namespace)
+    except InvalidName as exc:
+        return namespace, str(exc)
+    bad = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        return checked, f"{kind} name {_show(name)} holds control character {bad!r}: rename it in the portal"
+    return checked, None
+
+
+def _show(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _named(obj: dict[str, Any], name: str, where: str) -> Named | None:
@@ -159,15 +200,18 @@ def _named(obj: dict[str, Any], name: str, where: str) -> Named | None:
 
 
 def parse_output_port(obj: Any, where: str = "an output port") -> OutputPort:
-    """An OutputPort from the portal's JSON object."""
+    """An OutputPort from the portal's JSON object (``problem`` set when its namespace or name is unusable)."""
+    name, raw_namespace = _field(obj, "name", where), _field(obj, "namespace", where)
+    namespace, problem = _checked("output port", name, raw_namespace)
     return OutputPort(
         id=_field(obj, "id", where),
-        name=_field(obj, "name", where),
-        namespace=_field(obj, "namespace", where),
+        name=name,
+        namespace=namespace,
         data_product_id=_field(obj, "data_product_id", where),
         access_type=_field(obj, "access_type", where),
         status=_field(obj, "status", where),
         tags=_tags(obj, where),
+        problem=problem,
     )
 
 
