@@ -10,6 +10,7 @@ from provisioner.names import BucketName, Namespace
 from provisioner.storage.botocall import error_code, is_not_found, storage_errors
 
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
+_COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject call copies
 
 
 class S3Objects:
@@ -81,31 +82,62 @@ class S3Objects:
 
     def delete_prefix(self, bucket: BucketName, namespace: Namespace) -> int:
         """Delete every object under ``<namespace>/``; return how many were deleted."""
-        deleted = 0
         with storage_errors(f"deleting s3://{bucket}/{namespace.prefix}", self._endpoint):
-            try:
-                self._s3.head_bucket(Bucket=bucket)
-            except ClientError as exc:
-                if is_not_found(exc):
-                    return 0
-                raise
-            paginator = self._s3.get_paginator("list_objects_v2")
-            keys = [
-                obj["Key"]
-                for page in paginator.paginate(Bucket=bucket, Prefix=namespace.prefix)
-                for obj in page.get("Contents", [])
-            ]
-            for start in range(0, len(keys), _DELETE_BATCH):
-                batch = keys[start : start + _DELETE_BATCH]
-                result = self._s3.delete_objects(
-                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            objects = self._objects_under(bucket, namespace.prefix)
+            self._delete_keys(bucket, [key for key, _ in objects])
+        return len(objects)
+
+    def move_prefix(self, bucket: BucketName, namespace: Namespace, target: str) -> int:
+        """Move every object under ``<namespace>/`` to ``<target><rest of its key>``; return how many moved.
+
+        Copy every object first, then delete the originals: a crash in between leaves the originals in place and
+        copies that the next call writes again, never a lost object. One copy request per object (a multipart
+        copy from 5 GiB on), so moving a large prefix takes time in proportion to its objects and bytes.
+        """
+        source = namespace.prefix
+        if not target.endswith("/") or target.startswith(source):
+            raise ValueError(f"cannot move {source!r} to {target!r}: the target must be a folder outside it")
+        with storage_errors(f"moving s3://{bucket}/{source} to s3://{bucket}/{target}", self._endpoint):
+            objects = self._objects_under(bucket, source)
+            for key, size in objects:
+                copy_source = {"Bucket": bucket, "Key": key}
+                destination = target + key[len(source) :]
+                if key.endswith("/") and size == 0:
+                    # A folder marker: filer-backed stores (SeaweedFS) keep it as a directory, which CopyObject
+                    # cannot read. It has no content to copy.
+                    self._s3.put_object(Bucket=bucket, Key=destination, Body=b"")
+                elif size < _COPY_LIMIT:
+                    self._s3.copy_object(Bucket=bucket, Key=destination, CopySource=copy_source)
+                else:
+                    self._s3.copy(copy_source, bucket, destination)  # multipart copy
+            self._delete_keys(bucket, [key for key, _ in objects])
+        return len(objects)
+
+    def _objects_under(self, bucket: BucketName, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under ``prefix``; [] when the bucket does not exist."""
+        try:
+            self._s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if is_not_found(exc):
+                return []
+            raise
+        paginator = self._s3.get_paginator("list_objects_v2")
+        return [
+            (obj["Key"], int(obj.get("Size", 0)))
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+
+    def _delete_keys(self, bucket: BucketName, keys: list[str]) -> None:
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            result = self._s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+            errors = result.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise ClientError(
+                    {"Error": {"Code": first.get("Code", "DeleteFailed"), "Message": first.get("Message", "")}},
+                    "DeleteObjects",
                 )
-                errors = result.get("Errors", [])
-                if errors:
-                    first = errors[0]
-                    raise ClientError(
-                        {"Error": {"Code": first.get("Code", "DeleteFailed"), "Message": first.get("Message", "")}},
-                        "DeleteObjects",
-                    )
-                deleted += len(batch)
-        return deleted

@@ -144,7 +144,8 @@ class MinioAdminServer:
                 if url.path.startswith(ADMIN_PREFIX):
                     status, payload, ctype = self._admin(method, url.path[len(ADMIN_PREFIX) :], query, body, record)
                 else:
-                    status, payload, ctype = self._s3(method, url.path, query, body)
+                    copy_source = h.headers.get("x-amz-copy-source")
+                    status, payload, ctype = self._s3(method, url.path, query, body, copy_source)
             except AdminError as exc:
                 if url.path.startswith(ADMIN_PREFIX):
                     status, ctype = exc.status, "application/json"
@@ -222,9 +223,18 @@ class MinioAdminServer:
             name, secret = q.get("accessKey", ""), req.get("secretKey", "")
             if len(name) < 3 or not 8 <= len(secret) <= 40:
                 raise AdminError(400, "XMinioAdminInvalidArgument", "access key or secret key has a bad length")
+            if "=" in name or "," in name:  # MinIO's auth.ContainsReservedChars
+                raise AdminError(400, "XMinioAdminInvalidArgument", "access key contains one of reserved characters")
             user = st.users.setdefault(name, {"policies": set()})
             user.update(secret=secret, status=req.get("status", "enabled"))
             return ok
+        if route == ("GET", "list-users"):
+            return self._encrypt(
+                {
+                    name: {"policyName": ",".join(sorted(u["policies"])), "status": u["status"]}
+                    for name, u in sorted(st.users.items())
+                }
+            )
         if route == ("GET", "user-info"):
             user = self._user(q.get("accessKey", ""))
             info = {"policyName": ",".join(sorted(user["policies"])), "status": user["status"], "memberOf": None}
@@ -337,7 +347,9 @@ class MinioAdminServer:
 
     # --- minimal S3 ----------------------------------------------------------------------------------
 
-    def _s3(self, method: str, path: str, q: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
+    def _s3(
+        self, method: str, path: str, q: dict[str, str], body: bytes, copy_source: str | None = None
+    ) -> tuple[int, bytes, str]:
         bucket, _, key = unquote(path).lstrip("/").partition("/")
         buckets = self.state.buckets
         xml = "application/xml"
@@ -369,6 +381,17 @@ class MinioAdminServer:
                 return 200, f'<DeleteResult xmlns="{_S3_NS}">{deleted}</DeleteResult>'.encode(), xml
             raise AdminError(400, "NotImplemented", f"{method} on a bucket is not in this stand-in")
         objects = self._bucket(bucket)
+        if method == "PUT" and copy_source:
+            source_bucket, _, source_key = unquote(copy_source).lstrip("/").partition("/")
+            source = self._bucket(source_bucket)
+            if source_key not in source:
+                raise AdminError(404, "NoSuchKey", "The specified key does not exist.")
+            objects[key] = source[source_key]
+            result = (
+                f'<CopyObjectResult xmlns="{_S3_NS}"><ETag>"{hashlib.md5(objects[key]).hexdigest()}"</ETag>'  # noqa: S324
+                f"<LastModified>{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S.000Z')}</LastModified></CopyObjectResult>"
+            )
+            return 200, result.encode(), xml
         if method == "PUT":
             objects[key] = body
             return 200, b"", xml
