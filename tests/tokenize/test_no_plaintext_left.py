@@ -177,7 +177,6 @@ def test_a_table_replaced_while_the_run_waits_for_its_lock_is_left_alone(pg_empt
             "INSERT INTO people (id, email, phone) SELECT i, 'new' || i || '@example.com', '+1 ' || i"
             " FROM generate_series(1, 6000) AS i"  # ~50 pages
         )
-    old, new = snapshot(pg_empty_url, "people_old"), snapshot(pg_empty_url)
     result = running.result()
     assert not (result.ok and plaintext(pg_empty_url)), "SUCCESS with plaintext left"
     assert result.status == "FAILURE" and result.retryable, result.error
@@ -185,7 +184,8 @@ def test_a_table_replaced_while_the_run_waits_for_its_lock_is_left_alone(pg_empt
         "table public.people was replaced (renamed, or dropped and created again) while the run waited for its lock;"
         " nothing in it was changed. Rerun to tokenize the table that now has this name"
     )
-    assert (snapshot(pg_empty_url, "people_old"), snapshot(pg_empty_url)) == (old, new)
+    assert column(pg_empty_url, "email", "people_old") == [e for e, _ in ROWS[:1000]]
+    assert column(pg_empty_url, "email") == [f"new{i}@example.com" for i in range(1, 6001)]
     # The retry the error asks for tokenizes the table that now has the name, all of it.
     again = run(plan(PEOPLE, PATHS[path]), connect=pg_empty_url)
     assert again.ok and again.total_rows == 6000 and plaintext(pg_empty_url) == 0
