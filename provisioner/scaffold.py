@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provisioner.errors import ScaffoldError
+from provisioner.errors import InvalidName, ScaffoldError
 from provisioner.logs import log_event
 from provisioner.names import Namespace
 
@@ -36,6 +36,7 @@ _RENDER_LOCK = threading.Lock()
 SEED_DIR = Path("seed") / "raw"
 
 _SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access_key|api_key|private", re.IGNORECASE)
+_READ_PREFIX = re.compile(r"[a-z0-9][a-z0-9.-]*/(?:[a-z0-9][a-z0-9._-]*/){3}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_LINE = re.compile(r"\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*)")
 _BARE_VALUE = re.compile(r"[A-Za-z0-9_./:@,+=%-]*")
@@ -128,13 +129,23 @@ def render_project(
 ) -> list[str]:
     """Render ``template`` and copy into ``dest`` only the files it lacks; return the relative paths added.
 
-    ``dest`` is the project folder itself (``<products_dir>/<namespace>``). Existing files are never
-    touched, so a re-render of an unchanged template returns ``[]``. ``context`` must hold
-    ``namespace`` (validated) and never a secret: cookiecutter records its context. ``compiled`` lets
-    renders share Jinja's compiled code (same output, a quarter of the CPU).
+    ``dest`` is the project folder itself (``<products_dir>/<namespace folder>``). Existing files are never
+    touched, so a re-render of an unchanged template returns ``[]``. ``context`` must hold the portal's
+    ``namespace`` and never a secret: cookiecutter records its context. ``compiled`` lets renders share
+    Jinja's compiled code (same output, a quarter of the CPU).
+
+    The template sees the names derived from the namespace (provisioner/names.py), never the raw namespace in
+    a path: ``namespace`` is its store name (the prefix without ``/``, also the rendered folder's name),
+    ``portal_namespace`` the namespace as the portal shows it, ``sql_name`` a SQL-safe name.
     """
     namespace = Namespace(context.get("namespace"))
     _check_context(context)
+    context = {
+        **context,
+        "namespace": namespace.store_name,
+        "portal_namespace": str(namespace),
+        "sql_name": namespace.sql_name,
+    }
     # Absolute paths: cookiecutter changes the process's working directory while it renders.
     template, dest = Path(template).resolve(), Path(dest).resolve()
     if not (template / "cookiecutter.json").is_file():
@@ -179,11 +190,11 @@ def env_values(
 ) -> dict[str, str]:
     """The ``.env`` values of a product project, keyed by ``ENV_KEYS`` (the key pair only when given).
 
-    ``S3_PREFIX`` is the product's prefix (``<namespace>/``); ``S3_READ_PREFIXES`` the comma-separated,
-    sorted namespaces whose ``published/`` data the product may read.
+    ``S3_PREFIX`` is the product's prefix (``<store name>/``); ``S3_READ_PREFIXES`` the comma-separated, sorted
+    locations the product may read, one per granted output port: ``<bucket>/<producer>/published/<port>/``.
     """
     namespace = Namespace(namespace)
-    readable = sorted({Namespace(str(p).strip("/")) for p in read_prefixes})
+    readable = sorted({_read_prefix(str(p)) for p in read_prefixes})
     values = {
         "S3_ENDPOINT": endpoint,
         "S3_BUCKET": bucket,
@@ -196,6 +207,13 @@ def env_values(
     if secret_key is not None:
         values["S3_SECRET_KEY"] = secret_key
     return values
+
+
+def _read_prefix(value: str) -> str:
+    # Built from store names (provisioner/names.py), so anything else is a bug upstream: refuse it, never write it.
+    if not _READ_PREFIX.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
+        raise InvalidName(f"read prefix {value[:80]!r} is not <bucket>/<producer>/published/<port>/")
+    return value
 
 
 def write_env(path: Path, values: Mapping[str, str]) -> bool:
@@ -238,20 +256,23 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 def archive_project(products_dir: Path, namespace: Namespace, *, now: datetime | None = None) -> Path | None:
-    """Move ``products_dir/<namespace>`` to ``products_dir/.archive/<namespace>-<UTC timestamp>``.
+    """Move ``products_dir/<folder>`` to ``products_dir/.archive/<folder>-<UTC timestamp>``.
 
-    Returns the archive path, or None when there is no project to archive (already archived or never made).
+    ``<folder>`` is the namespace's folder name (provisioner/names.py; it never starts with ``.``, so no project
+    is ever ``.archive``). Returns the archive path, or None when there is no project to archive (already
+    archived or never made).
     """
     namespace = Namespace(namespace)
-    source = Path(products_dir) / namespace
+    folder = namespace.folder
+    source = Path(products_dir) / folder
     if not source.exists():
         return None
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     archive = Path(products_dir) / ARCHIVE_DIR
-    target = archive / f"{namespace}-{stamp}"
+    target = archive / f"{folder}-{stamp}"
     counter = 1
     while target.exists():
-        target = archive / f"{namespace}-{stamp}-{counter}"
+        target = archive / f"{folder}-{stamp}-{counter}"
         counter += 1
     try:
         archive.mkdir(parents=True, exist_ok=True)
@@ -265,7 +286,7 @@ def archive_project(products_dir: Path, namespace: Namespace, *, now: datetime |
 def raw_seed_files(project_dir: Path) -> list[tuple[str, bytes]]:
     """Example raw files of a rendered project (``seed/raw/**``): (name relative to ``raw/``, content).
 
-    The provisioner uploads them once, on first provisioning, to ``s3://<bucket>/<namespace>/raw/<name>``.
+    The provisioner uploads them once, on first provisioning, to ``s3://<bucket>/<prefix>raw/<name>``.
     """
     root = Path(project_dir) / SEED_DIR
     if not root.is_dir():

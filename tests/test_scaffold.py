@@ -195,12 +195,31 @@ def test_compiled_templates_follow_a_changed_template(tmp_path: Path) -> None:
 
 
 def test_an_unsafe_namespace_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    for bad in ("../escape", "Sales", "a/b", "", "-x"):
+    for bad in ("../escape", "Sales", "a/b", "", "a\x00b"):
         with pytest.raises(InvalidName):
             render_project(TEMPLATE, tmp_path / "dest", context(namespace=bad))
     with pytest.raises(InvalidName):
         archive_project(tmp_path, "../products")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("raw", ["customer_segmentation", ".hidden", "..", "com.example@sales+eu=1,2"])
+def test_any_portal_namespace_renders_into_its_own_safe_folder(tmp_path: Path, raw: str) -> None:
+    ns = Namespace(raw)
+    products = tmp_path / "products"
+    dest = products / ns.folder
+    render_project(TEMPLATE, dest, context(namespace=raw))
+    assert [p.name for p in products.iterdir()] == [ns.folder]  # nothing beside it, nothing hidden
+    readme = (dest / "README.md").read_text()
+    assert f"| namespace | `{raw}` |" in readme  # as the portal shows it
+    assert f"s3://data-products/{ns.prefix}raw/" in readme  # the real prefix
+    assert f"ATTACH 'product.duckdb' AS {ns.sql_name} (READ_ONLY)" in readme
+    assert duckdb.connect().execute(f"SELECT 1 AS {ns.sql_name}").fetchall() == [(1,)]  # an unquoted SQL name
+    values = env_values(endpoint="http://s3", bucket="data-products", namespace=ns, region="r")
+    assert values["S3_PREFIX"] == ns.prefix
+    archived = archive_project(products, ns, now=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert archived == products / ".archive" / f"{ns.folder}-20300102T030405Z"
+    assert not dest.exists()
 
 
 def test_a_missing_template_is_a_scaffold_error(tmp_path: Path) -> None:
