@@ -8,6 +8,7 @@ The policy file maps a producer data product and an output port to a tenant and 
         output_port: customers     # output port namespace, or "*" for every port of the producer
         tenant: sales              # connection from PROVISIONER_TENANT_SALES_*
         max_columns: 10            # optional; a run over more columns fails before any write
+        residual_pii: warn         # optional; warn (default) or fail: PII left in other columns blocks the grant
         tables:
           - schema: public
             table: customers
@@ -52,6 +53,7 @@ _NAMESPACE = re.compile(NAMESPACE_PATTERN)
 _SEPARATORS = re.compile(r"[+=,.@_-]+")
 WILDCARD = "*"
 NO_TOKENIZATION = "none"  # `tokenize: none`: an explicit decision that a port is granted as it is
+RESIDUAL_PII_MODES = ("warn", "fail")  # what PII found after tokenization, in columns not tokenized, does to a grant
 
 
 def normalize_namespace(value: str) -> str:
@@ -116,6 +118,7 @@ class TokenizePolicy:
     tables: tuple[TableTarget, ...]
     max_columns: int | None = None
     name: str = ""
+    residual_pii: str = "warn"
 
     @property
     def column_count(self) -> int:
@@ -135,6 +138,7 @@ class TokenizePolicy:
             tables=tuple(s.target(tags) for s in specs),
             max_columns=_max_columns(data.get("max_columns"), where),
             name=name,
+            residual_pii=_residual_pii(data.get("residual_pii"), where),
         )
 
 
@@ -151,6 +155,7 @@ class PolicyEntry:
     tables: tuple[TableSpec, ...]
     max_columns: int | None = None
     tokenize: bool = True
+    residual_pii: str = "warn"
 
     @property
     def label(self) -> str:
@@ -165,6 +170,7 @@ class PolicyEntry:
             tables=tuple(s.target(tags) for s in self.tables),
             max_columns=self.max_columns,
             name=label,
+            residual_pii=self.residual_pii,
         )
 
 
@@ -234,6 +240,7 @@ class PolicyFile:
                 tenant=single.tenant,
                 tables=_table_specs(data, source),
                 max_columns=single.max_columns,
+                residual_pii=single.residual_pii,
             )
             return cls(entries=(entry,), key_env=key_env, source=source)
         raw = data["policies"]
@@ -262,6 +269,7 @@ class PolicyFile:
                     tenant=_tenant(item.get("tenant"), where),
                     tables=_table_specs(item, where),
                     max_columns=_max_columns(item.get("max_columns"), where),
+                    residual_pii=_residual_pii(item.get("residual_pii"), where),
                 )
             )
         return cls(entries=tuple(entries), key_env=key_env, source=source)
@@ -337,6 +345,14 @@ def _max_columns(value: object, where: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise PolicyError(f"{where}: 'max_columns' must be a whole number above 0, got {value!r}")
     return value
+
+
+def _residual_pii(value: object, where: str) -> str:
+    if value is None:
+        return "warn"
+    if not isinstance(value, str) or value.strip().lower() not in RESIDUAL_PII_MODES:
+        raise PolicyError(f"{where}: 'residual_pii' must be 'warn' or 'fail', got {value!r}")
+    return value.strip().lower()
 
 
 def _ident(value: object, where: str) -> Identifier:
