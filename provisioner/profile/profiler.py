@@ -1,0 +1,634 @@
+"""Profile tables in a tenant's PostgreSQL, as the tenant's role, without pulling a table into Python.
+
+Per table, in this order:
+
+1. look the table and its columns up (columns the role may not SELECT are listed as skipped);
+2. ``ANALYZE`` it (under ``lock_timeout``; a role that may not analyze gets PostgreSQL's warning and the
+   statistics there are), then read ``pg_stats``: distinct estimates and the most common values;
+3. take a sample with ``TABLESAMPLE`` (``BERNOULLI`` up to 100,000 rows, ``SYSTEM`` above, ``REPEATABLE`` so a
+   rerun sees the same rows) and match its values against the validated PII patterns, in Python;
+4. one aggregate pass: rows, and per column nulls, empties and lengths (text), minimum and maximum (numbers,
+   dates), rows outside an allowed-list candidate (to make ``is_in_list`` exact), exact distinct counts on request;
+5. score proposals (``proposals``) and suggest DQX checks (``checks``).
+
+Steps 3 and 4 run in one read-only transaction. A run is recorded (``tokenize_runs``, kind ``profile``) with
+counts only, and logged as ``profile.started`` / ``profile.success`` / ``profile.error``: never a value.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from provisioner.errors import InvalidName, ProvisionerError, TemporaryError
+from provisioner.logs import log_event, redact_text
+from provisioner.names import Identifier
+from provisioner.profile import hints
+from provisioner.profile import patterns as p
+from provisioner.profile import queries as q
+from provisioner.profile.checks import TEMPORAL, CheckOptions, suggest_checks
+from provisioner.profile.connect import APPLICATION_NAME, opener
+from provisioner.profile.errors import ProfileInputError, ProfileTargetError
+from provisioner.profile.proposals import Proposal, propose
+from provisioner.profile.scan import ColumnScan, estimate_distinct, scan_column, token_matcher
+from provisioner.tokenize import RunRecorder, TokenFormat
+from provisioner.tokenize.engine import Connect
+
+log = logging.getLogger("provisioner.profile")
+
+DEFAULT_SAMPLE_ROWS = 2000
+MAX_SAMPLE_ROWS = 1_000_000
+BERNOULLI_UP_TO = 100_000  # rows; above, SYSTEM (whole pages) keeps the sample from reading the whole table
+_ROWS_PER_PAGE_GUESS = 60  # when the table was never analyzed and its row count is unknown
+_READABLE_KINDS = {"r": "table", "p": "partitioned table", "m": "materialized view", "v": "view", "f": "foreign table"}
+_SAMPLEABLE_KINDS = frozenset({"r", "p", "m"})
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A validated ``schema.table``."""
+
+    schema: Identifier
+    table: Identifier
+
+    @classmethod
+    def parse(cls, text: str) -> TableName:
+        """``schema.table`` (or ``table``, in ``public``); ProfileInputError for anything else."""
+        parts = text.split(".")
+        if len(parts) > 2:
+            raise ProfileInputError(f"table {text!r} is invalid: give schema.table")
+        schema, table = parts if len(parts) == 2 else ("public", parts[0])
+        try:
+            return cls(Identifier(schema), Identifier(table))
+        except InvalidName as exc:
+            raise ProfileInputError(f"table {text!r} is invalid: {exc}") from None
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """Sample size, statistics, token format (tokens are never PII), limits and check thresholds."""
+
+    sample_rows: int = DEFAULT_SAMPLE_ROWS
+    exact_distinct: bool = False
+    analyze: bool = True
+    token_format: TokenFormat = field(default_factory=TokenFormat)
+    statement_timeout_ms: int = 600_000
+    lock_timeout_ms: int = 5_000
+    seed: int = 19
+    checks: CheckOptions = field(default_factory=CheckOptions)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.sample_rows <= MAX_SAMPLE_ROWS:
+            raise ProfileInputError(f"the sample must be 1 to {MAX_SAMPLE_ROWS:,} rows, got {self.sample_rows}")
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One column's statistics, PII proposal and (for text) length statistics."""
+
+    name: str
+    type: str
+    category: str
+    nulls: int = 0
+    empties: int | None = None
+    distinct_estimate: int | None = None
+    distinct_source: str | None = None  # pg_stats | sample | exact
+    minimum: Any = None
+    maximum: Any = None
+    length: Mapping[str, float] | None = None
+    allowed: tuple[str, ...] | None = None  # every value, verified against all rows (few distinct values only)
+    proposal: Proposal = field(default_factory=Proposal)
+    skipped: str | None = None
+
+    @property
+    def is_pii(self) -> bool:
+        """True when a ``pii-*`` tag is proposed."""
+        return bool(self.proposal.tags)
+
+    def to_json(self) -> dict[str, Any]:
+        """The column as ``--json`` prints it; no value of a PII column (its min and max are left out)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "nulls": self.nulls,
+            "empties": self.empties,
+            "distinct_estimate": self.distinct_estimate,
+            "distinct_source": self.distinct_source,
+            "proposed_tags": list(self.proposal.tags),
+            "score": self.proposal.score,
+            "evidence": self.proposal.evidence,
+        }
+        if self.category in (q.INTEGER, q.NUMERIC, TEMPORAL):
+            out["min"] = None if self.is_pii else _jsonable(self.minimum)
+            out["max"] = None if self.is_pii else _jsonable(self.maximum)
+        if self.length is not None:
+            out["length"] = dict(self.length)
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
+
+
+@dataclass(frozen=True)
+class TableProfile:
+    """One table's profile: rows, columns, the sample behind the proposals, and suggested DQX checks."""
+
+    table: str
+    rows: int
+    sampled_rows: int
+    sample_method: str
+    analyzed: bool
+    columns: tuple[ColumnProfile, ...]
+    checks: tuple[dict, ...]
+    seconds: float
+
+    @property
+    def proposed(self) -> dict[str, list[str]]:
+        """Column → proposed tags, for columns with any."""
+        return {c.name: list(c.proposal.tags) for c in self.columns if c.proposal.tags}
+
+    def to_json(self) -> dict[str, Any]:
+        """The table as ``--json`` prints it."""
+        return {
+            "table": self.table,
+            "rows": self.rows,
+            "sampled_rows": self.sampled_rows,
+            "sample": self.sample_method,
+            "analyzed": self.analyzed,
+            "columns": [c.to_json() for c in self.columns],
+            "checks": list(self.checks),
+        }
+
+    def record(self) -> dict[str, Any]:
+        """Counts for the run record: never a value."""
+        return {
+            "rows": self.rows,
+            "sampled_rows": self.sampled_rows,
+            "columns": len(self.columns),
+            "proposed": self.proposed,
+            "checks": len(self.checks),
+            "analyzed": self.analyzed,
+        }
+
+
+@dataclass(frozen=True)
+class ProfileProgress:
+    """A progress event for displays."""
+
+    index: int
+    count: int
+    table: str
+    phase: Literal["started", "sampled", "finished", "failed"]
+    seconds: float = 0.0
+
+
+Progress = Callable[[ProfileProgress], None]
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """The outcome of one profile run; the tables profiled before a failure are kept."""
+
+    run_id: str
+    status: Literal["SUCCESS", "FAILURE"]
+    tenant: str
+    tables: tuple[TableProfile, ...]
+    error: str | None
+    retryable: bool
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        """True on SUCCESS."""
+        return self.status == "SUCCESS"
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"tables": [...]}`` with the run's id, tenant, status and error."""
+        return {
+            "run_id": self.run_id,
+            "tenant": self.tenant,
+            "status": self.status,
+            "error": self.error,
+            "tables": [t.to_json() for t in self.tables],
+        }
+
+
+def profile(
+    tenant: str,
+    tables: Sequence[TableName],
+    *,
+    connect: Connect,
+    options: ProfileOptions | None = None,
+    recorder: RunRecorder | None = None,
+    progress: Progress | None = None,
+) -> ProfileResult:
+    """Profile ``tables`` as ``tenant``'s role; record and log the run. Never raises for a failed run (the result
+    says why); errors of the recorder itself do propagate."""
+    options = options or ProfileOptions()
+    run_id = str(uuid.uuid4())
+    started_at = datetime.now(UTC)
+    clock = time.perf_counter()
+    names = [str(t) for t in tables]
+    if recorder:
+        recorder.start(
+            run_id=run_id,
+            tenant=tenant,
+            policy="profile",
+            dry_run=False,
+            tables=names,
+            started_at=started_at,
+            kind="profile",
+        )
+    log_event(log, "profile.started", run_id=run_id, tenant=tenant, tables=names, sample_rows=options.sample_rows)
+    done: list[TableProfile] = []
+    error: str | None = None
+    retryable = False
+    try:
+        conn = opener(connect)(tenant)
+        try:
+            prepare_session(conn, options)
+            for index, name in enumerate(tables, start=1):
+                if progress:
+                    progress(ProfileProgress(index, len(tables), str(name), "started"))
+                table_clock = time.perf_counter()
+                try:
+                    done.append(profile_table(conn, name, options, on_sampled=_sampled(progress, index, tables)))
+                except BaseException:
+                    if progress:
+                        elapsed = time.perf_counter() - table_clock
+                        progress(ProfileProgress(index, len(tables), str(name), "failed", elapsed))
+                    raise
+                if progress:
+                    progress(ProfileProgress(index, len(tables), str(name), "finished", done[-1].seconds))
+        finally:
+            conn.close()
+    except ProvisionerError as exc:
+        error, retryable = str(exc), isinstance(exc, TemporaryError)
+    except psycopg.Error as exc:
+        error, retryable = describe_error(exc, tenant), _retryable(exc)
+    except Exception as exc:  # a defect: still close the run record rather than leave it RUNNING
+        log.exception("profile.internal_error")
+        error = f"internal error ({type(exc).__name__}); see the provisioner's log"
+    finished_at = datetime.now(UTC)
+    duration = time.perf_counter() - clock
+    result = ProfileResult(
+        run_id=run_id,
+        status="FAILURE" if error else "SUCCESS",
+        tenant=tenant,
+        tables=tuple(done),
+        error=error,
+        retryable=retryable,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=duration,
+    )
+    rows = sum(t.rows for t in done)
+    if recorder:
+        recorder.finish(
+            run_id=run_id,
+            result=result.status,
+            rows_by_column={},
+            total_rows=rows,
+            error=error,
+            finished_at=finished_at,
+            duration_ms=duration * 1000,
+            detail={"tables": {t.table: t.record() for t in done}},
+        )
+    if error:
+        log_event(
+            log,
+            "profile.error",
+            level=logging.ERROR,
+            run_id=run_id,
+            tenant=tenant,
+            error=error,
+            retryable=retryable,
+            tables_done=len(done),
+            duration_s=round(duration, 3),
+        )
+    else:
+        log_event(
+            log,
+            "profile.success",
+            run_id=run_id,
+            tenant=tenant,
+            tables=len(done),
+            rows=rows,
+            columns=sum(len(t.columns) for t in done),
+            proposed=sum(len(t.proposed) for t in done),
+            checks=sum(len(t.checks) for t in done),
+            duration_s=round(duration, 3),
+        )
+    return result
+
+
+def _sampled(progress: Progress | None, index: int, tables: Sequence[TableName]) -> Callable[[float], None] | None:
+    if progress is None:
+        return None
+    return lambda seconds: progress(ProfileProgress(index, len(tables), str(tables[index - 1]), "sampled", seconds))
+
+
+def prepare_session(conn: psycopg.Connection, options: ProfileOptions) -> None:
+    """Autocommit, UTF-8, our application name, and the statement and lock timeouts."""
+    conn.autocommit = True
+    conn.execute(
+        "SELECT set_config('application_name', %s, false), set_config('client_encoding', 'UTF8', false),"
+        " set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+        (APPLICATION_NAME, f"{options.statement_timeout_ms}ms", f"{options.lock_timeout_ms}ms"),
+    )
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A table as the catalog describes it to the tenant role."""
+
+    name: TableName
+    oid: int
+    relkind: str
+    reltuples: float
+    pages: int
+    columns: tuple[tuple[str, str, str, bool], ...]  # (name, shown type, category, readable)
+
+    @property
+    def readable(self) -> list[q.Col]:
+        """Columns the role may SELECT."""
+        return [q.Col(n, cat) for n, _, cat, ok in self.columns if ok]
+
+    @property
+    def estimated_rows(self) -> float | None:
+        """The planner's row estimate; None when the table was never analyzed or vacuumed."""
+        return self.reltuples if self.reltuples >= 0 and (self.reltuples > 0 or self.pages == 0) else None
+
+
+def describe(conn: psycopg.Connection, name: TableName) -> Relation:
+    """Look a table up as the tenant role; ProfileTargetError when it is missing, not readable or not a table."""
+    found = conn.execute(q.FIND_RELATION, (name.schema, name.table)).fetchone()
+    if found is None:
+        raise ProfileTargetError(f"table {name} does not exist (or the tenant role cannot see it)")
+    oid, relkind, reltuples, pages = found
+    if relkind not in _READABLE_KINDS:
+        raise ProfileTargetError(f"{name} is not a table or view (relkind {relkind!r}); it cannot be profiled")
+    columns = tuple(
+        (n, shown, q.category(typname, typcat), bool(ok))
+        for n, shown, typname, typcat, ok in conn.execute(q.DESCRIBE_COLUMNS, (oid,)).fetchall()
+    )
+    if not any(ok for *_, ok in columns):
+        raise ProfileTargetError(f"the tenant role may not SELECT any column of {name}; grant SELECT to profile it")
+    return Relation(name, int(oid), str(relkind), float(reltuples), int(pages), columns)
+
+
+def analyze(conn: psycopg.Connection, relation: Relation) -> bool:
+    """ANALYZE the table for fresh pg_stats; False when the role may not (a warning) or the lock is busy."""
+    if relation.relkind not in _SAMPLEABLE_KINDS:
+        return False
+    warnings: list[str] = []
+
+    def collect(diag: psycopg.errors.Diagnostic) -> None:
+        warnings.append(diag.severity_nonlocalized or diag.severity or "")
+
+    conn.add_notice_handler(collect)
+    try:
+        conn.execute(q.analyze(relation.name.schema, relation.name.table))
+    except pg_errors.LockNotAvailable:
+        log_event(log, "profile.analyze_skipped", level=logging.WARNING, table=str(relation.name), reason="lock busy")
+        return False
+    finally:
+        conn.remove_notice_handler(collect)
+    return "WARNING" not in warnings
+
+
+def sampling(relation: Relation, sample_rows: int) -> tuple[str | None, float]:
+    """The TABLESAMPLE method and percentage that return about ``sample_rows`` rows (None: the first rows)."""
+    if relation.relkind not in _SAMPLEABLE_KINDS:
+        return None, 100.0
+    estimated = relation.estimated_rows
+    if estimated is None:
+        estimated = relation.pages * _ROWS_PER_PAGE_GUESS
+    if estimated <= sample_rows * 1.2:
+        return None, 100.0
+    if estimated <= BERNOULLI_UP_TO:
+        return "BERNOULLI", min(100.0, 100.0 * sample_rows * 1.3 / estimated)
+    # SYSTEM picks whole pages: ask for half as many again to make up for pages that are not full.
+    return "SYSTEM", min(100.0, 100.0 * sample_rows * 1.5 / estimated)
+
+
+def take_sample(
+    conn: psycopg.Connection, relation: Relation, columns: Sequence[q.Col], options: ProfileOptions
+) -> tuple[list[tuple[Any, ...]], str]:
+    """The sampled rows of ``columns`` (as text) and how they were taken."""
+    if not columns:
+        return [], "none"
+    method, percent = sampling(relation, options.sample_rows)
+    statement = q.sample(
+        relation.name.schema,
+        relation.name.table,
+        columns,
+        method=method,
+        percent=percent,
+        seed=options.seed,
+        limit=options.sample_rows,
+    )
+    rows = conn.execute(statement).fetchall()
+    shown = f"{method} {percent:.3g}%" if method else "first rows"
+    return rows, shown
+
+
+def scan_sample(
+    rows: Sequence[tuple[Any, ...]],
+    columns: Sequence[q.Col],
+    options: ProfileOptions,
+    *,
+    names_and_dates: bool = True,
+) -> dict[str, ColumnScan]:
+    """Each sampled column's scan (whole values for text, integers and addresses; free text for text and JSON)."""
+    guard = token_matcher(options.token_format.guard_pattern)
+    scans = {}
+    for i, col in enumerate(columns):
+        suggested = hints.name_suggests(col.name) if names_and_dates else None
+        scans[col.name] = scan_column(
+            col.name,
+            (row[i] for row in rows),
+            is_token=guard,
+            whole_values=col.category != q.JSON,
+            free_text=col.category in (q.TEXT, q.JSON),
+            names=suggested == p.NAME and col.category == q.TEXT,
+            dates=suggested == p.DOB and col.category == q.TEXT,
+        )
+    return scans
+
+
+def profile_table(
+    conn: psycopg.Connection,
+    name: TableName,
+    options: ProfileOptions,
+    *,
+    on_sampled: Callable[[float], None] | None = None,
+) -> TableProfile:
+    """Profile one table on an open session (see the module's docstring for the steps)."""
+    clock = time.perf_counter()
+    relation = describe(conn, name)
+    analyzed = False
+    if options.analyze:
+        analyzed = analyze(conn, relation)
+        if analyzed:
+            relation = describe(conn, name)  # reltuples and pages as ANALYZE left them
+    stats = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(q.COLUMN_STATS, (name.schema, name.table)).fetchall()}
+    columns = relation.readable
+    sampled = [c for c in columns if c.category in q.SAMPLED]
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        rows, method = take_sample(conn, relation, sampled, options)
+        scans = scan_sample(rows, sampled, options)
+        if on_sampled:
+            on_sampled(time.perf_counter() - clock)
+        candidates = _candidates(columns, stats, scans, options.checks.max_in_count)
+        plan = q.aggregate(
+            name.schema, name.table, columns, candidates=candidates, exact_distinct=options.exact_distinct
+        )
+        values = conn.execute(plan.statement, plan.params).fetchone()
+    assert values is not None
+    total = int(values[0])
+    measures: dict[str, dict[str, Any]] = {c.name: {} for c in columns}
+    for (column, measure), value in zip(plan.layout, values[1:], strict=True):
+        measures[column][measure] = value
+    profiles = []
+    by_name = {c.name: c for c in columns}
+    for col_name, shown, category, readable in relation.columns:
+        if not readable:
+            profiles.append(ColumnProfile(col_name, shown, category, skipped="the tenant role may not SELECT it"))
+            continue
+        profiles.append(
+            _column_profile(
+                by_name[col_name],
+                shown,
+                total,
+                measures[col_name],
+                stats.get(col_name),
+                scans.get(col_name),
+                candidates.get(col_name),
+            )
+        )
+    checks = suggest_checks([c for c in profiles if not c.skipped], total, options.checks)
+    return TableProfile(
+        table=str(name),
+        rows=total,
+        sampled_rows=len(rows),
+        sample_method=method,
+        analyzed=analyzed,
+        columns=tuple(profiles),
+        checks=tuple(checks),
+        seconds=time.perf_counter() - clock,
+    )
+
+
+def _candidates(
+    columns: Sequence[q.Col],
+    stats: Mapping[str, tuple[float, float, list[str] | None]],
+    scans: Mapping[str, ColumnScan],
+    max_in_count: int,
+) -> dict[str, list[str]]:
+    """Columns with few distinct values and the list to verify in the aggregate pass: pg_stats' most common
+    values when they cover every distinct value, else the sample's values."""
+    out: dict[str, list[str]] = {}
+    for col in columns:
+        if col.category not in (q.TEXT, q.INTEGER):
+            continue
+        found = stats.get(col.name)
+        if found is not None:
+            _, n_distinct, common = found
+            if common and 0 < n_distinct < max_in_count and len(common) == round(n_distinct):
+                out[col.name] = list(common)
+                continue
+        scan = scans.get(col.name)
+        if scan is not None and 0 < scan.distinct < max_in_count:
+            out[col.name] = sorted(scan.frequencies)
+    return out
+
+
+def _column_profile(
+    col: q.Col,
+    shown: str,
+    rows: int,
+    measures: Mapping[str, Any],
+    stats: tuple[float, float, list[str] | None] | None,
+    scan: ColumnScan | None,
+    candidates: list[str] | None,
+) -> ColumnProfile:
+    non_null = int(measures["non_null"])
+    distinct, source = None, None
+    if "distinct" in measures:
+        distinct, source = int(measures["distinct"]), "exact"
+    elif stats is not None and stats[1] is not None:
+        n_distinct = float(stats[1])
+        distinct = round(n_distinct if n_distinct >= 0 else -n_distinct * rows)
+        distinct, source = min(distinct, non_null), "pg_stats"
+    elif scan is not None:
+        distinct, source = estimate_distinct(scan, non_null), "sample"
+    allowed = None
+    if candidates is not None and measures.get("outside_candidates") == 0 and non_null:
+        allowed = tuple(candidates)
+    length = None
+    if col.category == q.TEXT:
+        length = {
+            "min": measures["min_length"],
+            "max": measures["max_length"],
+            "avg": round(measures["avg_length"], 2) if measures["avg_length"] is not None else None,
+        }
+    minimum, maximum = measures.get("min"), measures.get("max")
+    if scan is not None or col.category == TEMPORAL:
+        proposal = propose(col.name, scan, rows=rows, distinct_estimate=distinct, minimum=minimum, maximum=maximum)
+    else:
+        proposal = Proposal()
+    return ColumnProfile(
+        name=col.name,
+        type=shown,
+        category=col.category,
+        nulls=rows - non_null,
+        empties=measures.get("empties"),
+        distinct_estimate=distinct,
+        distinct_source=source,
+        minimum=minimum,
+        maximum=maximum,
+        length=length,
+        allowed=allowed,
+        proposal=proposal,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _retryable(exc: psycopg.Error) -> bool:
+    return isinstance(
+        exc, pg_errors.LockNotAvailable | pg_errors.DeadlockDetected | psycopg.OperationalError
+    ) and not isinstance(exc, pg_errors.QueryCanceled)
+
+
+def describe_error(exc: psycopg.Error, tenant: str) -> str:
+    """A database error in words a person can act on; only the primary message (DETAIL may quote values)."""
+    diag = exc.diag
+    primary = diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return f"tenant {tenant}: a profile statement was cancelled by statement_timeout; profile fewer tables"
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return f"tenant {tenant}: the tenant role lacks a privilege: {primary}"
+    state = f" (SQLSTATE {diag.sqlstate})" if diag.sqlstate else ""
+    return redact_text(f"tenant {tenant}: {primary}{state}")
