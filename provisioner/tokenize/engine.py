@@ -58,13 +58,13 @@ from provisioner.tokenize.errors import (
 )
 from provisioner.tokenize.policy import TableTarget, TokenizePolicy
 from provisioner.tokenize.records import RunRecorder
-from provisioner.tokenize.tenants import TenantConnector, Tenants
+from provisioner.tokenize.tenants import PlanExecutor, TenantConnector, Tenants
 from provisioner.tokenize.tokens import DEFAULT_KEY_ENV, TokenFormat, Tokenizer
 
 log = logging.getLogger("provisioner.tokenize")
 
 Status = Literal["SUCCESS", "FAILURE"]
-Connect = Callable[[str], psycopg.Connection] | Tenants | TenantConnector | str
+Connect = Callable[[str], psycopg.Connection] | Tenants | TenantConnector | PlanExecutor | str
 _TEXT_TYPES = frozenset({"text", "character varying"})
 
 
@@ -217,7 +217,11 @@ def run(
     error: str | None = None
     retryable = False
     try:
-        _execute(plan, dry_run, _opener(connect), done, progress)
+        other = connect.executor(plan.tenant) if isinstance(connect, Tenants) else connect
+        if isinstance(other, PlanExecutor):  # a tenant of another kind (Databricks): same records and events
+            other.execute_plan(plan, dry_run, done, progress)
+        else:
+            _execute(plan, dry_run, _opener(connect), done, progress)
     except ProvisionerError as exc:
         error, retryable = str(exc), isinstance(exc, TemporaryError)
     except psycopg.Error as exc:  # outside a table (e.g. connection lost while loading the key)

@@ -6,7 +6,9 @@ A run connects as its tenant's role only, so it holds exactly that tenant's priv
 * ``DSN`` (a URL or ``key=value`` string), or ``HOST``, ``PORT``, ``DBNAME``, ``USER``, ``PASSWORD``, ``SSLMODE``;
 * ``AUTH``: ``password`` (static, the default), ``rds-iam`` (a 15-minute AWS RDS IAM token from boto3's
   ``generate_db_auth_token``; ``REGION`` optional) or ``command`` (``COMMAND`` prints a short-lived password or
-  OAuth access token on stdout, run for every connection).
+  OAuth access token on stdout, run for every connection) or ``databricks-oauth`` (a Lakebase OAuth token from
+  databricks-sdk, ``INSTANCE`` or ``ENDPOINT``, refreshed before expiry; ``sslmode=require`` by default);
+* ``KIND``: ``postgres`` (the default) or ``databricks`` (a SQL warehouse: see ``databricks_tenants``).
 
 Any other provider is a callable returning the password, passed to ``TenantConnector``.
 """
@@ -17,7 +19,7 @@ import shlex
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -25,7 +27,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from provisioner.logs import redact_text
 from provisioner.tokenize.errors import TenantError, TenantUnavailable
 
-AUTH_KINDS = ("password", "rds-iam", "command")
+AUTH_KINDS = ("password", "rds-iam", "command", "databricks-oauth")
+TENANT_KINDS = ("postgres", "databricks")
 _CONNECT_TIMEOUT = 10
 
 
@@ -144,6 +147,11 @@ class TenantConnector:
             if not upper.get("COMMAND"):
                 raise TenantError(f"{var}_AUTH=command needs {var}_COMMAND (prints the password on stdout)")
             provider = CommandPassword(upper["COMMAND"])
+        elif auth == "databricks-oauth":
+            from provisioner.tokenize.lakebase import DatabricksOAuth
+
+            params.setdefault("sslmode", "require")  # Lakebase accepts TLS connections only
+            provider = DatabricksOAuth.from_fields(var, upper)
         else:
             raise TenantError(f"{var}_AUTH={auth!r} is unknown: use one of {', '.join(AUTH_KINDS)}")
         return cls(tenant, params, provider)
@@ -162,7 +170,17 @@ class TenantConnector:
         params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
         params.setdefault("application_name", "provisioner-tokenize")
         try:
-            return psycopg.connect(make_conninfo(**params), autocommit=autocommit)
+            try:
+                return psycopg.connect(make_conninfo(**params), autocommit=autocommit)
+            except psycopg.OperationalError as exc:
+                invalidate = getattr(self.credentials, "invalidate", None)
+                if invalidate is None or not _login_refused(exc):
+                    raise
+                # A short-lived token refused at login (revoked, or expired before its time): one new token.
+                invalidate()
+                password = self.credentials(params)
+                params["password"] = password
+                return psycopg.connect(make_conninfo(**params), autocommit=autocommit)
         except psycopg.OperationalError as exc:
             message = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             if password:
@@ -170,23 +188,58 @@ class TenantConnector:
             raise TenantUnavailable(f"cannot connect to tenant {self.tenant} ({self.redacted}): {message}") from None
 
 
+def _login_refused(exc: psycopg.OperationalError) -> bool:
+    # 28P01 invalid_password, 28000 invalid_authorization_specification; connection errors carry no SQLSTATE
+    # in every libpq version, so the message is checked too.
+    state = getattr(exc, "sqlstate", None)
+    return state in ("28P01", "28000") or "password authentication failed" in str(exc)
+
+
+@runtime_checkable
+class PlanExecutor(Protocol):
+    """Runs a plan on a tenant that is not a PostgreSQL database (``engine.run`` records and logs the run)."""
+
+    def execute_plan(self, plan: Any, dry_run: bool, done: list[Any], progress: Any) -> None: ...
+
+
 @dataclass(frozen=True)
 class Tenants:
-    """Every configured tenant's connector, by id (lower case)."""
+    """Every configured tenant's connector (PostgreSQL) or executor (other kinds), by id (lower case)."""
 
     connectors: Mapping[str, TenantConnector]
+    executors: Mapping[str, PlanExecutor] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, tenants: Mapping[str, Mapping[str, str]]) -> Tenants:
-        """Build from ``Settings.tenants`` (tenant id → field → value)."""
-        return cls({tid.lower(): TenantConnector.from_fields(tid.lower(), f) for tid, f in tenants.items()})
+        """Build from ``Settings.tenants`` (tenant id → field → value); ``KIND`` picks PostgreSQL or Databricks."""
+        connectors: dict[str, TenantConnector] = {}
+        executors: dict[str, PlanExecutor] = {}
+        for tid, fields in tenants.items():
+            tenant = tid.lower()
+            kind = {k.upper(): v for k, v in fields.items()}.get("KIND", "postgres").lower() or "postgres"
+            if kind == "databricks":
+                from provisioner.tokenize.databricks_tenants import DatabricksTenant
+
+                executors[tenant] = DatabricksTenant.from_fields(tenant, fields).executor()
+            elif kind in ("postgres", "postgresql"):
+                connectors[tenant] = TenantConnector.from_fields(tenant, fields)
+            else:
+                var = f"PROVISIONER_TENANT_{tenant.upper()}_KIND"
+                raise TenantError(f"{var}={kind!r} is unknown: use one of {', '.join(TENANT_KINDS)}")
+        return cls(connectors, executors)
+
+    def executor(self, tenant: str) -> PlanExecutor | None:
+        """The executor of a tenant that is not a PostgreSQL database (a Databricks warehouse), else None."""
+        return self.executors.get(tenant.lower())
 
     def __getitem__(self, tenant: str) -> TenantConnector:
+        if tenant.lower() in self.executors:
+            raise TenantError(f"tenant {tenant!r} is not a PostgreSQL database (its KIND is databricks)")
         try:
             return self.connectors[tenant.lower()]
         except KeyError:
             var = f"PROVISIONER_TENANT_{tenant.upper()}"
-            known = ", ".join(sorted(self.connectors)) or "none"
+            known = ", ".join(sorted([*self.connectors, *self.executors])) or "none"
             raise TenantError(
                 f"tenant {tenant!r} has no connection settings (configured: {known}): set {var}_DSN "
                 f"or {var}_HOST, {var}_USER and {var}_PASSWORD"
