@@ -22,17 +22,62 @@ _SECRET_FIELD = re.compile(
 )
 # Field names that contain a secret-looking word but are identifiers, not secrets.
 _PUBLIC_FIELDS = frozenset({"access_key_id", "key_id", "token_format", "tokenize_mode"})
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)")
-_KV_PASSWORD = re.compile(
-    r"(?P<head>\b(?:password|secret|token|sslpassword)\s*=\s*)(?P<pw>'[^']*'|\"[^\"]*\"|[^\s&]+)",
+# Every repetition is bounded: these run over messages that may quote input from outside, and an unbounded
+# "[a-z0-9.]*://" made the redaction of a long dotted word quadratic.
+_URL_PASSWORD = re.compile(
+    r"(?P<head>(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://[^:/@\s]{0,256}:)(?P<pw>[^@\s]{1,256})(?P<at>@)",
     re.IGNORECASE,
 )
+# user:password@host without a scheme (a URL typed without its "postgresql://").
+_BARE_PASSWORD = re.compile(r"(?P<head>(?:^|(?<=[\s'\"=]))[\w.%+-]{1,64}:)(?P<pw>[^@\s/'\"]{1,256})(?P<at>@[\w.-])")
+# key=value pairs whose key names a secret (libpq DSN keywords, URL query parameters, VAR=value). A name counts
+# when it *ends* in the secret word, so ``tokenize_mode=`` and ``access_key_id=`` are left alone. libpq allows
+# spaces around "=", so the password family may have them; for the rest a value must follow "=" directly, or
+# prose such as "a ?token= in the URL" would lose its next word.
+_NAME_END = r"(?![\w-])"
+_KV_SPACED = re.compile(
+    rf"(?P<head>(?<![\w.-])[\w.-]{{0,128}}(?:password|passwd|pwd){_NAME_END}\s*=\s*)"
+    r"(?P<pw>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&]+?)(?P<tail>['\"]*)(?=[\s&]|$)",
+    re.IGNORECASE,
+)
+_KV_TIGHT = re.compile(
+    rf"(?P<head>(?<![\w.-])[\w.-]{{0,128}}(?:secret|token|key|signature|sig|credentials?){_NAME_END}\s*=)"
+    r"(?P<pw>'[^']*'|\"[^\"]*\"|[^\s&'\"]+)",
+    re.IGNORECASE,
+)
+# The same inside quoted JSON: "password": "…".
+_JSON_PAIR = re.compile(
+    r"(?P<head>\"[\w.-]{0,128}(?:password|passwd|secret|token|key|signature|credentials?)\"\s*:\s*\")"
+    r"(?P<pw>[^\"\\]{0,4096}(?:\\.[^\"\\]{0,4096}){0,64})(?P<tail>\")",
+    re.IGNORECASE,
+)
+# HTTP credentials quoted in a message: "Authorization: Bearer …", "x-key: …", or a bare "Bearer …".
+_HEADER = re.compile(
+    r"(?P<head>\b(?:authorization|proxy-authorization|x-key|x-api-key)\s*:\s*(?:(?:bearer|basic|token)\s+)?)"
+    r"(?P<pw>[^\s,;]+)",
+    re.IGNORECASE,
+)
+_SCHEME = re.compile(r"(?P<head>\b(?:bearer|basic)\s+)(?P<pw>(?!\*{4})[A-Za-z0-9._~+/=-]{4,})", re.IGNORECASE)
+# Standard Webhooks signing keys.
+_WHSEC = re.compile(r"(?P<head>\bwhsec_)(?P<pw>[A-Za-z0-9+/=]+)")
 
 
 def redact_text(text: str) -> str:
-    """Mask passwords in URLs (``scheme://user:****@host``) and ``password=...`` pairs."""
+    """Mask secret values in free text, keeping the text around them readable.
+
+    Covers passwords in URLs (``scheme://user:****@host``, also without the scheme), ``key=value`` pairs whose key
+    names a secret (``password=``, ``sslpassword=``, ``?token=``, ``PROVISIONER_TOKENIZE_KEY=`` …, quoted values
+    included), ``Authorization``/``x-key`` headers, ``Bearer`` tokens and ``whsec_`` keys. Only a value that is
+    there is masked: ``?token=`` followed by prose is left as it is.
+    """
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['at']}", text)
-    return _KV_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}", text)
+    text = _BARE_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['at']}", text)
+    text = _KV_SPACED.sub(lambda m: f"{m['head']}{REDACTED}{m['tail']}", text)
+    text = _KV_TIGHT.sub(lambda m: f"{m['head']}{REDACTED}", text)
+    text = _JSON_PAIR.sub(lambda m: f"{m['head']}{REDACTED if m['pw'] else ''}{m['tail']}", text)
+    text = _HEADER.sub(lambda m: f"{m['head']}{REDACTED}", text)
+    text = _SCHEME.sub(lambda m: f"{m['head']}{REDACTED}", text)
+    return _WHSEC.sub(lambda m: f"{m['head']}{REDACTED}", text)
 
 
 def redact(value: Any, field: str = "") -> Any:

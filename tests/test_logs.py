@@ -38,3 +38,33 @@ def test_redact_nested_and_keyword_pairs() -> None:
         "b": ["host=h password=**** user=u"],
     }
     assert redact_text("no secrets here") == "no secrets here"
+
+
+def test_redact_text_leaves_prose_alone_and_masks_only_real_values() -> None:
+    # The intake's own help text: "?token=" followed by prose is not a value (it used to become "?token= ****").
+    prose = "expected a Sign header (v1), a ?token= in the URL (v2, see `provisioner webhook-url`)"
+    assert redact_text(prose) == prose
+    assert redact_text("POST /webhooks/portal/v2?token=abc.def-ghi&x=1") == "POST /webhooks/portal/v2?token=****&x=1"
+    assert redact_text("token=&x=1") == "token=&x=1"  # an empty value has nothing to mask
+
+
+def test_redact_text_masks_dsns_keys_and_bearer_tokens() -> None:
+    cases = {
+        "host=db password = hunter2 user=u": "host=db password = **** user=u",
+        "host=db password='a b c' user=u": "host=db password=**** user=u",
+        "sslpassword=hunter2": "sslpassword=****",
+        "PROVISIONER_TOKENIZE_KEY=k3y-material": "PROVISIONER_TOKENIZE_KEY=****",
+        "api_key=abc123 and secret_key=xyz": "api_key=**** and secret_key=****",
+        "Authorization: Bearer abc.def.ghi": "Authorization: Bearer ****",
+        "x-key: portal-api-key-1": "x-key: ****",
+        "sent with bearer s3cr3t-tok": "sent with bearer ****",
+        "key whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw= rejected": "key whsec_**** rejected",
+        "'host=db password=hunter2' is invalid": "'host=db password=****' is invalid",
+        "postgresql://bob:hunter2@db/x?sslpassword=pw2": "postgresql://bob:****@db/x?sslpassword=****",
+        'portal said {"detail": "bad", "api_key": "k-123"}': 'portal said {"detail": "bad", "api_key": "****"}',
+    }
+    for given, expected in cases.items():
+        assert redact_text(given) == expected, given
+    # Names that merely contain a secret-looking word are not secrets.
+    for public in ("tokenize_mode=hmac", "token_max_age=0", "access_key_id=AKIA123", "Key (id)=(7) exists"):
+        assert redact_text(public) == public
