@@ -8,6 +8,11 @@ waiting job will see the newest state anyway). Deferring goes through the SQL fu
 on its queueing-lock index, so it works inside the caller's transaction and never fails on a coalesce.
 A periodic task hands the jobs of dead workers (stale heartbeat) back to the queue.
 
+Catching up (sql/005_catch_up.sql): a new trigger for an entity whose job waits for a retry makes that job due
+now (``wake``); a job that ends tells the workers when another job of its entity is due, so a job queued behind
+an entity's lock starts when the lock is freed rather than at the next poll; ``enqueue_resync`` at start repairs
+what the portal sent while nothing was listening (it never retries).
+
 Errors: ``PermanentError`` fails the job at once; anything else is retried with exponential backoff
 until ``max_attempts`` attempts have run.
 """
@@ -123,24 +128,44 @@ def defer_payload(triggers: Sequence[Trigger]) -> str:
     )
 
 
-_DEFER_SQL = "SELECT provisioner_defer(%s::jsonb)"
+_DEFER_SQL = "SELECT provisioner_defer(%s::jsonb, %s, %s)"
 
 
-async def enqueue(conn: psycopg.AsyncConnection[Any], triggers: Sequence[Trigger]) -> list[EnqueueOutcome]:
-    """Enqueue ``triggers`` inside the caller's transaction; coalesced per entity and kind."""
+async def enqueue(
+    conn: psycopg.AsyncConnection[Any], triggers: Sequence[Trigger], *, wake: bool = True
+) -> list[EnqueueOutcome]:
+    """Enqueue ``triggers`` inside the caller's transaction; coalesced per entity and kind.
+
+    With ``wake``, a job of the same entity waiting for a retry runs now: a trigger is news, and the retry's
+    backoff was waiting for something to change.
+    """
     if not triggers:
         return []
-    cur = await conn.execute(_DEFER_SQL, (defer_payload(triggers),))
+    cur = await conn.execute(_DEFER_SQL, (defer_payload(triggers), QUEUE, wake))
     row = await cur.fetchone()
     return _outcomes(triggers, row)
 
 
-def enqueue_sync(conn: psycopg.Connection[Any], triggers: Sequence[Trigger]) -> list[EnqueueOutcome]:
+def enqueue_sync(
+    conn: psycopg.Connection[Any], triggers: Sequence[Trigger], *, wake: bool = True
+) -> list[EnqueueOutcome]:
     """``enqueue`` for sync callers (the CLI, the resync task)."""
     if not triggers:
         return []
-    row = conn.execute(_DEFER_SQL, (defer_payload(triggers),)).fetchone()
+    row = conn.execute(_DEFER_SQL, (defer_payload(triggers), QUEUE, wake)).fetchone()
     return _outcomes(triggers, row)
+
+
+def enqueue_resync(database_url: str) -> bool:
+    """Queue one resync (coalesced with a waiting one); True when a new job was queued.
+
+    ``serve`` and ``worker`` call it at start: the portal neither retries nor replays, so whatever it sent while
+    the provisioner was down is only found by comparing with its API.
+    """
+    with psycopg.connect(database_url) as conn:
+        (outcome,) = enqueue_sync(conn, [ResyncAll()])
+    log_event(log, "job.resync_at_start", enqueued=not outcome.coalesced)
+    return not outcome.coalesced
 
 
 def _outcomes(triggers: Sequence[Trigger], row: Any) -> list[EnqueueOutcome]:
@@ -192,9 +217,9 @@ def build_app(
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url))
     retry = _Backoff(max_attempts, backoff_seconds)
 
-    def enqueue_logged(event: str, triggers: Sequence[Trigger], **fields: object) -> None:
+    def enqueue_logged(event: str, triggers: Sequence[Trigger], *, wake: bool = True, **fields: object) -> None:
         with psycopg.connect(database_url) as conn:
-            outcomes = enqueue_sync(conn, triggers)
+            outcomes = enqueue_sync(conn, triggers, wake=wake)
         log_event(log, event, triggers=len(outcomes), coalesced=sum(o.coalesced for o in outcomes), **fields)
 
     def follow_up(triggers: Sequence[Trigger]) -> None:
@@ -221,7 +246,9 @@ def build_app(
         )
 
     def resync_and_enqueue() -> None:
-        enqueue_logged("job.resync_enqueued", list(handlers.resync()))
+        # No wake: resync names every product that is not converged, a failing one too, and must not shorten its
+        # backoff to the resync period (a webhook about it does).
+        enqueue_logged("job.resync_enqueued", list(handlers.resync()), wake=False)
 
     @app.task(
         name=TASK_RESYNC, queue=QUEUE, retry=retry, pass_context=True, lock=RESYNC_LOCK, queueing_lock=RESYNC_LOCK
@@ -318,8 +345,13 @@ async def run_worker(
     wait: bool = True,
     install_signal_handlers: bool = True,
     name: str = "provisioner-worker",
+    polling_interval: float = 5.0,
 ) -> None:
-    """Run a worker until stopped (or, with ``wait=False``, until the queue is empty)."""
+    """Run a worker until stopped (or, with ``wait=False``, until the queue is empty).
+
+    Workers learn of due jobs by LISTEN/NOTIFY (inserts, and sql/005's notices when a lock is freed or a retry is
+    pulled forward); ``polling_interval`` is only the fallback for jobs that become due by the clock (retries).
+    """
     async with app.open_async():
         await app.run_worker_async(
             queues=[QUEUE],
@@ -327,4 +359,5 @@ async def run_worker(
             wait=wait,
             install_signal_handlers=install_signal_handlers,
             name=name,
+            fetch_job_polling_interval=polling_interval,
         )

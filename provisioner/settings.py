@@ -34,13 +34,16 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_WEBHOOK_SECRET": ("(unset)", "turns webhook auth on (v1 Sign, v2 URL token, Standard Webhooks)"),
     "PROVISIONER_WEBHOOK_TOKEN_MAX_AGE": ("0", "max age in seconds of a v2 URL token; 0 = no limit"),
     "PROVISIONER_WEBHOOK_TOLERANCE_SECONDS": ("300", "Standard Webhooks timestamp tolerance"),
-    "PROVISIONER_WEBHOOK_DEDUP_SECONDS": ("600", "window in which an identical v1 body counts as a redelivery"),
     "PROVISIONER_MAX_BODY_BYTES": ("1048576", "largest webhook body accepted (413 above)"),
     "PROVISIONER_PORTAL_URL": ("http://localhost:5050", "base URL of the Data Product Portal API"),
     "PROVISIONER_PORTAL_API_KEY": ("(unset)", "sent as x-key when the portal has OIDC on"),
     "PROVISIONER_PORTAL_TIMEOUT_SECONDS": ("10", "timeout of one portal API call"),
     "PROVISIONER_PORTAL_RETRIES": ("3", "retries of a portal call on 5xx or timeout"),
     "PROVISIONER_FINALIZER": ("provisioner", "finalizer registered on provisioned products"),
+    "PROVISIONER_SCOPE_DOMAINS": ("(all)", "adopt only products of these domains (names or ids, comma list)"),
+    "PROVISIONER_SCOPE_TYPES": ("(all)", "adopt only products of these data product types (names or ids, comma list)"),
+    "PROVISIONER_SCOPE_TAGS": ("(all)", "adopt only products carrying at least one of these tags (comma list)"),
+    "PROVISIONER_SCOPE_NAMESPACES": ("(all)", "adopt only products whose namespace matches one of these globs"),
     "PROVISIONER_STORE_KIND": ("aws-iam", "store admin API: aws-iam (AWS, SeaweedFS, moto) or minio (MinIO, RustFS)"),
     "PROVISIONER_S3_ENDPOINT": ("(embedded)", "S3 endpoint URL; unset starts embedded SeaweedFS"),
     "PROVISIONER_S3_PUBLIC_ENDPOINT": ("(= S3_ENDPOINT)", "endpoint written into project .env files"),
@@ -83,13 +86,17 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_token_max_age: int = 0
     webhook_tolerance_seconds: int = 300
-    webhook_dedup_seconds: int = 600
     max_body_bytes: int = 1024 * 1024
     portal_url: str = "http://localhost:5050"
     portal_api_key: str | None = field(default=None, repr=False)
     portal_timeout_seconds: float = 10.0
     portal_retries: int = 3
     finalizer: str = "provisioner"
+    #: The scope selector: empty means "every product"; dimensions combine with AND, values within one with OR.
+    scope_domains: tuple[str, ...] = ()
+    scope_types: tuple[str, ...] = ()
+    scope_tags: tuple[str, ...] = ()
+    scope_namespaces: tuple[str, ...] = ()
     store_kind: str = "aws-iam"
     s3_endpoint: str | None = None
     s3_public_endpoint: str | None = None
@@ -133,13 +140,16 @@ class Settings:
             webhook_secret=r.get("WEBHOOK_SECRET", _nonempty, None),
             webhook_token_max_age=r.get("WEBHOOK_TOKEN_MAX_AGE", _non_negative, 0),
             webhook_tolerance_seconds=r.get("WEBHOOK_TOLERANCE_SECONDS", _positive, 300),
-            webhook_dedup_seconds=r.get("WEBHOOK_DEDUP_SECONDS", _non_negative, 600),
             max_body_bytes=r.get("MAX_BODY_BYTES", _positive, 1024 * 1024),
             portal_url=r.get("PORTAL_URL", _url, cls.portal_url).rstrip("/"),
             portal_api_key=r.get("PORTAL_API_KEY", _nonempty, None),
             portal_timeout_seconds=r.get("PORTAL_TIMEOUT_SECONDS", _positive_float, 10.0),
             portal_retries=r.get("PORTAL_RETRIES", _non_negative, 3),
             finalizer=r.get("FINALIZER", _finalizer, "provisioner"),
+            scope_domains=r.get("SCOPE_DOMAINS", _comma_list, ()),
+            scope_types=r.get("SCOPE_TYPES", _comma_list, ()),
+            scope_tags=r.get("SCOPE_TAGS", _comma_list, ()),
+            scope_namespaces=r.get("SCOPE_NAMESPACES", _comma_list, ()),
             store_kind=r.get("STORE_KIND", _choice(*STORE_KINDS), "aws-iam"),
             s3_endpoint=r.get("S3_ENDPOINT", _url, None),
             s3_public_endpoint=r.get("S3_PUBLIC_ENDPOINT", _url, None),
@@ -266,6 +276,13 @@ def _choice(*options: str) -> Callable[[str], str]:
         return folded[value.lower()]
 
     return parse
+
+
+def _comma_list(raw: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in raw.split(",") if v.strip())
+    if not values:
+        raise ValueError("expected a comma-separated list with at least one value (unset it to mean all)")
+    return values
 
 
 def _finalizer(raw: str) -> str:

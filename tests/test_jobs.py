@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -183,8 +185,12 @@ async def test_permanent_error_fails_without_retry(pg_url: str, caplog: pytest.L
     assert failed[0].fields["will_retry"] is False  # type: ignore[attr-defined]
 
 
-async def test_retry_survives_a_waiting_job_with_the_same_queueing_lock(pg_url: str) -> None:
-    """A trigger arriving while a job runs queues a second job; the first one's retry must not be lost."""
+async def test_a_retry_merges_with_a_trigger_that_arrived_while_it_ran_and_runs_now(pg_url: str) -> None:
+    """A trigger arriving while a job runs queues a second job; when the first fails, the two merge and run at once.
+
+    Both would do the same (level triggered). Kept apart, the older retry would wait out its backoff and hold the
+    newer job behind it for as long (procrastinate runs a lock's jobs in id order).
+    """
 
     class FailOnceAndRetrigger(Scripted):
         def reconcile_product(self, product_id: str) -> None:
@@ -198,10 +204,125 @@ async def test_retry_survives_a_waiting_job_with_the_same_queueing_lock(pg_url: 
     handlers = FailOnceAndRetrigger()
     with psycopg.connect(pg_url) as conn:
         jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
-    app = jobs.build_app(pg_url, handlers, max_attempts=3, resync_seconds=0, backoff_seconds=0)
-    await _drain(app, pg_url)
-    assert [r[1] for r in _jobs(pg_url)] == ["succeeded", "succeeded"]
-    assert len(handlers.calls) == 3
+    app = jobs.build_app(pg_url, handlers, max_attempts=3, resync_seconds=0, backoff_seconds=3600)
+    await _drain(app, pg_url)  # would find only jobs waiting for an hour without the merge
+    assert [r[1] for r in _jobs(pg_url)] == ["succeeded", "cancelled"]
+    assert _jobs(pg_url)[0][2] == 2  # the retry kept its attempt count
+    assert len(handlers.calls) == 2
+
+
+class _Signalled(Scripted):
+    """Scripted handlers that count calls per entity and let a test await the n-th one without sleeping."""
+
+    def __init__(self, failures: Sequence[BaseException] = ()) -> None:
+        super().__init__(failures)
+        self.changed = threading.Condition()
+
+    def _call(self, *call: str) -> None:
+        try:
+            super()._call(*call)
+        finally:
+            with self.changed:
+                self.changed.notify_all()
+
+    def wait_calls(self, n: int, timeout: float = 20.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.calls) >= n, timeout)
+
+
+async def _background_worker(app: Any, concurrency: int = 1) -> asyncio.Task[None]:
+    """A worker that learns of work by NOTIFY only: its fallback poll is an hour away."""
+    return asyncio.create_task(
+        jobs.run_worker(app, concurrency=concurrency, install_signal_handlers=False, polling_interval=3600)
+    )
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _until(condition: Any, timeout: float = 20.0) -> None:
+    """Wait for a condition on the database to hold (the queue announces no retry), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_new_trigger_runs_a_job_waiting_for_its_retry_now(pg_url: str) -> None:
+    handlers = _Signalled(failures=[TemporaryError("portal down")])
+    app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=3600)
+    worker = await _background_worker(app)
+    try:
+        with psycopg.connect(pg_url) as conn:
+            jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        await _until(lambda: _jobs(pg_url) == [("reconcile_product", "todo", 1, {"product_id": P1})])
+        # The portal is back and says so: the trigger coalesces into the waiting retry, which must run now, not in
+        # an hour.
+        with psycopg.connect(pg_url) as conn:
+            assert jobs.enqueue_sync(conn, [ReconcileProduct(P1)])[0].coalesced
+        assert await asyncio.to_thread(handlers.wait_calls, 2), "the retry still waits for its backoff"
+        await _until(lambda: [r[1] for r in _jobs(pg_url)] == ["succeeded"])
+    finally:
+        await _stop(worker)
+
+
+async def test_a_resync_trigger_does_not_shorten_a_retrys_backoff(pg_url: str) -> None:
+    handlers = _Signalled(failures=[TemporaryError("store down")])
+    with psycopg.connect(pg_url) as conn:
+        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+    app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=3600)
+    await jobs.run_worker(app, concurrency=1, wait=False, install_signal_handlers=False)
+    with psycopg.connect(pg_url) as conn:
+        assert jobs.enqueue_sync(conn, [ReconcileProduct(P1)], wake=False)[0].coalesced
+        (due,) = conn.execute("SELECT scheduled_at > now() + interval '30 minutes' FROM procrastinate_jobs").fetchone()
+    assert due, "a resync pulled the retry forward"
+
+
+async def test_a_job_behind_its_entitys_lock_starts_when_the_lock_is_freed(pg_url: str) -> None:
+    release = threading.Event()
+
+    class HoldTheProduct(_Signalled):
+        def reconcile_product(self, product_id: str) -> None:
+            super().reconcile_product(product_id)
+            assert release.wait(20)
+
+    handlers = HoldTheProduct()
+    app = jobs.build_app(pg_url, handlers, max_attempts=1, resync_seconds=0)
+    # Observe (only) the worker's fetches, to know when it has seen the waiting job, found it locked, and gone idle.
+    fetch, access_queued, went_idle = app.job_manager.fetch_job, False, asyncio.Event()
+
+    async def observed_fetch(*args: Any, **kwargs: Any) -> Any:
+        after_insert = access_queued
+        job = await fetch(*args, **kwargs)
+        if after_insert and job is None:
+            went_idle.set()
+        return job
+
+    app.job_manager.fetch_job = observed_fetch  # type: ignore[method-assign]
+    worker = await _background_worker(app, concurrency=2)
+    try:
+        with psycopg.connect(pg_url) as conn:
+            jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        assert await asyncio.to_thread(handlers.wait_calls, 1)
+        with psycopg.connect(pg_url) as conn:
+            jobs.enqueue_sync(conn, [ReconcileAccess(P1)])  # same product lock: it must wait its turn
+        access_queued = True
+        await asyncio.wait_for(went_idle.wait(), 20)
+        release.set()
+        assert await asyncio.to_thread(handlers.wait_calls, 2, 10), "the access job waited for the next poll"
+        assert handlers.calls == [("product", P1), ("access", P1)]
+    finally:
+        release.set()
+        await _stop(worker)
+
+
+def test_enqueue_resync_queues_one_resync(pg_url: str) -> None:
+    assert jobs.enqueue_resync(pg_url) is True
+    assert jobs.enqueue_resync(pg_url) is False  # coalesced with the one waiting
+    assert [r[0] for r in _jobs(pg_url)] == ["resync"]
 
 
 async def test_entity_lock_serialises_jobs_of_one_product(pg_url: str) -> None:

@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     handlers = None if args.no_worker else reconcile_handlers
     with open_runtime(settings, handlers) as runtime, asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        _resync_at_start(runtime)
         runner.run(
             serve(runtime, host=args.host or settings.host, port=args.port or settings.port, worker=not args.no_worker)
         )
@@ -67,11 +68,18 @@ def _worker(args: argparse.Namespace) -> int:
             metrics = jobs.JobMetrics(registry)
             start_http_server(settings.worker_metrics_port, addr=settings.host, registry=registry)
         app = _job_app(runtime, metrics)
+        _resync_at_start(runtime)
         concurrency = args.concurrency or settings.worker_concurrency
         log_event(log, "worker.started", concurrency=concurrency)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(jobs.run_worker(app, concurrency=concurrency))
     return 0
+
+
+def _resync_at_start(runtime: Runtime) -> None:
+    """Queue a resync now (unless resync is off): events the portal sent while we were down are lost."""
+    if runtime.settings.resync_seconds > 0:
+        jobs.enqueue_resync(runtime.database_url)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -134,7 +142,6 @@ async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None
             ),
             registry=registry,
             max_body_bytes=s.max_body_bytes,
-            dedup_seconds=s.webhook_dedup_seconds,
         )
         # No access log: a v2 URL carries its token in the query string.
         config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="off")

@@ -25,7 +25,6 @@ def create_app(
     auth: WebhookAuth,
     registry: CollectorRegistry,
     max_body_bytes: int = 1024 * 1024,
-    dedup_seconds: int = 600,
 ) -> Starlette:
     """Build the app; the caller owns ``pool`` (open it before serving, close it after)."""
     metrics = WebMetrics(registry)
@@ -46,7 +45,6 @@ def create_app(
         auth=auth,
         metrics=metrics,
         max_body_bytes=max_body_bytes,
-        dedup_seconds=dedup_seconds,
         committer=GroupCommitter(pool),
     )
     return app

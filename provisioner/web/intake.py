@@ -2,7 +2,10 @@
 
 The order of checks is size (413), authentication (401), content type (415) and shape (400); a request
 failing any of them stores nothing. A good delivery is recorded and its jobs deferred by ``provisioner_intake``
-(sql/002_inbox.sql) in one transaction, and only then answered: 202 with the inbox id, or 200 for a redelivery.
+(sql/002_inbox.sql, 005_catch_up.sql) in one transaction, and only then answered: 202 with the inbox id, or 200
+for a redelivery. v1 deliveries are always answered 200 (portal v0.7.0 logs any other status as a failed
+delivery) and never dropped as redeliveries: they carry no id, and every approve, revoke or remove on one output
+port has the same body. Only a delivery id (CloudEvents, Standard Webhooks) proves a redelivery.
 
 Group commit: deliveries that arrive while a commit is in flight are written together by one statement in one
 transaction (``provisioner_intake_batch``), so one WAL flush and one round trip serve the whole batch; each
@@ -111,7 +114,6 @@ class IntakeConfig:
     auth: WebhookAuth
     metrics: WebMetrics
     max_body_bytes: int
-    dedup_seconds: int
     committer: GroupCommitter
 
 
@@ -179,7 +181,9 @@ async def receive_webhook(request: Request) -> JSONResponse:
     log_event(
         log, "webhook.accepted", jobs=job_ids, coalesced=coalesced, ignored_reason=delivery.ignored_reason, **fields
     )
-    return JSONResponse({"id": inbox_id, "outcome": outcome, "jobs": job_ids}, status_code=202)
+    # The v1 sender counts anything but 200 as a failed delivery; v2 and Standard Webhooks senders take any 2xx.
+    status = 200 if delivery.generation == "v1" else 202
+    return JSONResponse({"id": inbox_id, "outcome": outcome, "jobs": job_ids}, status_code=status)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -201,14 +205,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def _record(config: IntakeConfig, delivery: Delivery, raw: str | None) -> IntakeRow:
-    window = config.dedup_seconds if delivery.delivery_id is None else None  # ids never expire; v1 digests do
     entity = jobs.entity_of(delivery.triggers[0]) if delivery.triggers else None
     head = json.dumps(
         [
             delivery.generation,
             delivery.delivery_id,
             delivery.dedup_key,
-            window,
+            None,  # the dedup window, no longer used: only a delivery id proves a redelivery (sql/005)
             delivery.event_type,
             entity,
             delivery.ignored_reason,

@@ -74,7 +74,6 @@ async def make_web(pg_url: str) -> AsyncIterator[WebFactory]:
         secret: str | None = SECRET,
         *,
         token_max_age: int = 0,
-        dedup_seconds: int = 600,
         max_body_bytes: int = 1024 * 1024,
         database_url: str | None = None,
     ) -> Web:
@@ -87,7 +86,6 @@ async def make_web(pg_url: str) -> AsyncIterator[WebFactory]:
             auth=WebhookAuth(secret, token_max_age=token_max_age, tolerance_seconds=300),
             registry=registry,
             max_body_bytes=max_body_bytes,
-            dedup_seconds=dedup_seconds,
         )
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://provisioner.test")
         clients.append(client)

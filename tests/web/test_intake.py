@@ -10,8 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from provisioner import jobs
 from provisioner.events import parse_delivery
 from provisioner.jobs import job_spec
+from provisioner.portal import API, PortalClient
+from provisioner.portal_standin import StandinServer, sign_v1
 from provisioner.web.auth import url_token, v1_signature
 from tests.web.conftest import SECRET, V2_KINDS, Web, WebFactory, v1_samples, v2_sample
 
@@ -44,7 +47,7 @@ async def post_v2(web: Web, body: bytes, **headers: str) -> Any:
     )
 
 
-async def test_captured_v1_deliveries_are_accepted_and_enqueued_once_per_entity(web: Web) -> None:
+async def test_captured_v1_deliveries_are_accepted_with_200_and_enqueued_once_per_entity(web: Web) -> None:
     samples = v1_samples()
     statuses = []
     for sample in samples:
@@ -52,7 +55,7 @@ async def test_captured_v1_deliveries_are_accepted_and_enqueued_once_per_entity(
             "/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"])
         )
         statuses.append(response.status_code)
-    assert statuses == [202] * 23
+    assert statuses == [200] * 23  # portal v0.7.0 logs anything else as "Failed to send notification"
     assert web.count("provisioner_inbox") == 23
     expected_locks = {
         job_spec(t).queueing_lock
@@ -110,28 +113,66 @@ async def test_redelivered_cloudevent_is_200_and_enqueues_nothing(web: Web) -> N
     assert web.rows("SELECT outcome FROM provisioner_inbox ORDER BY id") == [("enqueued",), ("duplicate",)]
 
 
-async def test_identical_v1_body_within_the_window_is_a_duplicate(web: Web) -> None:
-    sample = v1_samples()[9]  # PUT …/status
-    first = await web.client.post(
-        "/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"])
-    )
-    again = await web.client.post(
-        "/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"])
-    )
-    assert (first.status_code, again.status_code) == (202, 200)
-    assert web.count("procrastinate_jobs") == 1
-
-
-async def test_v1_dedup_window_zero_treats_every_body_as_new(make_web: WebFactory) -> None:
-    web = await make_web(dedup_seconds=0)
-    sample = v1_samples()[9]
+async def test_identical_v1_bodies_are_each_accepted_and_coalesce_while_a_job_waits(web: Web) -> None:
+    sample = v1_samples()[18]  # POST …/input_ports/revoke: every revoke on this port has exactly this body
     answers = [
         await web.client.post("/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"]))
         for _ in range(2)
     ]
-    assert [a.status_code for a in answers] == [202, 202]
+    assert [a.status_code for a in answers] == [200, 200]
     assert [a.json()["outcome"] for a in answers] == ["enqueued", "coalesced"]
     assert web.count("procrastinate_jobs") == 1
+    assert web.count("provisioner_inbox_keys") == 0  # a v1 body is no proof of a redelivery: nothing remembered
+    # Once the waiting job has started, the same body again is a new decision: a new job.
+    web.rows("UPDATE procrastinate_jobs SET status = 'doing' RETURNING id")
+    third = await web.client.post(
+        "/webhooks/portal", content=sample["raw_body"].encode(), headers=_wire(sample["headers"])
+    )
+    assert (third.status_code, third.json()["outcome"]) == (200, "enqueued")
+    assert web.count("procrastinate_jobs") == 2
+
+
+async def test_every_identical_v1_decision_leads_to_a_reconcile_and_the_last_state_wins(
+    web: Web, portal: StandinServer
+) -> None:
+    """approve, revoke, approve, revoke on one port: four deliveries, two distinct bodies, four reconciles."""
+    state = portal.state
+    producer = state.create_product("Producer", "producer", notify=False)
+    consumer = state.create_product("Consumer", "consumer", notify=False)
+    port = state.create_output_port(producer.id, "Orders", namespace="orders", notify=False)
+    state.request_access(consumer.id, port.id, notify=False)
+    seen: list[str] = []
+
+    class ReadThePortal:
+        """A level-triggered handler: what the portal shows when the job runs is what counts."""
+
+        def __init__(self, client: PortalClient) -> None:
+            self.client = client
+
+        def reconcile_output_port(self, producer_id: str, output_port_id: str) -> None:
+            (link,) = self.client.output_port_input_ports(producer_id, output_port_id)
+            seen.append(link.status)
+
+    with PortalClient(portal.url) as client:
+        app = jobs.build_app(web.url, ReadThePortal(client), max_attempts=1, resync_seconds=0)  # type: ignore[arg-type]
+        for action in ("approve", "revoke", "approve", "revoke"):
+            if action == "approve" and seen:
+                state.request_access(consumer.id, port.id, notify=False)  # a revoked consumer asks again
+            {"approve": state.approve, "revoke": state.revoke}[action](port.id, consumer.id, notify=False)
+            response = await _post_v1(web, "POST", f"{API}/{producer.id}/output_ports/{port.id}/input_ports/{action}")
+            assert (response.status_code, response.json()["outcome"]) == (200, "enqueued"), action
+            await jobs.run_worker(app, concurrency=1, wait=False, install_signal_handlers=False)
+    assert seen == ["approved", "revoked", "approved", "revoked"]
+
+
+async def _post_v1(web: Web, method: str, url: str, response: str = "null") -> Any:
+    """A v1 delivery as the portal sends it: compact JSON body, ``Sign`` over its default-separator dump."""
+    content = {"method": method, "url": url, "query": "", "response": response, "status_code": 200}
+    return await web.client.post(
+        "/webhooks/portal",
+        content=json.dumps(content, separators=(",", ":")).encode(),
+        headers={"Content-Type": "application/json", "Sign": sign_v1(SECRET, content)},
+    )
 
 
 async def test_second_event_for_a_waiting_product_is_coalesced(web: Web) -> None:
@@ -214,7 +255,7 @@ async def test_v1_signed_on_the_raw_body_is_accepted(web: Web) -> None:
         content=body,
         headers={"Content-Type": "application/json", "Sign": v1_signature(SECRET, body)},
     )
-    assert response.status_code == 202
+    assert response.status_code == 200
 
 
 async def test_metrics_count_deliveries_and_queue_depth(web: Web) -> None:
