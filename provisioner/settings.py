@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from provisioner.errors import InvalidName, SettingsError
+from provisioner.logs import REDACTED, redact_text
 from provisioner.names import BucketName
 
 PREFIX = "PROVISIONER_"
@@ -22,6 +23,8 @@ T = TypeVar("T")
 STORE_KINDS = ("aws-iam", "minio")
 TOKENIZE_MODES = ("hmac", "base64")
 _TENANT_VAR = re.compile(r"PROVISIONER_TENANT_(?P<tenant>[A-Za-z0-9_]+?)_(?P<field>[A-Z_]+)$")
+#: Variables whose whole value is a secret: an error shows ``****`` in its place.
+_SECRET_VAR = re.compile(r"(SECRET|PASSWORD|TOKEN|_KEY|_DSN)$")
 TENANT_FIELDS = frozenset({"DSN", "HOST", "PORT", "DBNAME", "USER", "PASSWORD", "SSLMODE", "AUTH", "REGION", "COMMAND"})
 
 #: name → (default shown in docs, meaning). README's configuration table is checked against this.
@@ -35,6 +38,8 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_WEBHOOK_TOKEN_MAX_AGE": ("0", "max age in seconds of a v2 URL token; 0 = no limit"),
     "PROVISIONER_WEBHOOK_TOLERANCE_SECONDS": ("300", "Standard Webhooks timestamp tolerance"),
     "PROVISIONER_MAX_BODY_BYTES": ("1048576", "largest webhook body accepted (413 above)"),
+    "PROVISIONER_BODY_TIMEOUT_SECONDS": ("10", "a webhook body not received in full within this time gets 408"),
+    "PROVISIONER_STATUS_TOKEN": ("(unset)", "bearer token /status/*, /metrics (and the worker's metrics) require"),
     "PROVISIONER_PORTAL_URL": ("http://localhost:5050", "base URL of the Data Product Portal API"),
     "PROVISIONER_PORTAL_API_KEY": ("(unset)", "sent as x-key when the portal has OIDC on"),
     "PROVISIONER_PORTAL_TIMEOUT_SECONDS": ("10", "timeout of one portal API call"),
@@ -59,7 +64,10 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_VERIFY_SECONDS": ("3600", "resync re-checks a converged product against the store this often"),
     "PROVISIONER_WORKER_CONCURRENCY": ("4", "jobs one worker runs at once"),
     "PROVISIONER_WORKER_METRICS_PORT": ("(unset)", "port where `provisioner worker` serves /metrics (job outcomes)"),
+    "PROVISIONER_WORKER_RECOVER_SECONDS": ("300", "a worker that lost PostgreSQL retries this long, then exits 1"),
     "PROVISIONER_JOB_MAX_ATTEMPTS": ("8", "attempts of a failing job before it is given up"),
+    "PROVISIONER_RETENTION_DAYS": ("30", "inbox, finished jobs and runs older than this are deleted; 0 = keep all"),
+    "PROVISIONER_RETENTION_KEEP_RUNS": ("20", "run records always kept per subject, however old"),
     "PROVISIONER_TOKENIZE_KEY": ("(unset)", "HMAC key of deterministic tokens (required in hmac mode)"),
     "PROVISIONER_TOKENIZE_MODE": ("hmac", "hmac (keyed, one-way) or base64 (reversible demo; no protection)"),
     "PROVISIONER_TOKENIZE_PREFIX": ("tok_", "token prefix"),
@@ -87,6 +95,8 @@ class Settings:
     webhook_token_max_age: int = 0
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 1024 * 1024
+    body_timeout_seconds: float = 10.0
+    status_token: str | None = field(default=None, repr=False)
     portal_url: str = "http://localhost:5050"
     portal_api_key: str | None = field(default=None, repr=False)
     portal_timeout_seconds: float = 10.0
@@ -112,7 +122,10 @@ class Settings:
     verify_seconds: int = 3600
     worker_concurrency: int = 4
     worker_metrics_port: int | None = None
+    worker_recover_seconds: float = 300.0
     job_max_attempts: int = 8
+    retention_days: int = 30
+    retention_keep_runs: int = 20
     tokenize_key: str | None = field(default=None, repr=False)
     tokenize_mode: str = "hmac"
     tokenize_prefix: str = "tok_"
@@ -141,6 +154,8 @@ class Settings:
             webhook_token_max_age=r.get("WEBHOOK_TOKEN_MAX_AGE", _non_negative, 0),
             webhook_tolerance_seconds=r.get("WEBHOOK_TOLERANCE_SECONDS", _positive, 300),
             max_body_bytes=r.get("MAX_BODY_BYTES", _positive, 1024 * 1024),
+            body_timeout_seconds=r.get("BODY_TIMEOUT_SECONDS", _positive_float, 10.0),
+            status_token=r.get("STATUS_TOKEN", _bearer_token, None),
             portal_url=r.get("PORTAL_URL", _url, cls.portal_url).rstrip("/"),
             portal_api_key=r.get("PORTAL_API_KEY", _nonempty, None),
             portal_timeout_seconds=r.get("PORTAL_TIMEOUT_SECONDS", _positive_float, 10.0),
@@ -165,7 +180,10 @@ class Settings:
             verify_seconds=r.get("VERIFY_SECONDS", _positive, 3600),
             worker_concurrency=r.get("WORKER_CONCURRENCY", _positive, 4),
             worker_metrics_port=r.get("WORKER_METRICS_PORT", _port, None),
+            worker_recover_seconds=r.get("WORKER_RECOVER_SECONDS", _positive_float, 300.0),
             job_max_attempts=r.get("JOB_MAX_ATTEMPTS", _positive, 8),
+            retention_days=r.get("RETENTION_DAYS", _non_negative, 30),
+            retention_keep_runs=r.get("RETENTION_KEEP_RUNS", _non_negative, 20),
             tokenize_key=r.get("TOKENIZE_KEY", _nonempty, None),
             tokenize_mode=r.get("TOKENIZE_MODE", _choice(*TOKENIZE_MODES), "hmac"),
             tokenize_prefix=r.get("TOKENIZE_PREFIX", _nonempty, "tok_"),
@@ -215,7 +233,15 @@ class _Reader:
         try:
             return parse(raw)
         except (ValueError, InvalidName) as exc:
-            raise SettingsError(f"{var}={raw!r} is invalid: {exc}") from None
+            # The message goes to stderr and logs: never echo a secret (a DSN's password=, a key, a token).
+            raise SettingsError(f"{var}={shown_value(var, raw)} is invalid: {redact_text(str(exc))}") from None
+
+
+def shown_value(var: str, raw: str) -> str:
+    """``raw`` as an error message may show it: ``'****'`` for a secret variable, else with secrets masked."""
+    if _SECRET_VAR.search(var):
+        return repr(REDACTED)
+    return repr(redact_text(raw))
 
 
 def _nonempty(raw: str) -> str:
@@ -283,6 +309,12 @@ def _comma_list(raw: str) -> tuple[str, ...]:
     if not values:
         raise ValueError("expected a comma-separated list with at least one value (unset it to mean all)")
     return values
+
+
+def _bearer_token(raw: str) -> str:
+    if len(raw) < 16 or not raw.isascii() or not raw.isprintable() or " " in raw:
+        raise ValueError("expected at least 16 printable ASCII characters without spaces (e.g. `openssl rand -hex 32`)")
+    return raw
 
 
 def _finalizer(raw: str) -> str:

@@ -68,3 +68,27 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [name for name in DOCUMENTED if f"`{name}`" not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "secret"),
+    [
+        ("PROVISIONER_DATABASE_URL", "host=db user=prov password=hunter2", "hunter2"),
+        ("PROVISIONER_DATABASE_URL", "host=db sslpassword='pass phrase' user=prov", "pass phrase"),
+        ("PROVISIONER_PORTAL_URL", "portal.internal?token=tok-123", "tok-123"),
+        ("PROVISIONER_S3_ENDPOINT", "admin:hunter2@minio:9000", "hunter2"),
+        ("PROVISIONER_STATUS_TOKEN", "short-tok", "short-tok"),
+    ],
+)
+def test_rejected_settings_do_not_echo_secrets(var: str, value: str, secret: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({var: value})
+    message = str(caught.value)
+    assert var in message  # still names the variable at fault
+    assert secret not in message.replace(var, "")
+
+
+def test_rejected_harmless_values_stay_readable() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"PROVISIONER_DATABASE_URL": "db.internal/provisioner"})
+    assert "PROVISIONER_DATABASE_URL='db.internal/provisioner' is invalid" in str(caught.value)
