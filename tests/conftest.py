@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.seaweed",
     "tests.fixtures.portal",
+    "tests.fixtures.spark",
 ]
