@@ -16,7 +16,7 @@ from provisioner import scaffold
 from provisioner.errors import InvalidName, PermanentError, ProvisionerError
 from provisioner.events import ReconcileAccess, Trigger
 from provisioner.logs import log_event
-from provisioner.names import Namespace
+from provisioner.names import Namespace, archive_prefix, shared_user_name
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile import credentials
 from provisioner.reconcile.config import ReconcileConfig
@@ -84,21 +84,22 @@ class ProductReconciler:
 
     # -- converge ---------------------------------------------------------------------------
     def _converge(self, run: Run, product: Product, record: ProductRecord | None) -> list[Trigger]:
-        try:
-            namespace = Namespace(product.namespace)
-        except InvalidName as exc:
-            raise InvalidName(f"product {product.id} ({product.name!r}): {exc}") from None
+        if product.problem is not None:  # found where the portal's answer was parsed: refuse before any write
+            raise InvalidName(f"product {product.id} ({product.name!r}): {product.problem}")
+        namespace = Namespace(product.namespace)
         run.namespace = namespace
         if record is not None and record.state == "provisioned" and record.namespace != namespace:
             raise NamespaceChanged(
                 f"product {product.id} changed namespace from {record.namespace!r} to {namespace!r}; the provisioner "
                 "does not move data, users and projects between namespaces: change it back, or create a new product"
             )
-        owner = self.state.live_by_namespace(namespace)
-        if owner is not None and owner.product_id != product.id:
+        owner = self._owned_by_another(
+            product.id, namespace, provisioned=bool(record and record.state == "provisioned")
+        )
+        if owner is not None:
             raise NamespaceConflict(
                 f"namespace {namespace!r} of product {product.id} is already provisioned for product "
-                f"{owner.product_id}; rename one of them in the portal"
+                f"{owner.product_id} (store user {namespace.user_name}); rename one of them in the portal"
             )
         cfg = self.config
         if cfg.finalizer not in product.finalizers:
@@ -200,14 +201,44 @@ class ProductReconciler:
                 uploaded += 1
         return uploaded
 
+    def _owned_by_another(self, product_id: str, namespace: Namespace, *, provisioned: bool) -> ProductRecord | None:
+        """The live record of another product that holds ``namespace``'s prefix or store user, if any.
+
+        Two namespaces share a store user only when one was written to look like the other's truncated user name
+        (see ``shared_user_name``); that rare case is looked for among all records, and only before the product
+        is provisioned (afterwards the user is known to be its own).
+        """
+        owner = self.state.live_by_namespace(namespace)
+        if owner is not None and owner.product_id != product_id:
+            return owner
+        if provisioned or not shared_user_name(namespace):
+            return None
+        return next(
+            (
+                r
+                for r in self.state.all_products()
+                if r.state == "provisioned"
+                and r.product_id != product_id
+                and Namespace(r.namespace).user_name == namespace.user_name
+            ),
+            None,
+        )
+
     # -- clean up ---------------------------------------------------------------------------
     def _clean_up(
         self, run: Run, product_id: str, product: Product | None, record: ProductRecord | None
     ) -> list[Trigger]:
         cfg = self.config
         if record is None or record.state != "provisioned":
-            # Never provisioned (or already cleaned up): only our finalizer may still hold the deletion. A clean-up
-            # interrupted after its state was saved still owes its readers a reconcile: their grant rows say so.
+            # No live record: a first provisioning that crashed before saving one, or a clean-up already done.
+            # Clean up by name all the same: every user, key, policy, prefix and project named for the product,
+            # unless the namespace now belongs to another product. Only our finalizer may still hold the deletion.
+            # A clean-up interrupted after its state was saved still owes its readers a reconcile: their grant
+            # rows say so.
+            for namespace in self._names_of(product, record):
+                if self._owned_by_another(product_id, namespace, provisioned=False) is None:
+                    run.namespace = namespace
+                    self._remove_resources(run, product_id, namespace)
             if product is not None and cfg.finalizer in product.finalizers:
                 self.portal.remove_finalizer(product.id, cfg.finalizer)
                 run.step("finalizer_removed")
@@ -216,19 +247,7 @@ class ProductReconciler:
             return [ReconcileAccess(c) for c in consumers]
         namespace = Namespace(record.namespace)
         run.namespace = namespace
-        for key in self.store.list_keys(namespace):
-            self.store.delete_key(namespace, key.access_key_id)
-            run.step("key_deleted")
-        if self.store.delete_user(namespace):
-            run.step("user_deleted")
-        if cfg.delete_data:
-            deleted = self.store.delete_prefix(cfg.bucket, namespace)
-            run.detail["objects_deleted"] = deleted
-            run.step("data_deleted")
-        archived = scaffold.archive_project(cfg.products_dir, namespace)
-        if archived is not None:
-            run.step("project_archived")
-            run.detail["archive"] = str(archived)
+        self._remove_resources(run, product_id, namespace)
         consumers = self.state.consumers_of(record.product_id)
         self.state.replace_grants(record.product_id, [])
         self.state.save_product(replace(record, state="deleted", access_key_id=None, read_prefixes=()))
@@ -239,3 +258,45 @@ class ProductReconciler:
         log_event(log, "product.deleted", product_id=record.product_id, namespace=namespace, steps=run.steps)
         # Consumers that could read this product's prefix must lose that statement and rotate their keys.
         return [ReconcileAccess(c) for c in consumers]
+
+    @staticmethod
+    def _names_of(product: Product | None, record: ProductRecord | None) -> list[Namespace]:
+        """The namespaces a product's resources may be named for: the recorded one, and the portal's."""
+        names: list[Namespace] = []
+        for raw in (record.namespace if record else None, product.namespace if product else None):
+            try:
+                namespace = Namespace(raw)
+            except InvalidName:
+                continue  # nothing was ever created for a namespace outside the rule
+            if namespace not in names:
+                names.append(namespace)
+        return names
+
+    def _remove_resources(self, run: Run, product_id: str, namespace: Namespace) -> None:
+        """Delete the store user (keys and policies with it), take the data out of reach, archive the project.
+
+        Data is deleted when ``delete_data`` is set; otherwise it moves to ``_archive/<store name>/<product id>/``,
+        which no product policy reaches, so a later product with the same namespace starts from an empty prefix.
+        """
+        cfg = self.config
+        for key in self.store.list_keys(namespace):
+            self.store.delete_key(namespace, key.access_key_id)
+            run.step("key_deleted")
+        if self.store.delete_user(namespace):
+            run.step("user_deleted")
+        if cfg.delete_data:
+            deleted = self.store.delete_prefix(cfg.bucket, namespace)
+            if deleted:
+                run.detail["objects_deleted"] = deleted
+                run.step("data_deleted")
+        else:
+            target = archive_prefix(namespace, product_id)
+            moved = self.store.move_prefix(cfg.bucket, namespace, target)
+            if moved:
+                run.detail["objects_archived"] = moved
+                run.detail["data_archive"] = f"s3://{cfg.bucket}/{target}"
+                run.step("data_archived")
+        archived = scaffold.archive_project(cfg.products_dir, namespace)
+        if archived is not None:
+            run.step("project_archived")
+            run.detail["archive"] = str(archived)

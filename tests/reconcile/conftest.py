@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from provisioner import db
-from provisioner.names import BucketName
+from provisioner.names import BucketName, Namespace
 from provisioner.portal import PortalClient
 from provisioner.portal_standin import PortalState, StandinServer, serve_standin
 from provisioner.reconcile import ReconcileConfig, Reconcilers, Tokenizer, no_tokenizer
@@ -37,7 +37,7 @@ class Site:
         return self.portal.state
 
     def project(self, namespace: str) -> Path:
-        return self.config.products_dir / namespace
+        return self.config.products_dir / Namespace(namespace).folder
 
     def env(self, namespace: str) -> dict[str, str]:
         from provisioner.scaffold import read_env
@@ -50,7 +50,8 @@ class Site:
 
     def user_keys(self, namespace: str) -> list[str]:
         iam = self.s3.client("iam")
-        return [k["AccessKeyId"] for k in iam.list_access_keys(UserName=f"dp-{namespace}")["AccessKeyMetadata"]]
+        user = Namespace(namespace).user_name
+        return [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
 
     def provisioned(self, namespace: str) -> str:
         """A new portal product named after ``namespace``, reconciled once; its id."""

@@ -10,6 +10,7 @@ import pytest
 
 from provisioner import scaffold
 from provisioner.errors import InvalidName, PortalUnavailable
+from provisioner.names import Namespace, archive_prefix
 from provisioner.reconcile.products import NamespaceConflict
 from tests.reconcile.conftest import Site
 
@@ -144,8 +145,9 @@ def test_deletion_removes_keys_and_user_archives_project_and_releases_finalizer(
     archived = list((site.config.products_dir / ".archive").iterdir())
     assert len(archived) == 1 and archived[0].name.startswith(ns)
     assert site.portal_state.product(pid) is None  # the last finalizer went, so the portal finished the deletion
-    # Data is kept by default.
-    assert site.s3.client("s3").get_object(Bucket=site.config.bucket, Key=f"{ns}/keep.csv")["Body"].read() == b"data"
+    # Data is kept by default, out of reach of any product: under the archive prefix, not the namespace's.
+    kept = f"{archive_prefix(Namespace(ns), pid)}keep.csv"
+    assert site.s3.client("s3").get_object(Bucket=site.config.bucket, Key=kept)["Body"].read() == b"data"
     record = site.state.product(pid)
     assert record is not None and record.state == "deleted"
     # Running it again (a replayed delete event: the product is now 404) is a no-op.

@@ -3,8 +3,12 @@ and moves a prefix (issue 12, items 1, 8 and 9)."""
 
 from __future__ import annotations
 
-from provisioner.names import Namespace, archive_prefix
+import pytest
+
+from provisioner.names import BucketName, Namespace, archive_prefix
+from tests.fixtures.s3 import S3Server
 from tests.storage.conftest import Backend
+from tests.storage.scoping import denied, eventually, provision, s3_as
 
 
 def _lossy(backend: Backend) -> Namespace:
@@ -62,3 +66,30 @@ def test_move_prefix_moves_every_object_out_of_the_prefix(backend: Backend) -> N
         f"{target}published/p/b.parquet",
     }
     assert store.move_prefix(bucket, ns, target) == 0  # nothing left: a repeat is harmless
+
+
+@pytest.mark.seaweedfs
+@pytest.mark.slow
+def test_on_seaweedfs_a_lossy_namespace_key_is_scoped_and_the_archive_is_out_of_reach(
+    seaweedfs_server: S3Server, unique_name: str
+) -> None:
+    # SeaweedFS enforces list conditions, which moto ignores: the archive is neither readable nor listable.
+    bucket = BucketName(f"{unique_name}-bkt")
+    old, new = Namespace(f"{unique_name}.team@x"), Namespace(f"{unique_name}.team@x")
+    store = provision(seaweedfs_server, bucket, old)
+    store.put_object(bucket, f"{old.prefix}raw/secret.csv", b"old")
+    store.delete_user(old)
+    archive = archive_prefix(old, "old-product")
+    assert store.move_prefix(bucket, old, archive) == 2
+
+    store.ensure_prefix(bucket, new)
+    store.ensure_user(bucket, new)
+    s3 = s3_as(seaweedfs_server, store.create_key(new))
+    eventually(lambda: s3.put_object(Bucket=bucket, Key=f"{new.prefix}raw/fresh.csv", Body=b"new"))
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=new.prefix)["Contents"]) == [
+        new.prefix,
+        f"{new.prefix}raw/fresh.csv",
+    ]
+    assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{archive}raw/secret.csv")) == "AccessDenied"
+    assert denied(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="_archive/")) == "AccessDenied"
+    assert denied(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=archive)) == "AccessDenied"
