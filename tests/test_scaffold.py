@@ -283,7 +283,11 @@ def test_write_env_keeps_user_lines_updates_ours_and_appends_new_keys(tmp_path: 
         access_key="AKIAEXAMPLE",
         secret_key=SECRET,
         region="eu-west-1",
-        read_prefixes=["marketing/", "finance", "marketing"],
+        read_prefixes=[
+            "data-products/marketing/published/segments/",
+            "data-products/finance/published/ledger/",
+            "data-products/marketing/published/segments/",
+        ],
     )
     assert write_env(path, values) is True
     text = path.read_text()
@@ -296,7 +300,9 @@ def test_write_env_keeps_user_lines_updates_ours_and_appends_new_keys(tmp_path: 
     assert env["DEBUG"] == "1 2 3"
     assert {k: env[k] for k in ENV_KEYS} == values
     assert env["S3_PREFIX"] == "sales/"
-    assert env["S3_READ_PREFIXES"] == "finance,marketing"
+    assert env["S3_READ_PREFIXES"] == (
+        "data-products/finance/published/ledger/,data-products/marketing/published/segments/"
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -345,7 +351,11 @@ def test_read_env_of_a_missing_file_is_empty(tmp_path: Path) -> None:
     assert read_env(tmp_path / ".env") == {}
 
 
-def test_env_values_refuses_an_unsafe_read_prefix() -> None:
+@pytest.mark.parametrize(
+    "prefix",
+    ["../admin", "b/sales/", "b/sales/published/../", "b/sales/published/orders", "b/a,b/published/x/", "b/s/p/x/\n"],
+)
+def test_env_values_refuses_an_unsafe_read_prefix(prefix: str) -> None:
     with pytest.raises(InvalidName):
         env_values(
             endpoint="http://s3",
@@ -354,7 +364,7 @@ def test_env_values_refuses_an_unsafe_read_prefix() -> None:
             access_key="a",
             secret_key="s",
             region="r",
-            read_prefixes=["../admin"],
+            read_prefixes=[prefix],
         )
 
 

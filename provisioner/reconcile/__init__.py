@@ -17,6 +17,7 @@ from provisioner.portal import PortalClient
 from provisioner.reconcile import credentials
 from provisioner.reconcile.access import AccessReconciler
 from provisioner.reconcile.config import ReconcileConfig, TokenizeOutcome, Tokenizer, no_tokenizer
+from provisioner.reconcile.grants import current_grants, readable_prefixes
 from provisioner.reconcile.products import ProductReconciler
 from provisioner.reconcile.resync import Resync
 from provisioner.reconcile.state import ProductRecord, StateStore
@@ -46,6 +47,7 @@ class Reconcilers:
         self.state = state
         self.store = store
         self.config = config
+        self.portal = portal
         self.products = ProductReconciler(portal=portal, store=store, state=state, config=config)
         self.access = AccessReconciler(
             portal=portal, store=store, state=state, config=config, products=self.products, tokenizer=tokenizer
@@ -85,7 +87,9 @@ class Reconcilers:
     def _rotate(self, ns: Namespace, record: ProductRecord) -> str:
         run = self.state.start_run("rotate", record.product_id, ns)
         try:
-            read_prefixes = self.state.read_prefixes_of(record.product_id, ns)
+            # The grants the policy holds now (portal approvals ∩ decisions), as the rotated key's .env lists them.
+            grants = current_grants(self.portal, self.state, record.product_id)
+            read_prefixes = tuple(readable_prefixes(self.config.bucket, grants))
             keys = credentials.rotate(self.store, self.config, ns, read_prefixes)
             self.state.save_product(replace(record, access_key_id=keys.access_key_id, read_prefixes=read_prefixes))
         except Exception as exc:

@@ -1,29 +1,41 @@
-"""Converge one consumer's read grants: tokenize the producer's PII first, then grant; revoke what is gone.
+"""Converge one consumer's read grants: decide and tokenize first, then grant exactly the port; revoke what is gone.
 
 Desired grants are the consumer's input ports with status ``approved`` (the portal approves ports to unrestricted
-output ports by itself). A grant is added only after the producer's output port was tokenized successfully (fail
-closed); any change to the grant set rotates the consumer's key so an old key cannot keep what it had.
+output ports by itself). A grant opens only ``<producer>/published/<output port>/`` (issue 12 §2) and is added only
+once the port has a tokenization decision (§3): the policy's tables were tokenized successfully, the policy says
+``tokenize: none``, or the port is unrestricted. A restricted port without an entry waits while
+``PROVISIONER_TOKENIZE_REQUIRE_POLICY`` is on (the default); a look-alike entry always makes it wait.
+
+Revocation is never lost (§4). Each step's order makes a crash anywhere harmless:
+
+1. grant decisions of new ports are recorded (a decision alone opens nothing);
+2. the store policy is written from the portal's current approvals intersected with the decisions, on every run,
+   so it is right even when an earlier run died after writing it;
+3. the key is rotated when the policy changed, or when the .env's key was not issued for this grant set yet
+   (an interrupted run), never twice for the same set;
+4. decisions of ports no longer approved are forgotten, and the product record is updated.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
-from provisioner.errors import PermanentError, ProvisionerError, TemporaryError
+from provisioner.errors import InvalidName, PermanentError, ProvisionerError, TemporaryError
 from provisioner.events import ReconcileAccess, Trigger
 from provisioner.logs import log_event
 from provisioner.names import Namespace
 from provisioner.portal import InputPort, PortalClient
 from provisioner.reconcile import credentials
-from provisioner.reconcile.config import ReconcileConfig, Tokenizer
+from provisioner.reconcile.config import OPEN_ACCESS_TYPES, ReconcileConfig, Tokenizer
+from provisioner.reconcile.grants import APPROVED, readable_prefixes
 from provisioner.reconcile.products import DELETING, ProductReconciler
-from provisioner.reconcile.state import GrantRecord, ProductRecord, Run, StateStore
+from provisioner.reconcile.state import GrantRecord, GrantWait, ProductRecord, Run, StateStore
 from provisioner.storage.base import StoreAdmin
+from provisioner.storage.policy import PolicyTooLarge, ReadGrant, fits
 
 log = logging.getLogger(__name__)
-APPROVED = "approved"
 
 
 class GrantBlocked(PermanentError):
@@ -34,6 +46,23 @@ class GrantBlocked(PermanentError):
 class GrantNotReady(TemporaryError):
     """A grant must wait a moment: the producer (or consumer) is not provisioned yet, or tokenization hit a
     passing error (lock timeout, unreachable tenant). The job is retried with backoff."""
+
+
+@dataclass
+class _Plan:
+    """What one converge decided, port by port."""
+
+    kept: list[GrantRecord] = field(default_factory=list)
+    added: list[GrantRecord] = field(default_factory=list)
+    waits: list[GrantWait] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # tokenization failures and other blocked ports
+    retry_soon: bool = False
+    too_large: list[str] = field(default_factory=list)
+
+
+def read_grant(g: GrantRecord) -> ReadGrant:
+    """The store-side grant of a recorded decision (its names were validated when it was decided)."""
+    return ReadGrant(Namespace(g.producer_namespace), Namespace(g.output_port_namespace))
 
 
 class AccessReconciler:
@@ -93,37 +122,21 @@ class AccessReconciler:
         namespace = Namespace(record.namespace)
         run.namespace = namespace
 
-        desired = {p.output_port_id: p for p in self.portal.input_ports(consumer_id) if p.status == APPROVED}
-        current = {g.output_port_id: g for g in self.state.grants_of(consumer_id)}
-        # A grant survives only while its port is approved and its producer is still provisioned here.
-        kept = [g for port_id, g in current.items() if port_id in desired and self._provisioned(g.producer_id)]
-        removed = [g for g in current.values() if g not in kept]
-        added: list[GrantRecord] = []
-        blocked: list[str] = []
-        kept_ports = {g.output_port_id for g in kept}
-        for port_id, port in sorted(desired.items()):
-            if port_id in kept_ports:
-                continue
-            producer = self.state.product(port.output_port.data_product_id)
-            if producer is not None and producer.state == "deleted":
-                # The portal still lists the port, but its product is gone: nothing to read, nothing to wait for.
-                run.detail.setdefault("skipped", []).append(f"producer {producer.namespace} was deleted")
-                continue
-            grant = self._prepare_grant(run, consumer_id, port, producer)
-            if grant is None:
-                blocked.append(port_id)
-            else:
-                added.append(grant)
+        approved = {p.output_port_id: p for p in self.portal.input_ports(consumer_id) if p.status == APPROVED}
+        decided = {g.output_port_id: g for g in self.state.grants_of(consumer_id)}
+        plan = _Plan()
+        for port_id, port in sorted(approved.items()):
+            self._plan_port(run, plan, consumer_id, namespace, port, decided.get(port_id))
+        final = self._fit(plan, consumer_id, namespace)
+        removed = sorted(set(decided) - {g.output_port_id for g in final})
+        self._apply(run, record, namespace, [g for g in plan.added if g in final], final)
+        self.state.replace_waits(consumer_id, plan.waits)
 
-        final = kept + added
-        read_prefixes = sorted({g.producer_namespace for g in final} - {str(namespace)})
-        if added or removed or tuple(read_prefixes) != record.read_prefixes:
-            self._apply(run, record, namespace, final, read_prefixes)
         run.detail.update(
-            granted=[g.producer_namespace for g in added],
-            revoked=[g.producer_namespace for g in removed],
-            blocked=blocked,
-            outcome="changed" if run.steps else "unchanged",
+            granted=[read_grant(g).location(self.config.bucket) for g in plan.added if g in final],
+            revoked=[read_grant(decided[p]).location(self.config.bucket) for p in removed if _names_ok(decided[p])],
+            waiting={w.output_port_id: w.reason for w in plan.waits},
+            outcome=("changed" if run.steps else "unchanged") if not plan.waits else "waiting",
         )
         log_event(
             log,
@@ -132,40 +145,105 @@ class AccessReconciler:
             namespace=namespace,
             granted=run.detail["granted"],
             revoked=run.detail["revoked"],
-            blocked=blocked,
+            waiting=sorted(run.detail["waiting"]),
         )
-        if blocked:
-            message = f"grants for output port(s) {', '.join(blocked)} were not added: " + "; ".join(
-                run.detail.get("errors", [])
+        if plan.waits:
+            log_event(
+                log,
+                "access.grant_waiting",
+                level=logging.WARNING,
+                consumer_id=consumer_id,
+                namespace=namespace,
+                waiting=run.detail["waiting"],
             )
-            raise GrantNotReady(message) if run.detail.get("retry_soon") else GrantBlocked(message)
+        blocked = sorted(w.output_port_id for w in plan.waits if w.reason in plan.errors)
+        if plan.errors:
+            message = f"grants for output port(s) {', '.join(blocked)} were not added: " + "; ".join(plan.errors)
+            raise GrantNotReady(message) if plan.retry_soon else GrantBlocked(message)
+        if plan.too_large:
+            raise PolicyTooLarge(
+                f"output port(s) {', '.join(plan.too_large)} were not granted to {namespace}: its store policy would "
+                "exceed the 2,048-character inline policy limit (README, 'How many grants fit'); every other grant "
+                "and revocation was applied"
+            )
 
-    def _provisioned(self, product_id: str) -> bool:
-        record = self.state.product(product_id)
-        return record is not None and record.state == "provisioned"
+    # -- deciding, port by port -------------------------------------------------------------
+    def _plan_port(
+        self, run: Run, plan: _Plan, consumer_id: str, namespace: Namespace, port: InputPort, prior: GrantRecord | None
+    ) -> None:
+        out = port.output_port
+        producer = self.state.product(out.data_product_id)
 
-    def _prepare_grant(
-        self, run: Run, consumer_id: str, port: InputPort, producer: ProductRecord | None
-    ) -> GrantRecord | None:
-        producer_id = port.output_port.data_product_id
+        def wait(reason: str, *, error: bool = False, retry: bool = False) -> None:
+            plan.waits.append(
+                GrantWait(
+                    consumer_id=consumer_id,
+                    output_port_id=port.output_port_id,
+                    producer_id=out.data_product_id,
+                    producer_namespace=producer.namespace if producer else "",
+                    output_port_namespace=out.namespace,
+                    reason=reason,
+                )
+            )
+            if error:
+                plan.errors.append(reason)
+            plan.retry_soon = plan.retry_soon or retry
+
+        if producer is not None and producer.state == "deleted":
+            # The portal still lists the port, but its product is gone: nothing to read, nothing to wait for.
+            run.detail.setdefault("skipped", []).append(f"producer {producer.namespace} was deleted")
+            return
         if producer is None or producer.state != "provisioned":
-            run.detail.setdefault("errors", []).append(f"producer {producer_id} is not provisioned yet")
-            run.detail["retry_soon"] = True
-            return None
-        outcome = self.tokenizer(producer.namespace, port.output_port.namespace, port.output_port.tags)
-        if outcome is None:
-            note = "no tokenization policy for this output port: granted without tokenization"
-            run_id = None
+            wait(f"producer {out.data_product_id} is not provisioned yet", error=True, retry=True)
+            return
+        try:
+            port_namespace = Namespace(out.namespace)
+        except InvalidName as exc:
+            wait(f"output port {port.output_port_id} cannot be granted: {exc}", error=True)
+            return
+        if Namespace(producer.namespace) == namespace:
+            run.detail.setdefault("skipped", []).append(f"output port {port_namespace} is the consumer's own")
+            return
+        decision = self.tokenizer.decide(producer.namespace, port_namespace)
+        label = f"{producer.namespace}/{port_namespace}"
+        if decision.kind == "lookalike":
+            wait(f"no tokenization decision for {label}: {decision.detail}")
+            return
+        if decision.kind == "missing" and out.access_type not in OPEN_ACCESS_TYPES:
+            if self.config.tokenize_require_policy:
+                wait(
+                    f"no tokenization decision for {out.access_type or 'restricted'} output port {label}: "
+                    f"{decision.detail}. Add the port to the tokenization policy (tables to tokenize, or "
+                    "'tokenize: none'), or set PROVISIONER_TOKENIZE_REQUIRE_POLICY=false"
+                )
+                return
+            note = "no tokenization policy entry; PROVISIONER_TOKENIZE_REQUIRE_POLICY is off: granted untokenized"
+        elif decision.kind == "missing":
+            note = f"{out.access_type} output port without a tokenization policy entry: granted untokenized"
+        elif decision.kind == "none":
+            note = f"granted untokenized: {decision.detail}"
         else:
+            note = ""
+
+        same_names = prior is not None and (prior.producer_namespace, prior.output_port_namespace) == (
+            producer.namespace,
+            port_namespace,
+        )
+        if prior is not None and same_names and (decision.kind != "tokenize" or prior.tokenize_run_id):
+            plan.kept.append(prior)
+            return
+        run_id = None
+        if decision.kind == "tokenize":
+            outcome = self.tokenizer(producer.namespace, port_namespace, out.tags)
             self.state.record_tokenize_outcome(
-                port.output_port_id, producer_id, outcome.status, outcome.run_id, outcome.rows_changed, outcome.error
+                port.output_port_id,
+                producer.product_id,
+                outcome.status,
+                outcome.run_id,
+                outcome.rows_changed,
+                outcome.error,
             )
             if not outcome.ok:
-                if outcome.retryable:
-                    run.detail["retry_soon"] = True
-                run.detail.setdefault("errors", []).append(
-                    f"tokenization of {producer.namespace}/{port.output_port.namespace} failed: {outcome.error}"
-                )
                 log_event(
                     log,
                     "access.tokenize_failed",
@@ -175,34 +253,82 @@ class AccessReconciler:
                     output_port_id=port.output_port_id,
                     error=outcome.error,
                 )
-                return None
+                wait(f"tokenization of {label} failed: {outcome.error}", error=True, retry=outcome.retryable)
+                return
             note = f"tokenized {outcome.rows_changed} row(s) in run {outcome.run_id}"
             run_id = outcome.run_id
             run.step("tokenized")
         run.detail.setdefault("tokenization", {})[port.output_port_id] = note
-        return GrantRecord(
-            consumer_id=consumer_id,
-            output_port_id=port.output_port_id,
-            producer_id=producer_id,
-            producer_namespace=producer.namespace,
-            output_port_namespace=port.output_port.namespace,
-            tokenize_run_id=run_id,
-            tokenize_note=note,
+        plan.added.append(
+            GrantRecord(
+                consumer_id=consumer_id,
+                output_port_id=port.output_port_id,
+                producer_id=producer.product_id,
+                producer_namespace=producer.namespace,
+                output_port_namespace=port_namespace,
+                tokenize_run_id=run_id,
+                tokenize_note=note,
+            )
         )
 
+    def _fit(self, plan: _Plan, consumer_id: str, namespace: Namespace) -> list[GrantRecord]:
+        """Kept grants first, then new ones, each only while the policy stays within the store's limit.
+
+        Sized with the explicit Deny of IAM actions, the largest form a store may be sent: a policy that fits here
+        fits every store, so the store never refuses it half-way and revocations always go through.
+        """
+        chosen: list[GrantRecord] = []
+        for g in [*plan.kept, *plan.added]:
+            if fits(self.config.bucket, namespace, [read_grant(x) for x in [*chosen, g]], deny_iam=True):
+                chosen.append(g)
+                continue
+            plan.too_large.append(g.output_port_id)
+            plan.waits.append(
+                GrantWait(
+                    consumer_id=consumer_id,
+                    output_port_id=g.output_port_id,
+                    producer_id=g.producer_id,
+                    producer_namespace=g.producer_namespace,
+                    output_port_namespace=g.output_port_namespace,
+                    reason=f"the store policy of {namespace} would exceed the 2,048-character inline policy limit "
+                    f"with {g.producer_namespace}/{g.output_port_namespace}",
+                )
+            )
+        return chosen
+
+    # -- applying -----------------------------------------------------------------------------
     def _apply(
         self,
         run: Run,
         record: ProductRecord,
         namespace: Namespace,
-        grants: Sequence[GrantRecord],
-        read_prefixes: Sequence[str],
+        added: Sequence[GrantRecord],
+        final: Sequence[GrantRecord],
     ) -> None:
         cfg = self.config
-        if self.store.ensure_user(cfg.bucket, namespace, [Namespace(p) for p in read_prefixes]):
+        consumer_id = record.product_id
+        if added:
+            self.state.add_grants(consumer_id, added)  # 1. decisions first: a row alone never opens anything
+        grants = [read_grant(g) for g in final]
+        if self.store.ensure_user(cfg.bucket, namespace, grants):  # 2. the policy, from approvals ∩ decisions
             run.step("policy")
-        # A new key, written into .env, then the old one deleted: the old key cannot keep reading.
-        keys = credentials.rotate(self.store, cfg, namespace, read_prefixes)
-        run.step("key_rotated")
-        self.state.replace_grants(record.product_id, grants)
-        self.state.save_product(replace(record, access_key_id=keys.access_key_id, read_prefixes=tuple(read_prefixes)))
+            policy_changed = True
+        else:
+            policy_changed = False
+        prefixes = readable_prefixes(cfg.bucket, grants)
+        keys = credentials.settle_key(self.store, cfg, namespace, prefixes, policy_changed=policy_changed)  # 3.
+        if keys.created:
+            run.step("key_rotated")
+        elif keys.deleted:
+            run.step("stale_keys_deleted")
+        self.state.keep_only_grants(consumer_id, [g.output_port_id for g in final])  # 4.
+        if (record.access_key_id, record.read_prefixes) != (keys.access_key_id, tuple(prefixes)):
+            self.state.save_product(replace(record, access_key_id=keys.access_key_id, read_prefixes=tuple(prefixes)))
+
+
+def _names_ok(g: GrantRecord) -> bool:
+    try:
+        read_grant(g)
+    except InvalidName:
+        return False
+    return True

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from provisioner.names import BucketName
+
+# The portal's OutputPortAccessType (backend/app/data_products/output_ports/enums.py): public (deprecated alias of
+# unrestricted), restricted, private, unrestricted. Only these two are open to everyone; any other value, an unknown
+# one included, is restricted and needs a tokenization decision before a grant.
+OPEN_ACCESS_TYPES = frozenset({"unrestricted", "public"})
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,21 @@ class ReconcileConfig:
     finalizer: str = "provisioner"
     delete_data: bool = False
     verify_seconds: int = 3600  # a resync re-checks a product against the store at least this often
+    # PROVISIONER_TOKENIZE_REQUIRE_POLICY: a restricted output port is granted only when the tokenization policy has
+    # an entry for it (tables to tokenize, or `tokenize: none`).
+    tokenize_require_policy: bool = True
+
+
+@dataclass(frozen=True)
+class TokenizeDecision:
+    """What the tokenization policy says about one output port, before anything runs.
+
+    ``tokenize``: an entry lists tables to tokenize; ``none``: an entry says ``tokenize: none``; ``missing``: no entry;
+    ``lookalike``: no entry of its own, but an entry differs from it only in separators (a typo, never a match).
+    """
+
+    kind: Literal["tokenize", "none", "missing", "lookalike"]
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,14 +61,34 @@ class TokenizeOutcome:
 
 
 class Tokenizer(Protocol):
-    """Tokenizes a producer's output port; returns None when no policy covers the port."""
+    """Looks up and runs the tokenization policy of a producer's output port."""
 
-    def __call__(
-        self, producer_namespace: str, output_port_namespace: str, tags: Sequence[str]
-    ) -> TokenizeOutcome | None: ...
+    def decide(self, producer_namespace: str, output_port_namespace: str) -> TokenizeDecision:
+        """The policy's decision for the port; cheap (no tenant is contacted)."""
+        ...
+
+    def __call__(self, producer_namespace: str, output_port_namespace: str, tags: Sequence[str]) -> TokenizeOutcome:
+        """Tokenize the port (only called when :meth:`decide` said ``tokenize``)."""
+        ...
 
 
-def no_tokenizer(producer_namespace: str, output_port_namespace: str, tags: Sequence[str]) -> TokenizeOutcome | None:
-    """The tokenizer used when no tokenization policy is configured: nothing to do."""
-    del producer_namespace, output_port_namespace, tags
-    return None
+class NoTokenizer:
+    """The tokenizer used when no tokenization policy is configured: every port is ``missing``."""
+
+    def decide(self, producer_namespace: str, output_port_namespace: str) -> TokenizeDecision:
+        """No policy file, so no entry for any port."""
+        del producer_namespace, output_port_namespace
+        return TokenizeDecision("missing", "no tokenization policy is configured (PROVISIONER_TOKENIZE_POLICY)")
+
+    def __call__(self, producer_namespace: str, output_port_namespace: str, tags: Sequence[str]) -> TokenizeOutcome:
+        """Never called for a ``missing`` decision; fails closed if it is."""
+        del tags
+        return TokenizeOutcome(
+            status="FAILURE",
+            run_id=None,
+            rows_changed=0,
+            error=f"no tokenization policy covers {producer_namespace}/{output_port_namespace}",
+        )
+
+
+no_tokenizer = NoTokenizer()

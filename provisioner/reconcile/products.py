@@ -20,6 +20,7 @@ from provisioner.names import Namespace, archive_prefix, shared_user_name
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile import credentials
 from provisioner.reconcile.config import ReconcileConfig
+from provisioner.reconcile.grants import current_grants, readable_prefixes
 from provisioner.reconcile.state import ProductRecord, Run, StateStore
 from provisioner.storage.base import StoreAdmin
 
@@ -115,8 +116,10 @@ class ProductReconciler:
             run.step("prefix")
         elif self.store.ensure_prefix(cfg.bucket, namespace):
             run.step("prefix")
-        read_prefixes = self.state.read_prefixes_of(product.id, namespace)
-        grants = [Namespace(p) for p in read_prefixes]
+        # Read grants from current truth: the portal's approvals now, intersected with the grant decisions taken
+        # here (reconcile/grants.py); never from a record alone, so a revoked port is not put back.
+        grants = current_grants(self.portal, self.state, product.id)
+        read_prefixes = readable_prefixes(cfg.bucket, grants)
         user_created = fresh and self.store.create_user(cfg.bucket, namespace, grants)
         if user_created or self.store.ensure_user(cfg.bucket, namespace, grants):
             run.step("user")
@@ -187,7 +190,8 @@ class ProductReconciler:
             steps=run.steps,
             access_key_id=keys.access_key_id,
         )
-        return []
+        # The .env's key was issued for other grants (an access reconcile was interrupted): let it settle the key.
+        return [ReconcileAccess(product.id)] if keys.prefixes_stale else []
 
     def _seed(self, namespace: Namespace, project: Path, *, fresh: bool) -> int:
         """Upload the template's example raw files once; never over a file the team already replaced."""

@@ -46,7 +46,9 @@ class ProductRecord:
 
 @dataclass(frozen=True)
 class GrantRecord:
-    """One read grant: the consumer may read the producer's prefix through this output port."""
+    """A grant decision: the consumer may read this output port's folder of the producer (tokenized first if the
+    policy says so). The store policy is computed from the portal's approvals *and* these rows, never from the rows
+    alone, so a row can only narrow access (see reconcile/grants.py)."""
 
     consumer_id: str
     output_port_id: str
@@ -55,6 +57,19 @@ class GrantRecord:
     output_port_namespace: str = ""
     tokenize_run_id: str | None = None
     tokenize_note: str = ""
+
+
+@dataclass(frozen=True)
+class GrantWait:
+    """An approved output port that is not granted, and why."""
+
+    consumer_id: str
+    output_port_id: str
+    producer_id: str
+    producer_namespace: str
+    output_port_namespace: str
+    reason: str
+    since: datetime | None = None
 
 
 @dataclass
@@ -186,16 +201,6 @@ class StateStore:
         """Every read grant."""
         return self._grants("SELECT * FROM provisioner_grants ORDER BY consumer_id, output_port_id", [])
 
-    def read_prefixes_of(self, consumer_id: str, own_namespace: str) -> tuple[str, ...]:
-        """The namespaces ``consumer_id`` may read: its grants (the record of truth) on provisioned producers."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT g.producer_namespace FROM provisioner_grants g JOIN provisioner_products p"
-                " ON p.product_id = g.producer_id AND p.state = 'provisioned' WHERE g.consumer_id = %s",
-                (consumer_id,),
-            ).fetchall()
-        return tuple(sorted({r[0] for r in rows} - {own_namespace}))
-
     def consumers_of(self, producer_id: str) -> list[str]:
         """Consumers holding a grant on ``producer_id``'s prefix."""
         with self.pool.connection() as conn:
@@ -208,29 +213,100 @@ class StateStore:
         """Make ``grants`` the consumer's complete grant set, in one transaction."""
         grants = list(grants)
         with self.pool.connection() as conn, conn.transaction():
-            keep = [g.output_port_id for g in grants]
+            self._delete_grants_except(conn, consumer_id, [g.output_port_id for g in grants])
+            self._upsert_grants(conn, consumer_id, grants)
+
+    def add_grants(self, consumer_id: str, grants: Iterable[GrantRecord]) -> None:
+        """Record (or update) grant decisions before the store policy that uses them is written."""
+        with self.pool.connection() as conn, conn.transaction():
+            self._upsert_grants(conn, consumer_id, list(grants))
+
+    def keep_only_grants(self, consumer_id: str, output_port_ids: Iterable[str]) -> None:
+        """Forget the consumer's grant decisions on every other port (after the store policy dropped them)."""
+        with self.pool.connection() as conn, conn.transaction():
+            self._delete_grants_except(conn, consumer_id, list(output_port_ids))
+
+    @staticmethod
+    def _delete_grants_except(conn: psycopg.Connection[Any], consumer_id: str, keep: list[str]) -> None:
+        conn.execute(
+            "DELETE FROM provisioner_grants WHERE consumer_id = %s AND NOT (output_port_id = ANY(%s))",
+            (consumer_id, keep),
+        )
+
+    @staticmethod
+    def _upsert_grants(conn: psycopg.Connection[Any], consumer_id: str, grants: list[GrantRecord]) -> None:
+        for g in grants:
             conn.execute(
-                "DELETE FROM provisioner_grants WHERE consumer_id = %s AND NOT (output_port_id = ANY(%s))",
-                (consumer_id, keep),
+                """
+                INSERT INTO provisioner_grants (consumer_id, output_port_id, producer_id, producer_namespace,
+                                                output_port_namespace, tokenize_run_id, tokenize_note)
+                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (consumer_id, output_port_id) DO UPDATE SET
+                    producer_id = EXCLUDED.producer_id, producer_namespace = EXCLUDED.producer_namespace,
+                    output_port_namespace = EXCLUDED.output_port_namespace,
+                    tokenize_run_id = EXCLUDED.tokenize_run_id, tokenize_note = EXCLUDED.tokenize_note
+                WHERE (provisioner_grants.producer_id, provisioner_grants.producer_namespace,
+                       provisioner_grants.output_port_namespace, provisioner_grants.tokenize_run_id,
+                       provisioner_grants.tokenize_note)
+                      IS DISTINCT FROM (EXCLUDED.producer_id, EXCLUDED.producer_namespace,
+                                        EXCLUDED.output_port_namespace, EXCLUDED.tokenize_run_id,
+                                        EXCLUDED.tokenize_note)
+                """,
+                (
+                    consumer_id,
+                    g.output_port_id,
+                    g.producer_id,
+                    g.producer_namespace,
+                    g.output_port_namespace,
+                    g.tokenize_run_id,
+                    g.tokenize_note,
+                ),
             )
-            for g in grants:
+
+    def replace_waits(self, consumer_id: str, waits: Iterable[GrantWait]) -> None:
+        """Make ``waits`` the consumer's complete set of waiting ports (a port keeps its ``since``)."""
+        waits = list(waits)
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "DELETE FROM provisioner_grant_waits WHERE consumer_id = %s AND NOT (output_port_id = ANY(%s))",
+                (consumer_id, [w.output_port_id for w in waits]),
+            )
+            for w in waits:
                 conn.execute(
                     """
-                    INSERT INTO provisioner_grants (consumer_id, output_port_id, producer_id, producer_namespace,
-                                                    output_port_namespace, tokenize_run_id, tokenize_note)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s)
-                    ON CONFLICT (consumer_id, output_port_id) DO NOTHING
+                    INSERT INTO provisioner_grant_waits (consumer_id, output_port_id, producer_id, producer_namespace,
+                                                         output_port_namespace, reason)
+                    VALUES (%s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (consumer_id, output_port_id) DO UPDATE SET producer_id = EXCLUDED.producer_id,
+                        producer_namespace = EXCLUDED.producer_namespace,
+                        output_port_namespace = EXCLUDED.output_port_namespace, reason = EXCLUDED.reason
                     """,
                     (
                         consumer_id,
-                        g.output_port_id,
-                        g.producer_id,
-                        g.producer_namespace,
-                        g.output_port_namespace,
-                        g.tokenize_run_id,
-                        g.tokenize_note,
+                        w.output_port_id,
+                        w.producer_id,
+                        w.producer_namespace,
+                        w.output_port_namespace,
+                        w.reason,
                     ),
                 )
+
+    def all_waits(self) -> list[GrantWait]:
+        """Every approved port that waits for its grant, oldest first."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT * FROM provisioner_grant_waits ORDER BY since, consumer_id, output_port_id")
+            return [
+                GrantWait(
+                    consumer_id=r["consumer_id"],
+                    output_port_id=r["output_port_id"],
+                    producer_id=r["producer_id"],
+                    producer_namespace=r["producer_namespace"],
+                    output_port_namespace=r["output_port_namespace"],
+                    reason=r["reason"],
+                    since=r["since"],
+                )
+                for r in cur.fetchall()
+            ]
 
     def _grants(self, query: str, params: Sequence[object]) -> list[GrantRecord]:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

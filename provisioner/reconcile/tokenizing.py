@@ -5,22 +5,52 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from provisioner.errors import ProvisionerError
-from provisioner.reconcile.config import TokenizeOutcome, Tokenizer
+from provisioner.reconcile.config import TokenizeDecision, TokenizeOutcome
 from provisioner.tokenize import PolicyFile, RunRecorder, TokenizeOptions, plan, run
 from provisioner.tokenize.engine import Connect
 
 
-def policy_tokenizer(
-    policies: PolicyFile, options: TokenizeOptions, connect: Connect, recorder: RunRecorder | None = None
-) -> Tokenizer:
-    """A Tokenizer that looks up the port's policy and runs the engine; None for ports without a policy."""
+class PolicyTokenizer:
+    """A Tokenizer that looks up the port's entry in a policy file and runs the engine for it."""
 
-    def tokenize(producer_namespace: str, output_port_namespace: str, tags: Sequence[str]) -> TokenizeOutcome | None:
-        policy = policies.for_output_port(producer_namespace, output_port_namespace, tags)
+    def __init__(
+        self, policies: PolicyFile, options: TokenizeOptions, connect: Connect, recorder: RunRecorder | None = None
+    ) -> None:
+        self.policies = policies
+        self.options = options
+        self.connect = connect
+        self.recorder = recorder
+
+    def decide(self, producer_namespace: str, output_port_namespace: str) -> TokenizeDecision:
+        """The entry's decision; a look-alike entry (with or without a wildcard beside it) makes the port wait."""
+        found = self.policies.decide(producer_namespace, output_port_namespace)
+        if found.lookalikes:
+            return TokenizeDecision(
+                "lookalike",
+                f"{self.policies.source}: entr{'y' if len(found.lookalikes) == 1 else 'ies'} "
+                f"{', '.join(found.lookalikes)} look like output port {producer_namespace}/{output_port_namespace} "
+                "but do not match it: write the port's namespace exactly as the portal shows it",
+            )
+        if found.entry is None:
+            return TokenizeDecision(
+                "missing", f"{self.policies.source} has no entry for {producer_namespace}/{output_port_namespace}"
+            )
+        if not found.entry.tokenize:
+            return TokenizeDecision("none", f"{self.policies.source}: {found.entry.label} says tokenize: none")
+        return TokenizeDecision("tokenize", f"{self.policies.source}: {found.entry.label}")
+
+    def __call__(self, producer_namespace: str, output_port_namespace: str, tags: Sequence[str]) -> TokenizeOutcome:
+        """Run the port's policy; a port without tables to tokenize fails closed (decide first)."""
+        policy = self.policies.for_output_port(producer_namespace, output_port_namespace, tags)
         if policy is None:
-            return None
+            return TokenizeOutcome(
+                status="FAILURE",
+                run_id=None,
+                rows_changed=0,
+                error=f"no tables to tokenize for {producer_namespace}/{output_port_namespace}",
+            )
         try:
-            result = run(plan(policy, options), connect=connect, recorder=recorder)
+            result = run(plan(policy, self.options), connect=self.connect, recorder=self.recorder)
         except ProvisionerError as exc:  # a bad key or policy: fail closed with the reason
             return TokenizeOutcome(status="FAILURE", run_id=None, rows_changed=0, error=str(exc))
         return TokenizeOutcome(
@@ -31,4 +61,9 @@ def policy_tokenizer(
             retryable=result.retryable,
         )
 
-    return tokenize
+
+def policy_tokenizer(
+    policies: PolicyFile, options: TokenizeOptions, connect: Connect, recorder: RunRecorder | None = None
+) -> PolicyTokenizer:
+    """A Tokenizer over ``policies`` (see :class:`PolicyTokenizer`)."""
+    return PolicyTokenizer(policies, options, connect, recorder)
