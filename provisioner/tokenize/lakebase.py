@@ -1,0 +1,183 @@
+"""Short-lived OAuth passwords for Databricks Lakebase (and any PostgreSQL that takes a Databricks OAuth token).
+
+Lakebase hands out one-hour OAuth tokens instead of passwords, through databricks-sdk:
+
+* the instance API: ``w.database.generate_database_credential(instance_names=[…])`` (``expiration_time``, text);
+* the newer endpoint API: ``w.postgres.generate_database_credential(endpoint="projects/…/endpoints/…")``
+  (``expire_time``, a protobuf Timestamp). SDK versions before the ``postgres`` service have only the first.
+
+PostgreSQL checks the token only at login, so an open connection outlives its token. ``DatabricksOAuth`` is a
+credential provider (a callable returning the password of the next connection): every new connection gets a token
+that stays valid for at least ``refresh_margin_s`` more seconds, fetched anew once the cached one gets that close
+to its expiry (one API call an hour, not one per pooled connection). ``invalidate()`` drops the cached token:
+``TenantConnector`` calls it when a login is refused (a token revoked, or rotated by a newer one) and retries once.
+Tokens are never logged and never part of a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from provisioner.tokenize.errors import TenantError, TenantUnavailable
+
+AUTH = "databricks-oauth"
+DEFAULT_LIFETIME_S = 3600.0  # when the API does not say: Lakebase tokens last one hour
+_REFRESH_MARGIN_S = 300.0
+# databricks-sdk error codes that a retry cannot fix (a person must change a setting or a grant).
+_PERMANENT = frozenset(
+    {"UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+)
+
+
+class _NoCredentialBodies(logging.Filter):
+    """databricks-sdk logs response bodies at DEBUG, the credential's token included: drop those records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return '"token"' not in record.getMessage()
+
+
+_SDK_LOG_FILTER = _NoCredentialBodies()
+
+
+@dataclass
+class DatabricksOAuth:
+    """A Lakebase credential provider: ``instance`` (instance API) or ``endpoint`` (endpoint API), not both.
+
+    ``workspace`` builds the ``WorkspaceClient`` (by default from ``host``, ``token``, ``client_id`` and
+    ``client_secret``, or databricks-sdk's unified authentication from ``DATABRICKS_*`` variables when unset).
+    """
+
+    instance: str | None = None
+    endpoint: str | None = None
+    host: str | None = None
+    token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    refresh_margin_s: float = _REFRESH_MARGIN_S
+    workspace: Callable[[], Any] | None = field(default=None, repr=False)
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+    _cached: tuple[str, float] | None = field(default=None, init=False, repr=False)
+    _client: Any = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if bool(self.instance) == bool(self.endpoint):
+            raise TenantError(
+                "databricks-oauth needs exactly one of a Lakebase instance name (INSTANCE) or an endpoint "
+                "(ENDPOINT, projects/…/branches/…/endpoints/…)"
+            )
+
+    @classmethod
+    def from_fields(cls, var: str, fields: Mapping[str, str]) -> DatabricksOAuth:
+        """From ``<var>_INSTANCE`` or ``_ENDPOINT``, and optionally ``_WORKSPACE``, ``_TOKEN``, ``_CLIENT_ID``,
+        ``_CLIENT_SECRET`` (upper-case field names, ``var`` the variables' common prefix for messages)."""
+        try:
+            return cls(
+                instance=fields.get("INSTANCE") or None,
+                endpoint=fields.get("ENDPOINT") or None,
+                host=fields.get("WORKSPACE") or None,
+                token=fields.get("TOKEN") or None,
+                client_id=fields.get("CLIENT_ID") or None,
+                client_secret=fields.get("CLIENT_SECRET") or None,
+            )
+        except TenantError as exc:
+            raise TenantError(f"{var}_AUTH={AUTH}: {exc} (set {var}_INSTANCE or {var}_ENDPOINT)") from None
+
+    @property
+    def target(self) -> str:
+        """The instance or endpoint, for messages."""
+        return f"instance {self.instance}" if self.instance else f"endpoint {self.endpoint}"
+
+    def __call__(self, params: Mapping[str, Any]) -> str | None:
+        """The next connection's password: the cached token while it has ``refresh_margin_s`` left, else a new one."""
+        with self._lock:
+            now = self.clock()
+            if self._cached is None or self._cached[1] - now <= self.refresh_margin_s:
+                self._cached = self._generate(now)
+            return self._cached[0]
+
+    def invalidate(self) -> None:
+        """Forget the cached token (its login was refused): the next connection gets a new one."""
+        with self._lock:
+            self._cached = None
+
+    def expires_at(self) -> float | None:
+        """When the cached token expires (epoch seconds), None if there is none."""
+        return self._cached[1] if self._cached else None
+
+    def _workspace(self) -> Any:
+        if self._client is None:
+            if self.workspace is not None:
+                self._client = self.workspace()
+            else:
+                from databricks.sdk import WorkspaceClient  # the databricks extra
+
+                # On the SDK's logger itself: its records never reach a handler with the token in them.
+                sdk_log = logging.getLogger("databricks.sdk")
+                if _SDK_LOG_FILTER not in sdk_log.filters:
+                    sdk_log.addFilter(_SDK_LOG_FILTER)
+
+                kwargs = {
+                    k: v
+                    for k, v in (
+                        ("host", self.host),
+                        ("token", self.token),
+                        ("client_id", self.client_id),
+                        ("client_secret", self.client_secret),
+                    )
+                    if v
+                }
+                self._client = WorkspaceClient(**kwargs)
+        return self._client
+
+    def _generate(self, now: float) -> tuple[str, float]:
+        try:
+            w = self._workspace()
+            if self.instance:
+                cred = w.database.generate_database_credential(
+                    instance_names=[self.instance], request_id=str(uuid.uuid4())
+                )
+                expires = _parse_time(getattr(cred, "expiration_time", None))
+            else:
+                postgres = getattr(w, "postgres", None)
+                if postgres is None:
+                    raise TenantError(
+                        "this databricks-sdk has no postgres service (endpoint API): upgrade databricks-sdk, "
+                        "or configure the Lakebase instance name (INSTANCE) instead"
+                    )
+                cred = postgres.generate_database_credential(endpoint=self.endpoint)
+                expire_time = getattr(cred, "expire_time", None)
+                expires = expire_time.ToDatetime(tzinfo=UTC).timestamp() if expire_time is not None else None
+        except TenantError:
+            raise
+        except Exception as exc:  # the SDK's errors: no credentials, HTTP errors, a host that cannot be reached
+            code = str(getattr(exc, "error_code", "") or "")
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            http = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404}.get(code, status)
+            permanent = code in _PERMANENT or http in (400, 401, 403, 404) or isinstance(exc, ValueError)
+            raise (TenantError if permanent else TenantUnavailable)(
+                f"cannot get a Lakebase credential for {self.target}: {type(exc).__name__}"
+                + (f" (HTTP {http})" if http else "")
+            ) from None
+        token = getattr(cred, "token", None)
+        if not token:
+            raise TenantError(f"the Lakebase credential API returned no token for {self.target}")
+        return str(token), expires if expires is not None else now + DEFAULT_LIFETIME_S
+
+
+def _parse_time(value: object) -> float | None:
+    """RFC 3339 text (``2026-11-22T10:00:00Z``, fractions allowed) as epoch seconds."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

@@ -1,0 +1,159 @@
+"""Lakebase OAuth credentials: the real databricks-sdk against a loopback stand-in rotating a real role's password."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from provisioner.testing.lakebase import LakebaseStandIn
+from provisioner.tokenize.errors import TenantError
+from provisioner.tokenize.lakebase import DatabricksOAuth
+from provisioner.tokenize.tenants import TenantConnector
+
+pytestmark = pytest.mark.databricks
+
+ROLE = "provisioner_lakebase_login"
+
+
+class Clock:
+    """The provider's notion of now (the stand-in's tokens carry real expiry times)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def login_role(pg_server_url: str) -> str:
+    """A role whose logins need a password (the test server trusts everyone else)."""
+    params = conninfo_to_dict(pg_server_url)
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(ROLE)))
+        hba = Path(str(conn.execute("SHOW hba_file").fetchone()[0]))  # type: ignore[index]
+        rule = f"local all {ROLE} scram-sha-256\nhost all {ROLE} 127.0.0.1/32 scram-sha-256\n"
+        if rule not in hba.read_text():
+            hba.write_text(rule + hba.read_text())
+        conn.execute("SELECT pg_reload_conf()")
+    # The postmaster reloads pg_hba.conf when it gets the signal: wait until a wrong password is refused.
+    for _ in range(200):
+        try:
+            psycopg.connect(_login_url(pg_server_url, "wrong"), connect_timeout=5).close()
+        except psycopg.OperationalError:
+            break
+    else:
+        pytest.fail("pg_hba.conf was not reloaded")
+    assert params  # the server URL parsed
+    return ROLE
+
+
+def _login_url(server_url: str, password: str) -> str:
+    params = {**conninfo_to_dict(server_url), "user": ROLE, "password": password}
+    return psycopg.conninfo.make_conninfo(**params)
+
+
+@pytest.fixture
+def standin(pg_server_url: str, login_role: str) -> Iterator[LakebaseStandIn]:
+    with LakebaseStandIn(pg_server_url, login_role, instance=f"inst-{uuid.uuid4().hex[:6]}") as s:
+        yield s
+
+
+def connector(pg_server_url: str, provider: DatabricksOAuth) -> TenantConnector:
+    params = {**conninfo_to_dict(pg_server_url), "user": ROLE, "sslmode": "disable"}
+    params.pop("password", None)
+    return TenantConnector("lakebase", params, provider)
+
+
+def provider(standin: LakebaseStandIn, clock: Clock, *, endpoint: bool = False) -> DatabricksOAuth:
+    target = {"endpoint": standin.endpoint} if endpoint else {"instance": standin.instance}
+    return DatabricksOAuth(**target, host=standin.url, token=standin.pat, clock=clock)  # type: ignore[arg-type]
+
+
+def whoami(conn: psycopg.Connection) -> Any:
+    row = conn.execute("SELECT current_user").fetchone()
+    return row[0] if row else None
+
+
+@pytest.mark.parametrize("endpoint", [False, True], ids=["instance-api", "endpoint-api"])
+def test_open_connection_survives_rotation_and_a_new_login_uses_the_new_token(
+    pg_server_url: str, standin: LakebaseStandIn, endpoint: bool
+) -> None:
+    clock = Clock()
+    oauth = provider(standin, clock, endpoint=endpoint)
+    tenant = connector(pg_server_url, oauth)
+    first = tenant.connect()
+    assert whoami(first) == ROLE and standin.issued == 1
+    first_token = oauth(first.info.get_parameters())  # cached: no new credential
+    assert standin.issued == 1
+
+    # Close to the token's expiry, the next connection gets a new token: the role's password rotates.
+    expiry = oauth.expires_at()
+    assert expiry is not None and expiry > clock.now + 3000
+    clock.now = expiry - oauth.refresh_margin_s + 1
+    second = tenant.connect()
+    assert standin.issued == 2 and whoami(second) == ROLE
+    assert whoami(first) == ROLE  # the open connection outlives its token
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(_login_url(pg_server_url, first_token), connect_timeout=5)  # the old token is gone
+    first.close()
+    second.close()
+
+
+def test_an_expired_token_triggers_a_refresh(pg_server_url: str, standin: LakebaseStandIn) -> None:
+    oauth = provider(standin, Clock())
+    tenant = connector(pg_server_url, oauth)
+    tenant.connect().close()
+    standin.expire()  # the server no longer accepts it, although the provider believes it valid
+    with tenant.connect() as conn:  # refused once, then a new token
+        assert whoami(conn) == ROLE
+    assert standin.issued == 2
+
+
+def test_tokens_are_never_logged_nor_in_errors(
+    pg_server_url: str, standin: LakebaseStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    oauth = provider(standin, Clock())
+    with caplog.at_level(logging.DEBUG):
+        tenant = connector(pg_server_url, oauth)
+        tenant.connect().close()
+        token = oauth({})
+        assert token not in caplog.text and token not in tenant.redacted and token not in repr(oauth)
+        bad = DatabricksOAuth(instance=standin.instance, host=standin.url, token="dapi-wrong")
+        with pytest.raises(TenantError, match="HTTP 401") as refused:
+            bad({})
+        assert "dapi-wrong" not in str(refused.value) and standin.pat not in caplog.text
+        missing = DatabricksOAuth(instance="nope", host=standin.url, token=standin.pat)
+        with pytest.raises(TenantError, match="instance nope"):
+            missing({})
+
+
+def test_databricks_oauth_fields() -> None:
+    fields = {
+        "HOST": "instance-1.database.cloud.databricks.com",
+        "USER": "me@example.com",
+        "DBNAME": "databricks_postgres",
+        "AUTH": "databricks-oauth",
+        "INSTANCE": "inst",
+        "WORKSPACE": "https://adb-1.azuredatabricks.net",
+    }
+    tenant = TenantConnector.from_fields("lb", fields)
+    assert tenant.params["sslmode"] == "require"
+    assert isinstance(tenant.credentials, DatabricksOAuth) and tenant.credentials.instance == "inst"
+    assert TenantConnector.from_fields("lb", {**fields, "SSLMODE": "verify-full"}).params["sslmode"] == "verify-full"
+    with pytest.raises(TenantError, match="_INSTANCE or"):
+        TenantConnector.from_fields("lb", {**fields, "INSTANCE": ""})
+    with pytest.raises(TenantError, match="exactly one"):
+        TenantConnector.from_fields("lb", {**fields, "ENDPOINT": "projects/p/branches/b/endpoints/e"})
