@@ -25,7 +25,12 @@ TOKENIZE_MODES = ("hmac", "base64")
 _TENANT_VAR = re.compile(r"PROVISIONER_TENANT_(?P<tenant>[A-Za-z0-9_]+?)_(?P<field>[A-Z_]+)$")
 #: Variables whose whole value is a secret: an error shows ``****`` in its place.
 _SECRET_VAR = re.compile(r"(SECRET|PASSWORD|TOKEN|_KEY|_DSN)$")
-TENANT_FIELDS = frozenset({"DSN", "HOST", "PORT", "DBNAME", "USER", "PASSWORD", "SSLMODE", "AUTH", "REGION", "COMMAND"})
+TENANT_FIELDS = frozenset(
+    {"DSN", "HOST", "PORT", "DBNAME", "USER", "PASSWORD", "SSLMODE", "AUTH", "REGION", "COMMAND"}
+    # Databricks SQL warehouses (KIND=databricks) and Lakebase OAuth (AUTH=databricks-oauth)
+    | {"KIND", "HTTP_PATH", "CATALOG", "TOKEN", "CLIENT_ID", "CLIENT_SECRET", "SECRET_SCOPE", "SECRET_KEY", "HMAC"}
+    | {"INSTANCE", "ENDPOINT", "WORKSPACE"}
+)
 
 #: name → (default shown in docs, meaning). README's configuration table is checked against this.
 DOCUMENTED: dict[str, tuple[str, str]] = {
@@ -78,7 +83,15 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_TOKENIZE_STATEMENT_TIMEOUT_MS": ("600000", "statement_timeout of a tokenization transaction"),
     "PROVISIONER_TOKENIZE_BATCH_PAGES": ("256", "pages per batch of a large table (helper connection); 0 = one UPDATE"),
     "PROVISIONER_TENANT_<ID>_DSN": ("(unset)", "tenant ID connection (or _HOST, _PORT, _DBNAME, _USER, _PASSWORD)"),
-    "PROVISIONER_TENANT_<ID>_AUTH": ("password", "password, rds-iam (+ _REGION) or command (+ _COMMAND)"),
+    "PROVISIONER_TENANT_<ID>_AUTH": (
+        "password",
+        "password, rds-iam (+ _REGION), command (+ _COMMAND), databricks-oauth (+ _INSTANCE or _ENDPOINT); "
+        "databricks tenants: sdk, token (+ _TOKEN) or oauth-m2m (+ _CLIENT_ID, _CLIENT_SECRET)",
+    ),
+    "PROVISIONER_TENANT_<ID>_KIND": (
+        "postgres",
+        "postgres, or databricks: a SQL warehouse (_HOST, _HTTP_PATH, _CATALOG; key in _SECRET_SCOPE/_SECRET_KEY)",
+    ),
 }
 
 

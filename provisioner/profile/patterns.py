@@ -68,10 +68,18 @@ _IBAN_LENGTHS = {
 }
 
 _CARD_SHAPE = re.compile(r"\d(?:[ -]?\d){11,18}")
-_CARD_IN_TEXT = re.compile(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d])")
-# Issuer prefixes: Visa 4, Mastercard 51-55 and 2221-2720, Amex 34/37, Diners 300-305/36/38, JCB 35,
-# Discover/UnionPay/Maestro 6, Maestro 50/56-58. Other first digits (0, 1, 7, 8, 9) are not payment cards.
-_CARD_PREFIX = re.compile(r"4|5[0-8]|2[2-7]|3[0-8]|6")
+_CARD_IN_TEXT = re.compile(r"(?<![\w-])\d(?:[ -]?\d){11,18}(?![\w-])")  # standalone: not glued to letters
+# Issuer prefixes and the lengths each issues (ISO/IEC 7812 ranges as the networks publish them): a 15-digit
+# number is a card only as Amex (34, 37), which keeps Luhn-checked IMEIs (15 digits, 35…, 86…) out.
+_CARD_ISSUERS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
+    (re.compile(r"4"), frozenset({13, 16, 19})),  # Visa
+    (re.compile(r"5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)"), frozenset({16})),  # Mastercard
+    (re.compile(r"3[47]"), frozenset({15})),  # American Express
+    (re.compile(r"30[0-5]|3[689]"), frozenset({14, 16, 17, 18, 19})),  # Diners Club
+    (re.compile(r"35(?:2[89]|[3-8]\d)"), frozenset({16, 17, 18, 19})),  # JCB
+    (re.compile(r"6(?:011|4[4-9]|5|2)"), frozenset({16, 17, 18, 19})),  # Discover, UnionPay
+    (re.compile(r"5[06-8]|6\d"), frozenset(range(12, 20))),  # Maestro
+)
 
 _IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
 _IPV6_SHAPE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
@@ -128,11 +136,13 @@ def _mod97(text: str) -> int:
 
 
 def is_card(value: str) -> bool:
-    """13 to 19 digits (single spaces or dashes between them allowed) with an issuer prefix and a valid Luhn sum."""
+    """12 to 19 digits (single spaces or dashes between them allowed), an issuer's prefix with a length it issues,
+    and a valid Luhn sum."""
     if not _CARD_SHAPE.fullmatch(value):
         return False
     digits = _NON_DIGITS.sub("", value)
-    return 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) is not None and luhn(digits)
+    issued = any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _CARD_ISSUERS)
+    return issued and luhn(digits)
 
 
 def luhn(digits: str) -> bool:
@@ -232,12 +242,15 @@ def find_in_text(text: str) -> Iterator[tuple[str, str]]:
                 yield EMAIL, m.group()
     if not any(ch.isdigit() for ch in text):
         return
+    ibans: list[tuple[int, int]] = []
     for m in _IBAN_START.finditer(text):
         found = _iban_at(text, m.start(), _IBAN_LENGTHS.get(m[1], 0))
         if found:
+            ibans.append((m.start(), m.start() + len(found)))
             yield IBAN, found
     for m in _CARD_IN_TEXT.finditer(text):
-        if is_card(m.group()):
+        # The digit groups of an IBAN written with spaces can pass for a card number: they are the IBAN's.
+        if is_card(m.group()) and not any(start <= m.start() < end for start, end in ibans):
             yield CARD, m.group()
     if "+" in text:
         for m in _PHONE_IN_TEXT.finditer(text):

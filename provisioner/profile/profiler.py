@@ -3,8 +3,9 @@
 Per table, in this order:
 
 1. look the table and its columns up (columns the role may not SELECT are listed as skipped);
-2. ``ANALYZE`` it (under ``lock_timeout``; a role that may not analyze gets PostgreSQL's warning and the
-   statistics there are), then read ``pg_stats``: distinct estimates and the most common values;
+2. ``ANALYZE`` it unless its statistics are fresh (analyzed, and fewer than 10% of its rows changed since; under
+   ``lock_timeout``; a role that may not analyze gets PostgreSQL's warning and the statistics there are), then
+   read ``pg_stats``: distinct estimates and the most common values;
 3. take a sample with ``TABLESAMPLE`` (``BERNOULLI`` up to 100,000 rows, ``SYSTEM`` above, ``REPEATABLE`` so a
    rerun sees the same rows) and match its values against the validated PII patterns, in Python;
 4. one aggregate pass: rows, and per column nulls, empties and lengths (text), minimum and maximum (numbers,
@@ -18,6 +19,7 @@ counts only, and logged as ``profile.started`` / ``profile.success`` / ``profile
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +53,17 @@ BERNOULLI_UP_TO = 100_000  # rows; above, SYSTEM (whole pages) keeps the sample 
 _ROWS_PER_PAGE_GUESS = 60  # when the table was never analyzed and its row count is unknown
 _READABLE_KINDS = {"r": "table", "p": "partitioned table", "m": "materialized view", "v": "view", "f": "foreign table"}
 _SAMPLEABLE_KINDS = frozenset({"r", "p", "m"})
+ANALYZE_MODES = ("auto", "always", "never")
+_TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_]{0,62}")  # as tokenization policies name tenants
+STALE_SHARE = 0.1  # statistics count as stale once this share of the rows changed since the last ANALYZE
+
+
+def parse_tenant(value: str) -> str:
+    """A tenant id (lower case letters, digits and ``_``), or ProfileInputError."""
+    tenant = value.lower()
+    if not _TENANT_ID.fullmatch(tenant):
+        raise ProfileInputError(f"tenant {value!r} is not a tenant id (letters, digits, '_')")
+    return tenant
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ class ProfileOptions:
 
     sample_rows: int = DEFAULT_SAMPLE_ROWS
     exact_distinct: bool = False
-    analyze: bool = True
+    analyze: str = "auto"  # auto (when the statistics are missing or stale) | always | never
     token_format: TokenFormat = field(default_factory=TokenFormat)
     statement_timeout_ms: int = 600_000
     lock_timeout_ms: int = 5_000
@@ -92,6 +105,8 @@ class ProfileOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.sample_rows <= MAX_SAMPLE_ROWS:
             raise ProfileInputError(f"the sample must be 1 to {MAX_SAMPLE_ROWS:,} rows, got {self.sample_rows}")
+        if self.analyze not in ANALYZE_MODES:
+            raise ProfileInputError(f"analyze must be one of {', '.join(ANALYZE_MODES)}, got {self.analyze!r}")
 
 
 @dataclass(frozen=True)
@@ -148,7 +163,7 @@ class TableProfile:
     rows: int
     sampled_rows: int
     sample_method: str
-    analyzed: bool
+    statistics: str  # analyzed | fresh | stale: <why> | none (views and foreign tables have no pg_stats)
     columns: tuple[ColumnProfile, ...]
     checks: tuple[dict, ...]
     seconds: float
@@ -165,7 +180,7 @@ class TableProfile:
             "rows": self.rows,
             "sampled_rows": self.sampled_rows,
             "sample": self.sample_method,
-            "analyzed": self.analyzed,
+            "statistics": self.statistics,
             "columns": [c.to_json() for c in self.columns],
             "checks": list(self.checks),
         }
@@ -178,7 +193,7 @@ class TableProfile:
             "columns": len(self.columns),
             "proposed": self.proposed,
             "checks": len(self.checks),
-            "analyzed": self.analyzed,
+            "statistics": self.statistics,
         }
 
 
@@ -390,10 +405,18 @@ def describe(conn: psycopg.Connection, name: TableName) -> Relation:
     return Relation(name, int(oid), str(relkind), float(reltuples), int(pages), columns)
 
 
-def analyze(conn: psycopg.Connection, relation: Relation) -> bool:
-    """ANALYZE the table for fresh pg_stats; False when the role may not (a warning) or the lock is busy."""
-    if relation.relkind not in _SAMPLEABLE_KINDS:
-        return False
+def stale_statistics(conn: psycopg.Connection, relation: Relation) -> bool:
+    """True when the table was never analyzed or more than 10% of its rows changed since (pg_stat_all_tables)."""
+    found = conn.execute(q.FRESHNESS, (relation.oid,)).fetchone()
+    if found is None:
+        return True
+    analyzed_once, changed = found
+    return not analyzed_once or changed > STALE_SHARE * max(relation.reltuples, 0) + 50
+
+
+def analyze(conn: psycopg.Connection, relation: Relation) -> str:
+    """ANALYZE the table for fresh pg_stats: ``analyzed``, or ``stale: <why>`` when the role may not (PostgreSQL
+    only warns) or another transaction holds a conflicting lock past ``lock_timeout``."""
     warnings: list[str] = []
 
     def collect(diag: psycopg.errors.Diagnostic) -> None:
@@ -404,10 +427,12 @@ def analyze(conn: psycopg.Connection, relation: Relation) -> bool:
         conn.execute(q.analyze(relation.name.schema, relation.name.table))
     except pg_errors.LockNotAvailable:
         log_event(log, "profile.analyze_skipped", level=logging.WARNING, table=str(relation.name), reason="lock busy")
-        return False
+        return "stale: ANALYZE waited past lock_timeout for another transaction"
     finally:
         conn.remove_notice_handler(collect)
-    return "WARNING" not in warnings
+    if "WARNING" in warnings:
+        return "stale: the tenant role may not ANALYZE it (owner or MAINTAIN privilege needed)"
+    return "analyzed"
 
 
 def sampling(relation: Relation, sample_rows: int) -> tuple[str | None, float]:
@@ -480,11 +505,14 @@ def profile_table(
     """Profile one table on an open session (see the module's docstring for the steps)."""
     clock = time.perf_counter()
     relation = describe(conn, name)
-    analyzed = False
-    if options.analyze:
-        analyzed = analyze(conn, relation)
-        if analyzed:
+    if relation.relkind not in _SAMPLEABLE_KINDS:
+        statistics = "none"
+    elif options.analyze == "always" or (options.analyze == "auto" and stale_statistics(conn, relation)):
+        statistics = analyze(conn, relation)
+        if statistics == "analyzed":
             relation = describe(conn, name)  # reltuples and pages as ANALYZE left them
+    else:
+        statistics = "fresh" if options.analyze == "auto" else "as found (--analyze never)"
     stats = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(q.COLUMN_STATS, (name.schema, name.table)).fetchall()}
     columns = relation.readable
     sampled = [c for c in columns if c.category in q.SAMPLED]
@@ -527,7 +555,7 @@ def profile_table(
         rows=total,
         sampled_rows=len(rows),
         sample_method=method,
-        analyzed=analyzed,
+        statistics=statistics,
         columns=tuple(profiles),
         checks=tuple(checks),
         seconds=time.perf_counter() - clock,

@@ -7,6 +7,10 @@ printed, and written to a policy file only on request, for a person to review.
   validated instance. Free text counts too: from two sampled values holding a validated email, IBAN, card or
   international phone, the score is ``0.6 + 0.4 * share``. A column name suggesting the kind adds 0.1 to value
   evidence (never on its own).
+* **Phones need their name when the values cannot tell**: national numbers written as bare digits
+  (``0612345678``) look exactly like zero-padded ids, so when most phone matches are bare and the name does not
+  suggest a phone, the score is halved; numbers with a country code but no ``+`` (``31612345678``, an MSISDN) are
+  phones only when the name suggests one (``0.5 + 0.3 * share`` when 80% of values are such digit runs).
 * **Date of birth**: a name suggesting it (``dob``, ``birth_date``, ``geboortedatum``…) and values that are dates
   between 1900 and today; 0.9.
 * **Person names**: a name suggesting it (``first_name``, ``achternaam``…) and at least 70% of values shaped like
@@ -28,6 +32,7 @@ from provisioner.profile.scan import ColumnScan
 PROPOSE_AT = 0.5
 TEXT_HITS = 2  # validated matches inside free text needed before they count
 NAME_BONUS = 0.1
+BARE_PHONE_FACTOR = 0.45
 OLDEST_BIRTH_YEAR = 1900
 ALL_KINDS: tuple[str, ...] = (*p.PATTERN_KINDS, p.DOB, p.NAME)
 
@@ -77,6 +82,11 @@ def propose(
                 text_share = (inside + full) / examined
                 score = max(score, 0.6 + 0.4 * text_share)
                 share = max(share, text_share)
+            if kind == p.PHONE and suggested != p.PHONE and full and scan.bare_phones > full / 2:
+                score *= BARE_PHONE_FACTOR
+            if kind == p.PHONE and suggested == p.PHONE and scan.digit_runs / examined >= 0.8:
+                runs = (scan.digit_runs + full) / examined
+                score, share = max(score, 0.5 + 0.3 * min(runs, 1.0)), max(share, runs)
             if score > 0:
                 if suggested == kind:
                     score += NAME_BONUS

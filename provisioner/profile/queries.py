@@ -33,6 +33,11 @@ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
+FRESHNESS = """
+SELECT coalesce(last_analyze, last_autoanalyze) IS NOT NULL, n_mod_since_analyze
+FROM pg_stat_all_tables WHERE relid = %s
+"""
+
 # One row per column; for a table with children (partitions, inheritance) the statistics over all of them.
 COLUMN_STATS = """
 SELECT DISTINCT ON (attname) attname, null_frac, n_distinct, most_common_vals::text::text[]

@@ -29,6 +29,8 @@ class ColumnScan:
     in_text: Counter[str] = field(default_factory=Counter)  # kind → values holding it inside longer text
     examples: dict[str, list[str]] = field(default_factory=dict)  # kind → masked examples
     person_names: int = 0
+    bare_phones: int = 0  # phones written as bare digits with a trunk 0 (0612345678): also how padded ids look
+    digit_runs: int = 0  # values of 8 to 15 digits and nothing else that are no other kind (31612345678)
     dates: list[tuple[int, int, int]] = field(default_factory=list)
     frequencies: Counter[str] = field(default_factory=Counter, repr=False)  # value → count; never leaves memory
 
@@ -84,6 +86,10 @@ def scan_column(
         if kind is not None:
             scan.full[kind] += 1
             scan.add_example(kind, value)
+            if kind == p.PHONE and value.isdigit():
+                scan.bare_phones += 1
+        elif value.isdigit() and 8 <= len(value) <= 15:
+            scan.digit_runs += 1
         elif free_text and len(value) >= 6:
             seen: set[str] = set()
             for found_kind, match in p.find_in_text(value):
