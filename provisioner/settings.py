@@ -82,6 +82,10 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_TOKENIZE_LOCK_TIMEOUT_MS": ("5000", "lock_timeout of a tokenization transaction"),
     "PROVISIONER_TOKENIZE_STATEMENT_TIMEOUT_MS": ("600000", "statement_timeout of a tokenization transaction"),
     "PROVISIONER_TOKENIZE_BATCH_PAGES": ("256", "pages per batch of a large table (helper connection); 0 = one UPDATE"),
+    "PROVISIONER_TOKENIZE_REQUIRE_POLICY": (
+        "true",
+        "grant a restricted output port only when the tokenization policy has an entry for it",
+    ),
     "PROVISIONER_TENANT_<ID>_DSN": ("(unset)", "tenant ID connection (or _HOST, _PORT, _DBNAME, _USER, _PASSWORD)"),
     "PROVISIONER_TENANT_<ID>_AUTH": (
         "password",
@@ -148,6 +152,7 @@ class Settings:
     tokenize_lock_timeout_ms: int = 5000
     tokenize_statement_timeout_ms: int = 600000
     tokenize_batch_pages: int = 256
+    tokenize_require_policy: bool = True
     #: tenant id (lower case) → field name (DSN, HOST, ...) → value, from PROVISIONER_TENANT_<ID>_<FIELD>
     tenants: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
 
@@ -206,6 +211,7 @@ class Settings:
             tokenize_lock_timeout_ms=r.get("TOKENIZE_LOCK_TIMEOUT_MS", _non_negative, 5000),
             tokenize_statement_timeout_ms=r.get("TOKENIZE_STATEMENT_TIMEOUT_MS", _non_negative, 600000),
             tokenize_batch_pages=r.get("TOKENIZE_BATCH_PAGES", _non_negative, 256),
+            tokenize_require_policy=r.get("TOKENIZE_REQUIRE_POLICY", _bool, True),
             tenants=_tenants(env),
         )
         if (settings.s3_access_key is None) != (settings.s3_secret_key is None):

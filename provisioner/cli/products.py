@@ -15,6 +15,7 @@ from provisioner.errors import ProvisionerError
 from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
 from provisioner.names import Namespace
 from provisioner.settings import Settings
+from provisioner.storage.policy import ReadGrant
 
 
 def register(subparsers: Any) -> None:
@@ -57,8 +58,10 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "grants",
-        help="show who can read what, and the last tokenization per output port",
-        description="Every read grant (consumer reads producer's prefix) with the tokenization run that preceded it.",
+        help="show who can read which output port, the last tokenization per port, and why a grant waits",
+        description="Every read grant (the consumer reads s3://<bucket>/<producer>/published/<output port>/) with "
+        "the tokenization decision that preceded it, then every approved output port not granted yet and why "
+        "(no tokenization decision, a failed tokenization, a producer not provisioned yet, a full policy).",
     )
     p.add_argument("namespace", nargs="?", help="only grants where this namespace is consumer or producer")
     p.set_defaults(func=_grants)
@@ -191,11 +194,19 @@ def _grants(args: argparse.Namespace) -> int:
     with open_services(Settings.from_env()) as services:
         products = {r.product_id: r for r in services.state.all_products()}
         outcomes = services.state.tokenize_outcomes()
+        bucket = services.settings.s3_bucket
+
+        def consumer_namespace(consumer_id: str) -> str:
+            consumer = products.get(consumer_id)
+            return consumer.namespace if consumer else consumer_id
+
+        def wanted(consumer_ns: str, producer_ns: str) -> bool:
+            return not args.namespace or args.namespace in (consumer_ns, producer_ns)
+
         table = Table("consumer", "reads", "output port", "last tokenization", "granted because")
         for g in services.state.all_grants():
-            consumer = products.get(g.consumer_id)
-            consumer_ns = consumer.namespace if consumer else g.consumer_id
-            if args.namespace and args.namespace not in (consumer_ns, g.producer_namespace):
+            consumer_ns = consumer_namespace(g.consumer_id)
+            if not wanted(consumer_ns, g.producer_namespace):
                 continue
             outcome = outcomes.get(g.output_port_id)
             last = (
@@ -203,10 +214,32 @@ def _grants(args: argparse.Namespace) -> int:
             )
             table.add_row(
                 consumer_ns,
-                f"s3://{services.settings.s3_bucket}/{g.producer_namespace}/",
+                f"s3://{bucket}/{_grant_prefix(g.producer_namespace, g.output_port_namespace)}",
                 g.output_port_namespace or g.output_port_id,
                 last,
                 g.tokenize_note,
             )
         console.print(table)
+        # Approved ports without a grant, each with its reason on its own line (reasons are long; tables wrap them).
+        waits = [
+            w
+            for w in services.state.all_waits()
+            if (c := products.get(w.consumer_id)) is not None
+            and c.state == "provisioned"
+            and wanted(c.namespace, w.producer_namespace)
+        ]
+        if waits:
+            console.print(f"[bold]{len(waits)} approved output port(s) not granted yet:[/]")
+        for w in waits:
+            port = f"{w.producer_namespace or w.producer_id}/{w.output_port_namespace or w.output_port_id}"
+            since = f" (since {w.since:%Y-%m-%d %H:%M:%S})" if w.since else ""
+            console.print(f"  {consumer_namespace(w.consumer_id)} waits for {port}{since}: {w.reason}", soft_wrap=True)
     return 0
+
+
+def _grant_prefix(producer: str, output_port: str) -> str:
+    """The folder a grant opens, or the producer's prefix for a row whose names are not (or no longer) valid."""
+    try:
+        return ReadGrant(Namespace(producer), Namespace(output_port)).prefix
+    except ProvisionerError:
+        return f"{producer}/published/{output_port}/"

@@ -73,8 +73,9 @@ def test_provision_of_a_bad_namespace_exits_1(cli_env: Path, portal: Any, capsys
 
 
 def test_resync_repairs_a_missed_approval_and_grants_shows_it(
-    cli_env: Path, portal: Any, unique_name: str, capsys: pytest.CaptureFixture[str]
+    cli_env: Path, portal: Any, unique_name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("PROVISIONER_TOKENIZE_REQUIRE_POLICY", "false")  # no policy file: grant untokenized
     producer = portal.state.create_product("Producer", f"{unique_name}-p", notify=False)
     consumer = portal.state.create_product("Consumer", f"{unique_name}-c", notify=False)
     port = portal.state.create_output_port(producer.id, "Orders", namespace="orders", notify=False)
@@ -84,9 +85,30 @@ def test_resync_repairs_a_missed_approval_and_grants_shows_it(
     assert main(["resync"]) == 0  # provisions both products, then converges the consumer's grant
     assert "0 failed" in capsys.readouterr().err
     env = read_env(cli_env / f"{unique_name}-c" / ".env")
-    assert env["S3_READ_PREFIXES"] == f"{unique_name}-p"
+    assert env["S3_READ_PREFIXES"] == f"{unique_name}/{unique_name}-p/published/orders/"
 
     assert main(["grants", f"{unique_name}-c"]) == 0
     out = capsys.readouterr().out
-    assert f"{unique_name}-c" in out and f"{unique_name}-p/" in out and "orders" in out
-    assert "without tokenization" in out
+    assert f"{unique_name}-c" in out and f"{unique_name}-p/published/orders/" in out
+    assert "untokenized" in out and "not granted yet" not in out
+
+
+def test_grants_says_why_an_approved_port_waits(
+    cli_env: Path, portal: Any, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 §3: by default a restricted port without a tokenization decision waits, and `grants` says why."""
+    producer = portal.state.create_product("Producer", f"{unique_name}-p", notify=False)
+    consumer = portal.state.create_product("Consumer", f"{unique_name}-c", notify=False)
+    port = portal.state.create_output_port(producer.id, "Customers", namespace="customers", notify=False)
+    portal.state.request_access(consumer.id, port.id, notify=False)
+    portal.state.approve(port.id, consumer.id, notify=False)
+
+    assert main(["resync"]) == 0
+    capsys.readouterr()
+    assert read_env(cli_env / f"{unique_name}-c" / ".env")["S3_READ_PREFIXES"] == ""
+
+    assert main(["grants", f"{unique_name}-p"]) == 0
+    out = capsys.readouterr().out
+    assert "1 approved output port(s) not granted yet" in out
+    assert f"{unique_name}-c waits for {unique_name}-p/customers" in out
+    assert "no tokenization decision for restricted output port" in out and "tokenize: none" in out

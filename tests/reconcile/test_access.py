@@ -459,3 +459,38 @@ def test_a_product_reconcile_never_puts_back_a_revoked_grant(site: Site, pair: P
     assert ReconcileAccess(pair.consumer_id) in follow_up  # the .env still names the port: the key is settled next
     site.reconcilers.reconcile_access(pair.consumer_id)
     assert site.env(pair.consumer)["S3_READ_PREFIXES"] == ""
+
+
+def test_grants_beyond_the_policy_size_limit_wait_with_a_clear_error(site: Site, pair: Pair) -> None:
+    """AWS inline policies stop at 2,048 characters: what fits is granted, the rest waits and the run fails loudly."""
+    from provisioner.names import Namespace
+    from provisioner.storage.policy import INLINE_POLICY_LIMIT, PolicyTooLarge, policy_json
+
+    _use_policy(site, pair, f"  - producer: {pair.producer}\n    output_port: '*'\n    tokenize: none\n")
+    ports = []
+    for i in range(14):
+        port = site.portal_state.create_output_port(
+            pair.producer_id, f"Port {i}", namespace=f"port-{i:02d}-" + "x" * 24, notify=False
+        )
+        site.portal_state.request_access(pair.consumer_id, port.id, notify=False)
+        site.portal_state.approve(port.id, pair.consumer_id, notify=False)
+        ports.append(port.id)
+
+    with pytest.raises(PolicyTooLarge, match="2,048-character inline policy limit"):
+        site.reconcilers.reconcile_access(pair.consumer_id)
+
+    granted = {g.output_port_id for g in site.state.grants_of(pair.consumer_id)}
+    waiting = {w.output_port_id: w.reason for w in site.state.all_waits() if w.consumer_id == pair.consumer_id}
+    assert granted and waiting and granted | set(waiting) == set(ports) and not granted & set(waiting)
+    assert all("2,048-character" in reason for reason in waiting.values())
+    policy = site.store.user_policy(Namespace(pair.consumer))
+    assert len(policy_json(policy)) <= INLINE_POLICY_LIMIT
+    assert len(site.env(pair.consumer)["S3_READ_PREFIXES"].split(",")) == len(granted)
+
+    # A revocation still goes through while other ports wait for room.
+    revoked = sorted(granted)[0]
+    site.portal_state.revoke(revoked, pair.consumer_id, notify=False)
+    with pytest.raises(PolicyTooLarge):
+        site.reconcilers.reconcile_access(pair.consumer_id)
+    assert revoked not in {g.output_port_id for g in site.state.grants_of(pair.consumer_id)}
+    assert f"port-{ports.index(revoked):02d}" not in json.dumps(site.store.user_policy(Namespace(pair.consumer)))
