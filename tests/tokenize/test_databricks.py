@@ -87,9 +87,7 @@ def test_no_key_bytes_in_statements_or_parameters() -> None:
     assert any("secret('tok', 'key')" in s for s in sent)  # only the secret's name travels
 
 
-def test_events_and_records_are_those_of_the_postgres_path(
-    pg_empty_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_events_and_records_are_those_of_the_postgres_path(pg_empty_url: str, caplog: pytest.LogCaptureFixture) -> None:
     from tests.tokenize.conftest import create_people
 
     create_people(pg_empty_url, [("a@example.com", None)])
@@ -321,3 +319,13 @@ def test_the_real_connector_is_opened_without_transactions(monkeypatch: pytest.M
     assert DatabricksTenant.from_fields("lake", FIELDS).connect() == "conn"
     assert seen["ignore_transactions"] is True and seen["access_token"] == "dapi-secret-token"
     assert (seen["server_hostname"], seen["http_path"]) == ("adb-123.4.azuredatabricks.net", "/sql/1.0/warehouses/abc")
+
+
+def test_settings_read_the_databricks_tenant_fields() -> None:
+    from provisioner.settings import Settings
+
+    env = {f"PROVISIONER_TENANT_SALES_EU_{k}": v for k, v in FIELDS.items()}
+    settings = Settings.from_env(env)
+    assert settings.tenants == {"sales_eu": FIELDS}
+    found = Tenants.from_mapping(settings.tenants).executor("sales_eu")
+    assert isinstance(found, DatabricksExecutor) and found.key == SecretScopeKey("tok", "key")
