@@ -19,6 +19,8 @@ until ``max_attempts`` attempts have run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -27,12 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import procrastinate
+import procrastinate.worker
 import psycopg
-from procrastinate import JobContext, RetryDecision
+from procrastinate import JobContext, RetryDecision, signals
 from procrastinate.retry import BaseRetryStrategy
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from provisioner.errors import PermanentError
+from provisioner.errors import PermanentError, ProvisionerError
 from provisioner.events import (
     ReconcileAccess,
     ReconcileOutputPort,
@@ -41,7 +44,7 @@ from provisioner.events import (
     Trigger,
     product_lock,
 )
-from provisioner.logs import log_event
+from provisioner.logs import log_event, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +217,9 @@ def build_app(
     stalled_after_seconds: float = 30.0,
 ) -> procrastinate.App:
     """A procrastinate App whose four tasks call ``handlers``; resync runs periodically unless 0."""
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url))
+    # A bounded wait for a pooled connection: while the database is away, the worker's calls fail after seconds
+    # (and run_worker restarts it) instead of hanging for psycopg's default 30 s each.
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url, timeout=POOL_WAIT_SECONDS))
     retry = _Backoff(max_attempts, backoff_seconds)
 
     def enqueue_logged(event: str, triggers: Sequence[Trigger], *, wake: bool = True, **fields: object) -> None:
@@ -338,6 +343,27 @@ class _Runner:
             self.metrics.durations.labels(task=task).observe(time.perf_counter() - started)
 
 
+@dataclass
+class WorkerHealth:
+    """Whether the worker of this process is running now; written by ``run_worker``, read by /readyz."""
+
+    running: bool = False
+    reason: str = "the worker has not started yet"
+
+
+class WorkerStopped(ProvisionerError):
+    """The worker lost PostgreSQL and could not get back within its recovery time: the process should exit."""
+
+
+#: How long the worker's database calls wait for a pooled connection.
+POOL_WAIT_SECONDS = 5.0
+#: First wait before a worker restarts after losing its database; doubled up to the cap.
+RESTART_BACKOFF_SECONDS = 0.5
+RESTART_BACKOFF_CAP_SECONDS = 10.0
+#: A worker that ran this long before it stopped counts as recovered (its failure streak starts again).
+HEALTHY_RUN_SECONDS = 10.0
+
+
 async def run_worker(
     app: procrastinate.App,
     *,
@@ -346,18 +372,119 @@ async def run_worker(
     install_signal_handlers: bool = True,
     name: str = "provisioner-worker",
     polling_interval: float = 5.0,
+    recover_seconds: float = 300.0,
+    health: WorkerHealth | None = None,
 ) -> None:
     """Run a worker until stopped (or, with ``wait=False``, until the queue is empty).
 
     Workers learn of due jobs by LISTEN/NOTIFY (inserts, and sql/005's notices when a lock is freed or a retry is
     pulled forward); ``polling_interval`` is only the fallback for jobs that become due by the clock (retries).
+
+    procrastinate's worker stops for good when its connection to PostgreSQL breaks (a database restart, a
+    failover): its listener or heartbeat task fails and it shuts down, or fetching a job raises. So this runs
+    it in a loop: after such a stop it reopens the app and starts a new worker, waiting 0.5 s, 1 s, 2 s … 10 s
+    between tries, and first hands the jobs the old worker had taken back to the queue. When no worker runs
+    again within ``recover_seconds`` of the first failure, ``WorkerStopped`` is raised, so the process exits
+    non-zero and a supervisor restarts it. ``health`` says at every moment whether a worker runs (for /readyz).
     """
-    async with app.open_async():
-        await app.run_worker_async(
-            queues=[QUEUE],
-            concurrency=concurrency,
-            wait=wait,
-            install_signal_handlers=install_signal_handlers,
-            name=name,
-            fetch_job_polling_interval=polling_interval,
-        )
+    health = health if health is not None else WorkerHealth()
+    stop = asyncio.Event()
+    failing_since: float | None = None
+    delay = RESTART_BACKOFF_SECONDS
+    previous_worker_id: int | None = None
+    with signals.on_stop(stop.set) if install_signal_handlers else contextlib.nullcontext():
+        while not stop.is_set():
+            began = time.monotonic()
+            worker = procrastinate.worker.Worker(
+                app,
+                queues=[QUEUE],
+                name=name,
+                concurrency=concurrency,
+                wait=wait,
+                install_signal_handlers=False,
+                fetch_job_polling_interval=polling_interval,
+            )
+            try:
+                await _open_app(app, timeout=min(RESTART_BACKOFF_CAP_SECONDS, max(1.0, recover_seconds)))
+                try:
+                    await _release_jobs_of(app, previous_worker_id)
+                    previous_worker_id = None
+                    health.running, health.reason = True, ""
+                    if failing_since is not None:
+                        log_event(log, "worker.recovered", down_seconds=round(time.monotonic() - failing_since, 1))
+                    await _run_until_stopped(worker, stop)
+                finally:
+                    health.running = False
+                    await app.connector.close_async()
+            except asyncio.CancelledError:
+                health.reason = "the worker was stopped"
+                raise
+            except TimeoutError:
+                reason = "PostgreSQL did not answer"
+            except Exception as exc:  # a broken connection surfaces as many types; any failure gets a restart
+                reason = _reason(exc)
+            else:
+                if stop.is_set() or not wait:
+                    break
+                reason = "procrastinate's worker stopped by itself (its listener or heartbeat lost the database)"
+            if worker.worker_id is not None:
+                previous_worker_id = worker.worker_id  # not unregistered: its jobs may still be marked as running
+            now = time.monotonic()
+            if failing_since is None or now - began >= HEALTHY_RUN_SECONDS:
+                failing_since, delay = now, RESTART_BACKOFF_SECONDS
+            if now - failing_since + delay > recover_seconds:
+                health.reason = f"the worker could not get back within {recover_seconds:g} s: {reason}"
+                log_event(log, "worker.gave_up", level=logging.ERROR, recover_seconds=recover_seconds, reason=reason)
+                raise WorkerStopped(
+                    f"the worker lost PostgreSQL and could not get back within {recover_seconds:g} s "
+                    f"(PROVISIONER_WORKER_RECOVER_SECONDS): {reason}"
+                )
+            health.reason = f"the worker lost the database and is reconnecting: {reason}"
+            log_event(log, "worker.restarting", level=logging.WARNING, reason=reason, in_seconds=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, RESTART_BACKOFF_CAP_SECONDS)
+    health.reason = "the worker was stopped"
+
+
+def _reason(exc: BaseException) -> str:
+    """The root cause of a failure, in one line (procrastinate wraps psycopg's errors in a vague one)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = redact_text(str(exc)).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+async def _open_app(app: procrastinate.App, timeout: float) -> None:
+    """Open the app's pool, giving up after ``timeout`` (psycopg's pool would wait 30 s for a database that is down)."""
+    try:
+        await asyncio.wait_for(app.connector.open_async(), timeout)
+    except BaseException:
+        await app.connector.close_async()  # the pool a timeout left half open
+        raise
+
+
+async def _release_jobs_of(app: procrastinate.App, worker_id: int | None) -> None:
+    """Hand the jobs of this process's previous worker back to the queue.
+
+    That worker waited for its running jobs before it stopped, so none of them runs any more; but a job whose
+    end could not be written while the database was away is still marked as running by that worker.
+    Unregistering the worker detaches its jobs, and ``retry_stalled_jobs`` requeues jobs without a worker.
+    """
+    if worker_id is not None:
+        await app.job_manager.unregister_worker(worker_id)
+    await retry_stalled_jobs(app)
+
+
+async def _run_until_stopped(worker: procrastinate.worker.Worker, stop: asyncio.Event) -> None:
+    """Run ``worker`` until it returns, stopping it gracefully once ``stop`` is set."""
+
+    async def stop_when_asked() -> None:
+        await stop.wait()
+        worker.stop()
+
+    watcher = asyncio.create_task(stop_when_asked())
+    try:
+        await worker.run()
+    finally:
+        watcher.cancel()

@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from provisioner.cli.wiring import open_services, resolve_database
 from provisioner.jobs import JobHandlers
 from provisioner.logs import configure_logging
+from provisioner.reconcile import Reconcilers
 from provisioner.settings import Settings
+
+#: The object /readyz asks the store about: any answer, "not found" included, means the store is reachable.
+READYZ_OBJECT = ".provisioner-readyz"
 
 HandlersFactory = Callable[[Settings, str], "JobHandlers | AbstractContextManager[JobHandlers]"]
 
@@ -35,6 +39,8 @@ class Runtime:
     settings: Settings
     database_url: str
     handlers: JobHandlers | None
+    #: Raises when the object store cannot be reached (None when this process has no store).
+    store_probe: Callable[[], object] | None = None
 
 
 @contextmanager
@@ -52,4 +58,11 @@ def open_runtime(
         if handlers_factory is not None:
             made = handlers_factory(settings, url)
             handlers = stack.enter_context(made) if isinstance(made, AbstractContextManager) else made
-        yield Runtime(settings, url, handlers)
+        yield Runtime(settings, url, handlers, _store_probe(handlers))
+
+
+def _store_probe(handlers: JobHandlers | None) -> Callable[[], object] | None:
+    if not isinstance(handlers, Reconcilers):
+        return None
+    store, bucket = handlers.store, handlers.config.bucket
+    return lambda: store.object_exists(bucket, READYZ_OBJECT)

