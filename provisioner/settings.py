@@ -67,6 +67,10 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "PROVISIONER_TEMPLATE": ("templates/sqlmesh", "cookiecutter template of a product project"),
     "PROVISIONER_RESYNC_SECONDS": ("300", "period of the resync against the portal; 0 = off"),
     "PROVISIONER_VERIFY_SECONDS": ("3600", "resync re-checks a converged product against the store this often"),
+    "PROVISIONER_ORPHAN_GRACE_SECONDS": (
+        "86400",
+        "resync removes store users named dp-* that belong to no product after this long; off = only report them",
+    ),
     "PROVISIONER_WORKER_CONCURRENCY": ("4", "jobs one worker runs at once"),
     "PROVISIONER_WORKER_METRICS_PORT": ("(unset)", "port where `provisioner worker` serves /metrics (job outcomes)"),
     "PROVISIONER_WORKER_RECOVER_SECONDS": ("300", "a worker that lost PostgreSQL retries this long, then exits 1"),
@@ -137,6 +141,7 @@ class Settings:
     template: Path = Path("templates/sqlmesh")
     resync_seconds: int = 300
     verify_seconds: int = 3600
+    orphan_grace_seconds: int | None = 86400  # None: orphan store users are reported, never removed
     worker_concurrency: int = 4
     worker_metrics_port: int | None = None
     worker_recover_seconds: float = 300.0
@@ -196,6 +201,7 @@ class Settings:
             template=r.get("TEMPLATE", Path, default_template()),
             resync_seconds=r.get("RESYNC_SECONDS", _non_negative, 300),
             verify_seconds=r.get("VERIFY_SECONDS", _positive, 3600),
+            orphan_grace_seconds=r.get("ORPHAN_GRACE_SECONDS", _seconds_or_off, 86400),
             worker_concurrency=r.get("WORKER_CONCURRENCY", _positive, 4),
             worker_metrics_port=r.get("WORKER_METRICS_PORT", _port, None),
             worker_recover_seconds=r.get("WORKER_RECOVER_SECONDS", _positive_float, 300.0),
@@ -321,6 +327,15 @@ def _choice(*options: str) -> Callable[[str], str]:
         return folded[value.lower()]
 
     return parse
+
+
+def _seconds_or_off(raw: str) -> int | None:
+    if raw.strip().lower() == "off":
+        return None
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number of seconds (0 or more) or off")
+    return value
 
 
 def _comma_list(raw: str) -> tuple[str, ...]:

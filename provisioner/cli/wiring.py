@@ -125,6 +125,7 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
             finalizer=settings.finalizer,
             delete_data=settings.delete_data,
             verify_seconds=settings.verify_seconds,
+            orphan_grace_seconds=settings.orphan_grace_seconds,
             tokenize_require_policy=settings.tokenize_require_policy,
         )
         reconcilers = Reconcilers(

@@ -52,7 +52,7 @@ class Reconcilers:
         self.access = AccessReconciler(
             portal=portal, store=store, state=state, config=config, products=self.products, tokenizer=tokenizer
         )
-        self.resyncer = Resync(portal=portal, state=state, config=config)
+        self.resyncer = Resync(portal=portal, state=state, config=config, store=store)
 
     def reconcile_product(self, product_id: str) -> Sequence[Trigger]:
         """Provision, update or clean up one product."""

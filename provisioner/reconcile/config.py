@@ -27,6 +27,9 @@ class ReconcileConfig:
     finalizer: str = "provisioner"
     delete_data: bool = False
     verify_seconds: int = 3600  # a resync re-checks a product against the store at least this often
+    # PROVISIONER_ORPHAN_GRACE_SECONDS: resync removes a store user named like a product that belongs to no product
+    # once it has been an orphan this long; None reports orphans and removes nothing.
+    orphan_grace_seconds: int | None = 86400
     # PROVISIONER_TOKENIZE_REQUIRE_POLICY: a restricted output port is granted only when the tokenization policy has
     # an entry for it (tables to tokenize, or `tokenize: none`).
     tokenize_require_policy: bool = True
