@@ -17,15 +17,21 @@ Tokens are never logged and never part of a message.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from provisioner.logs import log_event
 from provisioner.tokenize.errors import TenantError, TenantUnavailable
+
+_log = logging.getLogger("provisioner.tokenize")
 
 AUTH = "databricks-oauth"
 DEFAULT_LIFETIME_S = 3600.0  # when the API does not say: Lakebase tokens last one hour
@@ -181,3 +187,70 @@ def _parse_time(value: object) -> float | None:
     except ValueError:
         return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+class Passfile:
+    """A libpq password file kept current with Lakebase tokens, for connections this code does not open itself.
+
+    The provisioner's own database (``PROVISIONER_DATABASE_URL``) is reached from several places: the pool,
+    migrations, the job queue, the web app. libpq reads its password file (``passfile``, or ``PGPASSFILE``) at every
+    login, so one line ``host:port:dbname:user:token`` for that server, rewritten (atomically, mode 0600) before the
+    token expires, serves all of them unchanged. Connections to any other server never see the token.
+    """
+
+    def __init__(self, conninfo: str, provider: DatabricksOAuth, path: str | os.PathLike[str]) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(conninfo)
+        host = str(params.get("host") or "localhost")
+        self._match = [
+            "*" if host.startswith("/") else host,  # a socket directory: libpq matches it as "localhost"
+            str(params.get("port") or "5432"),
+            str(params.get("dbname") or "*"),
+            str(params.get("user") or "*"),
+        ]
+        self.provider, self.path = provider, Path(path)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Write the current token (a new one if the cached one is close to expiry)."""
+        token = self.provider({})
+        line = ":".join(_pgpass_escape(v) for v in [*self._match, token or ""]) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".pgpass-")
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+    def start(self) -> None:
+        """Write the file now and keep it fresh from a daemon thread until ``stop()``."""
+        self.refresh()
+        self._thread = threading.Thread(target=self._run, name="lakebase-passfile", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop refreshing (the file stays until its token expires)."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            expires = self.provider.expires_at() or self.provider.clock() + DEFAULT_LIFETIME_S
+            wait = max(1.0, expires - self.provider.refresh_margin_s - self.provider.clock() + 1)
+            if self._stop.wait(wait):
+                return
+            try:
+                self.refresh()
+            except (TenantError, TenantUnavailable, OSError) as exc:  # try again soon; logins go on meanwhile
+                log_event(_log, "lakebase.passfile_refresh_failed", level=logging.WARNING, error=str(exc))
+                if self._stop.wait(30):
+                    return
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")

@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from provisioner.testing.lakebase import LakebaseStandIn
 from provisioner.tokenize.errors import TenantError
-from provisioner.tokenize.lakebase import DatabricksOAuth
+from provisioner.tokenize.lakebase import DatabricksOAuth, Passfile
 from provisioner.tokenize.tenants import TenantConnector
 
 pytestmark = pytest.mark.databricks
@@ -157,3 +157,25 @@ def test_databricks_oauth_fields() -> None:
         TenantConnector.from_fields("lb", {**fields, "INSTANCE": ""})
     with pytest.raises(TenantError, match="exactly one"):
         TenantConnector.from_fields("lb", {**fields, "ENDPOINT": "projects/p/branches/b/endpoints/e"})
+
+
+def test_a_passfile_serves_connections_opened_elsewhere(
+    pg_server_url: str, standin: LakebaseStandIn, tmp_path: Path
+) -> None:
+    # PROVISIONER_DATABASE_URL's connections (pool, jobs, web) carry no password: libpq reads it from the file.
+    clock = Clock()
+    oauth = provider(standin, clock)
+    url = psycopg.conninfo.make_conninfo(pg_server_url, user=ROLE, password="")
+    url = psycopg.conninfo.make_conninfo(**{k: v for k, v in conninfo_to_dict(url).items() if k != "password"})
+    passfile = Passfile(url, oauth, tmp_path / "pgpass")
+    passfile.refresh()
+    assert (tmp_path / "pgpass").stat().st_mode & 0o777 == 0o600
+    with psycopg.connect(url, passfile=str(tmp_path / "pgpass")) as first:
+        assert whoami(first) == ROLE
+        expiry = oauth.expires_at()
+        assert expiry is not None
+        clock.now = expiry - oauth.refresh_margin_s + 1
+        passfile.refresh()  # what the refresher thread does before expiry: the password rotates
+        assert standin.issued == 2
+        with psycopg.connect(url, passfile=str(tmp_path / "pgpass")) as second:
+            assert whoami(second) == ROLE and whoami(first) == ROLE
