@@ -1,13 +1,12 @@
 """A freshly scaffolded producer project on moto's S3 + IAM server, shared by the template tests.
 
-The bucket, the per-product IAM users, their inline policies and keys are made here with the admin
-client, as the provisioner's storage adapter would, so these tests depend only on the template and
-provisioner.scaffold.
+The bucket, the per-product IAM users, their inline policies (the provisioner's own document) and keys are made
+here with the admin client, as the provisioner's storage adapter would, so these tests depend only on the template,
+provisioner.scaffold and provisioner.storage.policy.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.names import Namespace
+from provisioner.names import BucketName, Namespace
 from provisioner.scaffold import env_values, raw_seed_files, render_project, write_env
 from provisioner.settings import default_template
+from provisioner.storage.policy import ReadGrant, policy_json, product_policy
 from tests.fixtures.s3 import S3Server
 
 SQLMESH = Path(sys.executable).with_name("sqlmesh")
+PORTS_YAML = 'customers: [customer_orders]\n"internal+eu": "*"\n'
 
 
 @dataclass(frozen=True)
@@ -51,38 +52,16 @@ class Store:
         return self.server.client("iam")
 
 
-def product_policy(bucket: str, namespace: str, readable: list[str]) -> str:
-    """Read/write on the product's own prefix, read on ``published/`` of each granted producer."""
-    statements = [
-        {
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-            "Resource": f"arn:aws:s3:::{bucket}/{namespace}/*",
-        },
-        {
-            "Effect": "Allow",
-            "Action": "s3:ListBucket",
-            "Resource": f"arn:aws:s3:::{bucket}",
-            "Condition": {"StringLike": {"s3:prefix": [f"{namespace}/*", *(f"{p}/published/*" for p in readable)]}},
-        },
-    ]
-    statements += [
-        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/{p}/published/*"}
-        for p in readable
-    ]
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
-
-
-def grant(store: Store, product: Product, readable: list[str]) -> None:
-    """Replace the product user's inline policy (what approving or revoking an access request does)."""
+def grant(store: Store, product: Product, readable: list[ReadGrant]) -> None:
+    """Replace the product user's inline policy with the provisioner's own document (approving or revoking)."""
     store.iam().put_user_policy(
         UserName=product.user,
         PolicyName="product",
-        PolicyDocument=product_policy(store.bucket, product.namespace, readable),
+        PolicyDocument=policy_json(product_policy(BucketName(store.bucket), product.namespace, readable)),
     )
 
 
-def scaffold_product(store: Store, root: Path, *, readable: list[str] = ()) -> Product:
+def scaffold_product(store: Store, root: Path, *, readable: list[ReadGrant] = ()) -> Product:
     """Create the store user and key, render the project, write its .env and upload the raw seed."""
     namespace = Namespace(f"p-{uuid.uuid4().hex[:8]}")
     user = namespace.user_name
@@ -114,7 +93,7 @@ def scaffold_product(store: Store, root: Path, *, readable: list[str] = ()) -> P
             access_key=product.access_key,
             secret_key=product.secret_key,
             region=store.server.region,
-            read_prefixes=readable,
+            read_prefixes=[g.location(BucketName(store.bucket)) for g in readable],
         ),
     )
     admin = store.admin()
@@ -151,8 +130,13 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def producer(store: Store, home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Product, str]]:
-    """A producer project after `sqlmesh plan --auto-apply --no-prompts` and `python publish.py`."""
+    """A producer project after `sqlmesh plan --auto-apply --no-prompts` and `python publish.py`.
+
+    Its output_ports.yaml publishes the mart to two ports: ``customers`` and ``internal+eu`` (a namespace whose
+    folder carries a hash).
+    """
     product = scaffold_product(store, tmp_path_factory.mktemp("products"))
+    (product.path / "output_ports.yaml").write_text(PORTS_YAML)
     plan = run([str(SQLMESH), "plan", "--auto-apply", "--no-prompts"], product.path, home)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     publish = run([sys.executable, "publish.py"], product.path, home)

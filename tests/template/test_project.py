@@ -13,6 +13,8 @@ import botocore.exceptions
 import duckdb
 import pytest
 
+from provisioner.names import Namespace
+from provisioner.storage.policy import ReadGrant
 from tests.template.conftest import Product, Store, grant, run, scaffold_product
 
 pytestmark = [pytest.mark.sqlmesh, pytest.mark.slow]
@@ -42,14 +44,20 @@ def test_plan_reads_raw_data_from_s3_runs_the_tests_and_builds_the_mart(producer
         con.close()
 
 
-def test_publish_writes_each_mart_as_parquet_under_published(
+def _port_file(product: Product, port: str) -> str:
+    return f"{product.namespace}/published/{Namespace(port).store_name}/customer_orders.parquet"
+
+
+def test_publish_writes_each_mart_into_the_folders_of_its_output_ports(
     producer: tuple[Product, str], store: Store, tmp_path: Path
 ) -> None:
     product, _ = producer
     listed = store.admin().list_objects_v2(Bucket=store.bucket, Prefix=f"{product.namespace}/published/")
-    assert [o["Key"] for o in listed.get("Contents", [])] == [f"{product.namespace}/published/customer_orders.parquet"]
+    assert sorted(o["Key"] for o in listed.get("Contents", [])) == sorted(
+        [_port_file(product, "customers"), _port_file(product, "internal+eu")]
+    )
     local = tmp_path / "customer_orders.parquet"
-    store.admin().download_file(store.bucket, f"{product.namespace}/published/customer_orders.parquet", str(local))
+    store.admin().download_file(store.bucket, _port_file(product, "customers"), str(local))
     rows = duckdb.execute(MART_QUERY.format(f"read_parquet('{local}')")).fetchall()
     assert _rounded(rows) == EXPECTED_MART
 
@@ -67,15 +75,26 @@ def test_the_secret_key_lives_only_in_dot_env(producer: tuple[Product, str]) -> 
     assert secret in (product.path / ".env").read_bytes()
 
 
-def test_consumer_with_an_approved_grant_reads_the_producers_published_data(
+def test_consumer_reads_exactly_the_approved_output_port(
     producer: tuple[Product, str], store: Store, home: Path, tmp_path: Path
 ) -> None:
+    """Issue 12 §2: S3_READ_PREFIXES lists the port's folder; consume.py reads it, and nothing else is readable."""
     product, _ = producer
-    consumer = scaffold_product(store, tmp_path, readable=[product.namespace])
+    consumer = scaffold_product(store, tmp_path, readable=[ReadGrant(product.namespace, Namespace("customers"))])
     result = run([sys.executable, "consume.py"], consumer.path, home)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"s3://{store.bucket}/{product.namespace}/published/customer_orders.parquet: 3 rows" in result.stdout
+    assert f"s3://{store.bucket}/{_port_file(product, 'customers')}: 3 rows" in result.stdout
     assert "'acme', 3" in result.stdout
+    assert "internal" not in result.stdout  # the other port is not listed, let alone read
+
+    other_folder = f"{product.namespace}/published/{Namespace('internal+eu').store_name}"
+    other_port = run([sys.executable, "consume.py", other_folder], consumer.path, home)
+    assert other_port.returncode == 1 and _denied(other_port.stderr), other_port.stderr
+    s3 = store.server.client("s3", consumer.access_key, consumer.secret_key)
+    for key in (_port_file(product, "internal+eu"), f"{product.namespace}/raw/orders.csv"):
+        with pytest.raises(botocore.exceptions.ClientError) as denied:
+            s3.get_object(Bucket=store.bucket, Key=key)
+        assert denied.value.response["Error"]["Code"] == "AccessDenied", key
 
 
 def test_consumer_is_denied_before_approval_and_after_revocation(
@@ -83,14 +102,14 @@ def test_consumer_is_denied_before_approval_and_after_revocation(
 ) -> None:
     product, _ = producer
     consumer = scaffold_product(store, tmp_path)  # no grant yet: the access request is pending
-    read = [sys.executable, "consume.py", product.namespace]
+    read = [sys.executable, "consume.py", f"{product.namespace}/published/customers"]
 
     before = run(read, consumer.path, home)
     assert before.returncode == 1
     assert _denied(before.stderr), before.stderr
     assert "access request" in before.stderr
 
-    grant(store, consumer, [product.namespace])  # approved
+    grant(store, consumer, [ReadGrant(product.namespace, Namespace("customers"))])  # approved
     approved = run(read, consumer.path, home)
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert "customer_orders.parquet: 3 rows" in approved.stdout
@@ -105,8 +124,8 @@ def test_a_products_key_cannot_write_into_another_products_published_prefix(
     producer: tuple[Product, str], store: Store, home: Path, tmp_path: Path
 ) -> None:
     product, _ = producer
-    other = scaffold_product(store, tmp_path, readable=[product.namespace])
-    key = f"{product.namespace}/published/customer_orders.parquet"
+    other = scaffold_product(store, tmp_path, readable=[ReadGrant(product.namespace, Namespace("customers"))])
+    key = _port_file(product, "customers")
     target = f"s3://{store.bucket}/{key}"
     before = store.admin().head_object(Bucket=store.bucket, Key=key)
     script = (
@@ -121,6 +140,6 @@ def test_a_products_key_cannot_write_into_another_products_published_prefix(
     assert after["ETag"] == before["ETag"]
     with pytest.raises(botocore.exceptions.ClientError) as denied:
         store.server.client("s3", other.access_key, other.secret_key).put_object(
-            Bucket=store.bucket, Key=f"{product.namespace}/published/extra.parquet", Body=b"x"
+            Bucket=store.bucket, Key=f"{product.namespace}/published/customers/extra.parquet", Body=b"x"
         )
     assert denied.value.response["Error"]["Code"] == "AccessDenied"

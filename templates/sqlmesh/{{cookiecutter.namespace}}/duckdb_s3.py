@@ -8,7 +8,9 @@ exactly as SQLMesh loads it).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +20,11 @@ from dotenv import dotenv_values
 ROOT = Path(__file__).resolve().parent
 DATABASE = ROOT / "product.duckdb"
 ENV_KEYS = ("S3_ENDPOINT", "S3_BUCKET", "S3_PREFIX", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION", "S3_READ_PREFIXES")
+
+
+# The portal's rule for namespaces (data products and output ports alike).
+PORTAL_NAMESPACE = re.compile(r"[a-z0-9+=,.@_-]{1,64}")
+_PLAIN = re.compile(r"[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?")
 
 
 class ProjectConfigError(RuntimeError):
@@ -43,8 +50,28 @@ def namespace(env: dict[str, str]) -> str:
 
 
 def read_prefixes(env: dict[str, str]) -> list[str]:
-    """Namespaces whose published data this product may read (approved access requests)."""
-    return [p.strip().strip("/") for p in env.get("S3_READ_PREFIXES", "").split(",") if p.strip().strip("/")]
+    """The output port folders this product may read, one per approved access request.
+
+    S3_READ_PREFIXES lists them comma-separated as <bucket>/<producer>/published/<output port>/.
+    """
+    return [p.strip().strip("/") + "/" for p in env.get("S3_READ_PREFIXES", "").split(",") if p.strip().strip("/")]
+
+
+def port_folder(port: str) -> str:
+    """The folder of output port port under published/, as the provisioner names it.
+
+    Most namespaces are their own folder (customer_segments_weekly). One with other characters than a-z, 0-9,
+    _ and - inside, or starting or ending with _ or -, gets a readable part, . and 16 hex digits
+    of its SHA-256 (the provisioner's rule, provisioner/names.py; the template tests check they agree).
+    """
+    if not PORTAL_NAMESPACE.fullmatch(port):
+        raise ProjectConfigError(
+            f"output port {port!r} is not a portal namespace (1 to 64 of a-z, 0-9 and + = , . @ _ -)"
+        )
+    if _PLAIN.fullmatch(port):
+        return port
+    readable = re.sub(r"[^a-z0-9_-]", "-", port).strip("-_")[:44].rstrip("-_") or "ns"
+    return f"{readable}.{hashlib.sha256(port.encode()).hexdigest()[:16]}"
 
 
 def s3_url(env: dict[str, str], *parts: str) -> str:
@@ -95,7 +122,7 @@ def extension_directory(root: Path = ROOT) -> Path:
     platform = duckdb.execute("PRAGMA platform").fetchone()[0]  # type: ignore[index]
     directory = root / ".duckdb" / "extensions"
     target = directory / f"v{duckdb.__version__}" / platform / "httpfs.duckdb_extension"
-    if target.is_symlink() and target.resolve() == source or target.is_file() and not target.is_symlink():
+    if (target.is_symlink() and target.resolve() == source) or (target.is_file() and not target.is_symlink()):
         return directory
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{os.getpid()}")
