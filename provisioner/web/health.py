@@ -81,7 +81,7 @@ def worker_check(health: WorkerHealth) -> ReadinessCheck:
     return check
 
 
-def blocking_check(what: str, probe: Callable[[], object]) -> ReadinessCheck:
+def blocking_check(what: str, probe: Callable[[], object], timeout: float = CHECK_TIMEOUT_SECONDS) -> ReadinessCheck:
     """A check that calls the blocking ``probe`` (raising when ``what`` is unreachable) in its own thread.
 
     One probe runs at a time: a probe that hangs is awaited again by the next request instead of piling up
@@ -95,9 +95,9 @@ def blocking_check(what: str, probe: Callable[[], object]) -> ReadinessCheck:
         if inflight is None or inflight.done():
             inflight = asyncio.get_running_loop().run_in_executor(executor, probe)
         try:
-            await asyncio.wait_for(asyncio.shield(inflight), CHECK_TIMEOUT_SECONDS)
+            await asyncio.wait_for(asyncio.shield(inflight), timeout)
         except TimeoutError:
-            return f"{what} did not answer within {CHECK_TIMEOUT_SECONDS:g} s"
+            return f"{what} did not answer within {timeout:g} s"
         except Exception as exc:  # whatever the probe raises means "unreachable"; say what it was
             return f"{what} unreachable: {redact_text(str(exc)).strip() or type(exc).__name__}"
         return None
