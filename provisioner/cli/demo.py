@@ -39,6 +39,8 @@ from provisioner.web.auth import WebhookAuth, url_token
 
 PRODUCER, CONSUMER, THIRD = "customer-360", "marketing-insights", "finance-ledger"
 TENANT_DB, TENANT_ROLE = "demo_tenant", "demo_tokenizer"
+PORT_FILE = "published/customers/customers.csv"  # the folder of the producer's output port "customers"
+LEDGER_FILE = "published/ledger/ledger.csv"
 CUSTOMERS = [
     ("Ada Lovelace", "ada@example.com", "+44 20 7946 0001"),
     ("Grace Hopper", "grace@example.org", "+1 202 555 0102"),
@@ -241,12 +243,11 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
 
     bucket = services.settings.s3_bucket
     producer_s3 = _s3_client(services, PRODUCER)
-    producer_s3.put_object(
-        Bucket=bucket, Key=f"{PRODUCER}/published/customers.csv", Body=b"segment,customers\nvip,2\nregular,3\n"
-    )
-    _s3_client(services, THIRD).put_object(Bucket=bucket, Key=f"{THIRD}/published/ledger.csv", Body=b"total\n42\n")
+    producer_s3.put_object(Bucket=bucket, Key=f"{PRODUCER}/{PORT_FILE}", Body=b"segment,customers\nvip,2\nregular,3\n")
+    _s3_client(services, THIRD).put_object(Bucket=bucket, Key=f"{THIRD}/{LEDGER_FILE}", Body=b"total\n42\n")
     console.print(
-        f"each producer published a file into its own prefix with its own key (s3://{bucket}/<ns>/published/)"
+        "each producer published a file into an output port folder of its own prefix with its own key "
+        f"(s3://{bucket}/<ns>/published/<output port>/)"
     )
 
     console.rule("2. the consumer requests access; the producer approves (webhook: input_port.event)")
@@ -274,19 +275,25 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
     env = _env(services.settings.products_dir / CONSUMER / ".env")
     consumer_s3 = _s3_client(services, CONSUMER)
     checks.append(("consumer key was rotated into its .env", env.get("S3_ACCESS_KEY") != old_key))
-    checks.append(("S3_READ_PREFIXES lists the producer", env.get("S3_READ_PREFIXES") == PRODUCER))
-    body = consumer_s3.get_object(Bucket=bucket, Key=f"{PRODUCER}/published/customers.csv")["Body"].read()
-    console.print(f"consumer reads s3://{bucket}/{PRODUCER}/published/customers.csv:\n{body.decode()}")
-    checks.append(("consumer reads the producer's prefix", body.startswith(b"segment")))
+    folder = f"{bucket}/{PRODUCER}/published/customers/"
+    checks.append(("S3_READ_PREFIXES lists the approved output port", env.get("S3_READ_PREFIXES") == folder))
+    body = consumer_s3.get_object(Bucket=bucket, Key=f"{PRODUCER}/{PORT_FILE}")["Body"].read()
+    console.print(f"consumer reads s3://{bucket}/{PRODUCER}/{PORT_FILE}:\n{body.decode()}")
+    checks.append(("consumer reads the approved output port", body.startswith(b"segment")))
+    raw_denied = _denied(lambda: consumer_s3.get_object(Bucket=bucket, Key=f"{PRODUCER}/raw/orders.csv"))
+    console.print(
+        f"the same key on s3://{bucket}/{PRODUCER}/raw/orders.csv: {'AccessDenied' if raw_denied else 'ALLOWED'}"
+    )
+    checks.append(("consumer key denied on the producer's raw data", raw_denied))
     checks.append(
         (
             "consumer cannot write the producer's prefix",
             _denied(lambda: consumer_s3.put_object(Bucket=bucket, Key=f"{PRODUCER}/x", Body=b"x")),
         )
     )
-    third_denied = _denied(lambda: consumer_s3.get_object(Bucket=bucket, Key=f"{THIRD}/published/ledger.csv"))
+    third_denied = _denied(lambda: consumer_s3.get_object(Bucket=bucket, Key=f"{THIRD}/{LEDGER_FILE}"))
     console.print(
-        f"the same key on s3://{bucket}/{THIRD}/published/ledger.csv: {'AccessDenied' if third_denied else 'ALLOWED'}"
+        f"the same key on s3://{bucket}/{THIRD}/{LEDGER_FILE}: {'AccessDenied' if third_denied else 'ALLOWED'}"
     )
     checks.append(("consumer key denied on a third product's prefix", third_denied))
     old_gone = old_key is not None and old_key not in {

@@ -43,4 +43,4 @@ def _check(result: subprocess.CompletedProcess[str], work: Path) -> None:
     # The work directory holds real projects with 0600 .env files and no secret in the provisioner's state.
     env_file = work / "products" / "marketing-insights" / ".env"
     assert env_file.stat().st_mode & 0o777 == 0o600
-    assert "S3_READ_PREFIXES=customer-360" in env_file.read_text()
+    assert "S3_READ_PREFIXES=data-products/customer-360/published/customers/" in env_file.read_text()
