@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from provisioner import __version__
 from provisioner.errors import ProvisionerError, SettingsError
 
-COMMAND_MODULES = ("serve", "products", "tokenize", "webhook_url", "demo")
+COMMAND_MODULES = ("serve", "products", "tokenize", "profile", "webhook_url", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
