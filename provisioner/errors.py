@@ -59,6 +59,12 @@ class PayloadTooLarge(InvalidInput):
     http_status = 413
 
 
+class RequestTimeout(InvalidInput):
+    """A request body did not arrive in full within the configured time."""
+
+    http_status = 408
+
+
 class UnsupportedMediaType(InvalidInput):
     """A request has a content type the intake does not read."""
 

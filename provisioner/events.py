@@ -68,6 +68,8 @@ class Delivery:
 
 #: Nesting deeper than this is not a portal event (and deep nesting is a cheap way to exhaust a parser).
 MAX_DEPTH = 32
+#: Python's default limit on reading an integer (``sys.get_int_max_str_digits``); no portal field comes near it.
+MAX_INT_DIGITS = 4300
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _JSON_TYPES = ("application/json", "application/cloudevents+json")
 _CE_REQUIRED = ("id", "source", "type")
@@ -138,7 +140,7 @@ def load_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        document = json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except RecursionError:
         raise InvalidInput(f"body is nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
@@ -153,6 +155,15 @@ def uuid_id(value: object, where: str) -> str:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise InvalidInput(f"{where} must be a UUID, got {shown}")
     return value.lower()
+
+
+def _parse_int(digits: str) -> int:
+    # Python refuses to read an integer of more than 4,300 digits with a ValueError, which is not a JSONDecodeError.
+    if len(digits) > MAX_INT_DIGITS + digits.startswith("-"):
+        raise InvalidInput(
+            f"body holds an integer of {len(digits)} characters; at most {MAX_INT_DIGITS} digits are read"
+        )
+    return int(digits)
 
 
 def _reject_constant(name: str) -> Any:

@@ -24,11 +24,11 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
 from provisioner import jobs
-from provisioner.errors import InvalidInput, PayloadTooLarge, ProvisionerError
+from provisioner.errors import InvalidInput, PayloadTooLarge, ProvisionerError, RequestTimeout
 from provisioner.events import Delivery, parse_delivery
 from provisioner.logs import log_event
 from provisioner.web.auth import WebhookAuth
@@ -36,7 +36,9 @@ from provisioner.web.metrics import WebMetrics
 
 log = logging.getLogger(__name__)
 
-_REJECTED = {400: "invalid", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type"}
+_REJECTED = {400: "invalid", 401: "unauthorized", 408: "timeout", 413: "too_large", 415: "unsupported_media_type"}
+#: Digits of a Content-Length the intake reads (10**18 bytes is far past any limit).
+_MAX_LENGTH_DIGITS = 18
 
 
 _BATCH_SQL = "SELECT inbox_id, outcome, job_ids, coalesced FROM provisioner_intake_batch(%s::jsonb) ORDER BY n"
@@ -115,6 +117,8 @@ class IntakeConfig:
     metrics: WebMetrics
     max_body_bytes: int
     committer: GroupCommitter
+    #: A body not received in full within this time is answered 408 and its connection closed (slow clients).
+    body_timeout_seconds: float = 10.0
 
 
 async def receive_webhook(request: Request) -> JSONResponse:
@@ -122,22 +126,19 @@ async def receive_webhook(request: Request) -> JSONResponse:
     config: IntakeConfig = request.app.state.intake
     started = time.perf_counter()
     try:
-        body = await read_body(request, config.max_body_bytes)
+        body = await read_body(request, config.max_body_bytes, config.body_timeout_seconds)
         mode = config.auth.check(request.headers, request.query_params, body)
         delivery = parse_delivery(body, request.headers)
+    except ClientDisconnect:
+        # The sender hung up mid-body: nothing to answer, nothing stored, and not an error of ours.
+        config.metrics.delivery("unknown", "unknown", "disconnected")
+        log_event(log, "webhook.disconnected", path=request.url.path)
+        return JSONResponse({"error": "client disconnected"}, status_code=400)
+    except (ValueError, RecursionError, UnicodeError) as exc:
+        # Bad input the checks above should have named; still the sender's fault, so a 400 and never a 500.
+        return _rejected(config, request, InvalidInput(f"request cannot be read ({type(exc).__name__})"))
     except ProvisionerError as exc:
-        outcome = _REJECTED.get(exc.http_status, "invalid")
-        config.metrics.delivery("unknown", "unknown", outcome)
-        log_event(
-            log,
-            "webhook.rejected",
-            level=logging.WARNING,
-            status=exc.http_status,
-            reason=outcome,
-            error=exc.message,
-            path=request.url.path,
-        )
-        return JSONResponse({"error": exc.message}, status_code=exc.http_status)
+        return _rejected(config, request, exc)
     try:
         # A structured body is stored as received (already checked to be storable JSON); a binary-mode
         # CloudEvent is stored as the envelope rebuilt from its ce-* headers.
@@ -186,21 +187,48 @@ async def receive_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"id": inbox_id, "outcome": outcome, "jobs": job_ids}, status_code=status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it passes ``limit`` bytes; never reads more."""
+def _rejected(config: IntakeConfig, request: Request, exc: ProvisionerError) -> Response:
+    outcome = _REJECTED.get(exc.http_status, "invalid")
+    config.metrics.delivery("unknown", "unknown", outcome)
+    log_event(
+        log,
+        "webhook.rejected",
+        level=logging.WARNING,
+        status=exc.http_status,
+        reason=outcome,
+        error=exc.message,
+        path=request.url.path,
+    )
+    # After a 408 or 413 the rest of the body may still be on its way: close the connection rather than read it.
+    headers = {"Connection": "close"} if exc.http_status in (408, 413) else None
+    return JSONResponse({"error": exc.message}, status_code=exc.http_status, headers=headers)
+
+
+async def read_body(request: Request, limit: int, timeout_seconds: float | None = None) -> bytes:
+    """The request body, refusing (413) as soon as it passes ``limit`` bytes; never reads more.
+
+    The whole body must arrive within ``timeout_seconds`` (408 otherwise): a client trickling a byte at a time
+    would otherwise hold its connection, and a slot of the server, for as long as it likes.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise InvalidInput("Content-Length is not a number")
+        if not (declared.isascii() and declared.isdigit()) or len(declared) > _MAX_LENGTH_DIGITS:
+            raise InvalidInput("Content-Length is not a number of bytes")
         if int(declared) > limit:
             raise PayloadTooLarge(f"body of {declared} bytes is over the {limit} byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the {limit} byte limit")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"body is over the {limit} byte limit")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"body not received within {timeout_seconds:g} s ({size} bytes arrived); send it at once"
+        ) from None
     return b"".join(chunks)
 
 

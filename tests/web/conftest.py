@@ -40,6 +40,7 @@ class Web:
     client: httpx.AsyncClient
     url: str
     registry: CollectorRegistry
+    app: Any = None  # the ASGI app itself, for tests that drive it without a client
 
     def count(self, table: str) -> int:
         """Rows in ``table`` (inbox, keys or procrastinate_jobs)."""
@@ -76,6 +77,7 @@ async def make_web(pg_url: str) -> AsyncIterator[WebFactory]:
         token_max_age: int = 0,
         max_body_bytes: int = 1024 * 1024,
         database_url: str | None = None,
+        **app_options: Any,
     ) -> Web:
         pool = await open_pool(pg_url, min_size=1, max_size=4)
         pools.append(pool)
@@ -86,10 +88,11 @@ async def make_web(pg_url: str) -> AsyncIterator[WebFactory]:
             auth=WebhookAuth(secret, token_max_age=token_max_age, tolerance_seconds=300),
             registry=registry,
             max_body_bytes=max_body_bytes,
+            **app_options,
         )
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://provisioner.test")
         clients.append(client)
-        return Web(client, pg_url, registry)
+        return Web(client, pg_url, registry, app)
 
     yield build
     for client in clients:
