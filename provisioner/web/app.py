@@ -8,13 +8,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from provisioner.errors import ProvisionerError
 from provisioner.web import health, status
-from provisioner.web.auth import WebhookAuth
+from provisioner.web.auth import StatusTokenGuard, WebhookAuth
 from provisioner.web.intake import GroupCommitter, IntakeConfig, receive_webhook
 from provisioner.web.metrics import WebMetrics, metrics_endpoint
 
@@ -27,6 +28,8 @@ def create_app(
     registry: CollectorRegistry,
     max_body_bytes: int = 1024 * 1024,
     readiness: Mapping[str, health.ReadinessCheck] | None = None,
+    body_timeout_seconds: float = 10.0,
+    status_token: str | None = None,
 ) -> Starlette:
     """Build the app; the caller owns ``pool`` (open it before serving, close it after).
 
@@ -41,7 +44,12 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/status/products", status.products, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={ProvisionerError: _provisioner_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ProvisionerError: _provisioner_error},
+        # With a status token, everything but /healthz, /readyz and the webhooks needs it (see web/auth.py).
+        middleware=[Middleware(StatusTokenGuard, token=status_token)],
+    )
     app.state.pool = pool
     app.state.database_url = database_url
     app.state.readiness = dict(readiness or {})
@@ -52,6 +60,7 @@ def create_app(
         metrics=metrics,
         max_body_bytes=max_body_bytes,
         committer=GroupCommitter(pool),
+        body_timeout_seconds=body_timeout_seconds,
     )
     return app
 

@@ -11,6 +11,9 @@ Three ways to prove a delivery, chosen by what the request carries:
   with the ``whsec_`` key from :func:`standard_webhooks_key`.
 
 Every failure raises ``AuthenticationFailed`` naming the check; nothing malformed escapes as a 500.
+
+The status endpoints have their own, optional guard: ``StatusTokenGuard`` asks for ``Authorization: Bearer
+<PROVISIONER_STATUS_TOKEN>`` on everything but the probes and the webhooks.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from provisioner.errors import AuthenticationFailed
 
@@ -137,3 +142,50 @@ class WebhookAuth:
             if hmac.compare_digest(expected, given):
                 return
         raise AuthenticationFailed("webhook-signature does not match (Standard Webhooks v1)")
+
+
+#: Paths a status token never guards: probes (a kubelet sends no token) and the webhooks (they have their own auth).
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PREFIXES = ("/webhooks/",)
+
+
+def bearer_matches(authorization: str | bytes | None, token: str) -> bool:
+    """True when an ``Authorization`` header value is ``Bearer <token>``; compared in constant time."""
+    if authorization is None:
+        return False
+    value = authorization if isinstance(authorization, bytes) else authorization.encode("latin-1", "replace")
+    scheme, _, given = value.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(given.strip(), token.encode("utf-8"))
+
+
+class StatusTokenGuard:
+    """ASGI middleware: with a token set, every path but the probes and the webhooks needs ``Bearer <token>``.
+
+    Guarding everything but a short open list (rather than listing what to guard) covers /status/*, /metrics, the
+    status page at ``/`` and whatever is added later. Without a token the app is served as it is.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None = None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None or scope["type"] != "http" or _is_open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+        if bearer_matches(authorization, self.token):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {"error": "this endpoint needs Authorization: Bearer <PROVISIONER_STATUS_TOKEN>"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="provisioner"'},
+        )
+        await response(scope, receive, send)
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psycopg
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    make_wsgi_app,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
 from provisioner.events import KNOWN_V2_TYPES
+from provisioner.web.auth import bearer_matches
 
 #: v1 route names from provisioner.events; other types count as "other" ("unknown" = rejected before parsing).
 _V1_TYPES = frozenset(
@@ -69,3 +83,44 @@ async def metrics_endpoint(request: Request) -> Response:
         # A scrape must not fail because the database is down (readyz says so): drop the stale figures.
         metrics.queue.clear()
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def serve_worker_metrics(port: int, addr: str, registry: CollectorRegistry, token: str | None = None) -> WSGIServer:
+    """Serve ``registry`` on ``addr:port`` from a daemon thread (``provisioner worker``); stop with ``shutdown()``.
+
+    prometheus_client's ``start_http_server`` has no authentication; this is the same server with the status token
+    checked first (``Authorization: Bearer <token>``, 401 otherwise) when one is set.
+    """
+    app: WsgiApp = make_wsgi_app(registry)
+    if token is not None:
+        app = _guarded(app, token)
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
+
+    httpd = make_server(addr, port, app, Server, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="worker-metrics", daemon=True).start()
+    return httpd
+
+
+def _guarded(app: WsgiApp, token: str) -> WsgiApp:
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if bearer_matches(environ.get("HTTP_AUTHORIZATION"), token):
+            return app(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", 'Bearer realm="provisioner"')],
+        )
+        return [b"this endpoint needs Authorization: Bearer <PROVISIONER_STATUS_TOKEN>\n"]
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr (prometheus_client's own server is silent too)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

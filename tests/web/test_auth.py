@@ -7,11 +7,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from prometheus_client import CollectorRegistry, Counter
 from standardwebhooks import Webhook
 
 from provisioner.web.auth import TOKEN_PAYLOAD, TOKEN_SALT, standard_webhooks_key, url_token, v1_signature
+from provisioner.web.metrics import serve_worker_metrics
 from tests.web.conftest import SECRET, Web, WebFactory, v1_samples
 
 P = "c9d573ab-84ce-48c4-9051-e7c0a37b1c4d"
@@ -180,3 +183,71 @@ async def test_without_a_secret_auth_is_off(make_web: WebFactory) -> None:
     web = await make_web(secret=None)
     response = await web.client.post("/webhooks/portal/v2", content=event(), headers=JSON)
     assert response.status_code == 202
+
+
+# Status token (PROVISIONER_STATUS_TOKEN) -----------------------------------------------------------------
+
+STATUS_TOKEN = "status-token-0123456789abcdef"
+GUARDED = ["/status/products", "/metrics", "/"]
+
+
+@pytest.mark.parametrize("path", GUARDED)
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer wrong-token-0123456789abcdef", f"Basic {STATUS_TOKEN}", STATUS_TOKEN],
+)
+async def test_with_a_status_token_status_and_metrics_need_it(
+    make_web: WebFactory, path: str, authorization: str | None
+) -> None:
+    web = await make_web(status_token=STATUS_TOKEN)
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = await web.client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "PROVISIONER_STATUS_TOKEN" in response.json()["error"]
+
+
+async def test_the_status_token_opens_status_and_metrics(make_web: WebFactory) -> None:
+    web = await make_web(status_token=STATUS_TOKEN)
+    for scheme in ("Bearer", "bearer"):
+        headers = {"Authorization": f"{scheme} {STATUS_TOKEN}"}
+        assert (await web.client.get("/status/products", headers=headers)).status_code == 200
+        metrics = await web.client.get("/metrics", headers=headers)
+        assert metrics.status_code == 200 and "provisioner_webhook_deliveries" in metrics.text
+
+
+async def test_probes_and_webhooks_stay_open_with_a_status_token(make_web: WebFactory) -> None:
+    web = await make_web(status_token=STATUS_TOKEN)
+    assert (await web.client.get("/healthz")).status_code == 200
+    assert (await web.client.get("/readyz")).status_code in (200, 503)  # readiness is health.py's; never 401
+    response = await web.client.post(f"/webhooks/portal/v2?token={url_token(SECRET)}", content=event(), headers=JSON)
+    assert response.status_code == 202  # the webhook's own authentication, not the status token
+
+
+async def test_without_a_status_token_status_and_metrics_are_open(web: Web) -> None:
+    assert (await web.client.get("/status/products")).status_code == 200
+    assert (await web.client.get("/metrics")).status_code == 200
+
+
+def test_worker_metrics_port_honours_the_status_token() -> None:
+    registry = CollectorRegistry()
+    Counter("provisioner_jobs", "Jobs finished", registry=registry).inc()
+    server = serve_worker_metrics(0, "127.0.0.1", registry, STATUS_TOKEN)
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    try:
+        assert httpx.get(url, timeout=5).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer nope-nope-nope-nope"}, timeout=5).status_code == 401
+        response = httpx.get(url, headers={"Authorization": f"Bearer {STATUS_TOKEN}"}, timeout=5)
+        assert response.status_code == 200 and "provisioner_jobs_total 1.0" in response.text
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_worker_metrics_port_without_a_token_is_open() -> None:
+    server = serve_worker_metrics(0, "127.0.0.1", CollectorRegistry())
+    try:
+        assert httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
