@@ -1,7 +1,10 @@
 """StoreAdmin over the AWS IAM API: AWS itself, SeaweedFS (embedded default) and moto's server.
 
 Each product gets user ``dp-<namespace>`` with one inline policy, ``provisioner-scope``. Writes happen
-only when the store differs from what we want, so a resync over unchanged products writes nothing.
+only when the store differs from what we want, so a resync over unchanged products writes nothing. The policy
+denies every IAM action explicitly on stores that accept a Deny (AWS, moto). SeaweedFS accepts only "Allow" and lets
+any key manage its own user's keys without asking a policy (its "self-service" IAM actions), so there a key a product
+issues itself lives only until the product's next converge, which deletes every key but the one in its .env.
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ class IamStore(S3Objects):
         }
         super().__init__(make_client("s3", **common), endpoint=endpoint, region=region)
         self._iam = make_client("iam", **common)
+        # Product policies deny every IAM action explicitly (a product key never manages keys or users, its own
+        # included) unless the store refuses Deny statements: see _put_policy.
+        self._deny_iam = True
 
     def ensure_user(self, bucket: BucketName, namespace: Namespace, grants: Sequence[ReadGrant] = ()) -> bool:
         """Make user ``dp-<namespace>`` exist with exactly the scoped policy; True when anything changed."""
         user = namespace.user_name
-        desired = product_policy(bucket, namespace, grants)
+        desired = product_policy(bucket, namespace, grants, deny_iam=self._deny_iam)
         changed = False
         with storage_errors(f"ensuring store user {user}", self._endpoint):
             # Listing the user's policies doubles as the existence check: one call fewer per reconcile.
@@ -71,8 +77,7 @@ class IamStore(S3Objects):
                     changed = True
             current = self._current_policy(user) if POLICY_NAME in names else None
             if current is None or normalize_policy(current) != normalize_policy(desired):
-                self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
-                changed = True
+                changed = self._put_policy(user, bucket, namespace, grants, current) or changed
         if changed:
             log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(grants))
         return changed
@@ -87,8 +92,7 @@ class IamStore(S3Objects):
                 if error_code(exc) == "EntityAlreadyExists":
                     return False
                 raise
-            desired = product_policy(bucket, namespace, grants)
-            self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
+            self._put_policy(user, bucket, namespace, grants, None)
         log_event(logger, "storage.user.ensured", namespace=str(namespace), user=user, grants=len(grants))
         return True
 
@@ -212,6 +216,34 @@ class IamStore(S3Objects):
             paginator = self._iam.get_paginator("list_users")
             names = [u["UserName"] for page in paginator.paginate() for u in page.get("Users", [])]
         return sorted(n for n in names if is_product_user(n))
+
+    def _put_policy(
+        self,
+        user: str,
+        bucket: BucketName,
+        namespace: Namespace,
+        grants: Sequence[ReadGrant],
+        current: dict[str, Any] | None,
+    ) -> bool:
+        """Write the scope policy, with the explicit Deny of IAM actions where the store takes it; True if written.
+
+        SeaweedFS refuses any statement but "Allow" (MalformedPolicyDocument): then this client stops sending the
+        Deny, and writes nothing when the store already holds the document without it.
+        """
+        desired = product_policy(bucket, namespace, grants, deny_iam=self._deny_iam)
+        try:
+            self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
+            return True
+        except ClientError as exc:
+            if not (self._deny_iam and error_code(exc) == "MalformedPolicyDocument" and "Allow" in str(exc)):
+                raise
+        self._deny_iam = False
+        log_event(logger, "storage.iam_deny_unsupported", level=logging.WARNING, endpoint=self._endpoint)
+        desired = product_policy(bucket, namespace, grants, deny_iam=False)
+        if current is not None and normalize_policy(current) == normalize_policy(desired):
+            return False
+        self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
+        return True
 
     def _policy_names(self, user: str) -> list[str]:
         paginator = self._iam.get_paginator("list_user_policies")

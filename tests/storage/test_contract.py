@@ -14,6 +14,12 @@ from tests.storage.conftest import Backend
 PORT = Namespace("port")  # the output port a read grant opens
 
 
+def _expected(backend: Backend, grants: list[ReadGrant] | None = None) -> dict:
+    """The document the backend should hold: with the explicit Deny of IAM actions where the store takes one
+    (moto, like AWS); SeaweedFS refuses Deny statements and MinIO/RustFS IAM action names."""
+    return product_policy(backend.bucket, backend.namespace, grants or [], deny_iam=backend.name == "iam-moto")
+
+
 def test_ensure_bucket_and_prefix_twice_creates_once(backend: Backend) -> None:
     store, bucket, ns = backend.store, backend.bucket, backend.namespace
     assert store.ensure_bucket(bucket) is True
@@ -30,7 +36,7 @@ def test_ensure_user_twice_writes_nothing_the_second_time(backend: Backend) -> N
     assert not store.user_exists(ns)
     assert store.ensure_user(bucket, ns) is True
     assert store.user_exists(ns)
-    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns))  # type: ignore[attr-defined]
+    assert policies_equal(store.user_policy(ns), _expected(backend))  # type: ignore[attr-defined]
     writes = backend.writes()
     assert store.ensure_user(bucket, ns) is False
     assert backend.writes() == writes, "a resync over an unchanged product must not write to the store"
@@ -39,10 +45,10 @@ def test_ensure_user_twice_writes_nothing_the_second_time(backend: Backend) -> N
 def test_create_user_makes_a_scoped_keyless_user_once(backend: Backend) -> None:
     store, bucket, ns, other = backend.store, backend.bucket, backend.namespace, backend.other
     assert store.create_user(bucket, ns, [ReadGrant(other, PORT)]) is True
-    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
+    assert policies_equal(store.user_policy(ns), _expected(backend, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
     assert store.list_keys(ns) == []
     assert store.create_user(bucket, ns) is False, "an existing user is left to ensure_user"
-    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
+    assert policies_equal(store.user_policy(ns), _expected(backend, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
     assert store.ensure_user(bucket, ns, [ReadGrant(other, PORT)]) is False
 
 
@@ -50,10 +56,10 @@ def test_read_grants_are_added_and_removed(backend: Backend) -> None:
     store, bucket, ns, other = backend.store, backend.bucket, backend.namespace, backend.other
     store.ensure_user(bucket, ns)
     assert store.ensure_user(bucket, ns, [ReadGrant(other, PORT)]) is True
-    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
+    assert policies_equal(store.user_policy(ns), _expected(backend, [ReadGrant(other, PORT)]))  # type: ignore[attr-defined]
     assert store.ensure_user(bucket, ns, [ReadGrant(other, PORT)]) is False
     assert store.ensure_user(bucket, ns, []) is True
-    assert policies_equal(store.user_policy(ns), product_policy(bucket, ns))  # type: ignore[attr-defined]
+    assert policies_equal(store.user_policy(ns), _expected(backend))  # type: ignore[attr-defined]
 
 
 def test_keys_are_created_listed_and_deleted(backend: Backend) -> None:

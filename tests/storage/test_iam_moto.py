@@ -5,6 +5,8 @@ moto ignores policy Conditions and Inactive keys; test_seaweedfs.py covers those
 
 from __future__ import annotations
 
+import json
+
 from provisioner.names import BucketName, Namespace
 from provisioner.storage.policy import ReadGrant
 from tests.fixtures.s3 import S3Server
@@ -49,3 +51,17 @@ def test_deleted_key_no_longer_works(moto_server: S3Server, unique_name: str) ->
     s3.put_object(Bucket=bucket, Key=f"{sales}/a", Body=b"a")
     store.delete_key(sales, key.access_key_id)
     assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"{sales}/a")) in ("InvalidAccessKeyId", "AccessDenied")
+
+
+def test_a_product_key_cannot_manage_keys_and_its_policy_denies_iam(moto_server: S3Server, unique_name: str) -> None:
+    """Issue 12 §9: product policies deny every IAM action explicitly where the store takes a Deny (AWS, moto)."""
+    from provisioner.storage.policy import DENY_IAM_STATEMENT, normalize_policy
+
+    bucket, sales = BucketName(f"{unique_name}-bkt"), Namespace(f"{unique_name}-sales")
+    store = provision(moto_server, bucket, sales)
+    key = store.create_key(sales)
+    deny = normalize_policy({"Statement": [DENY_IAM_STATEMENT]})
+    assert json.loads(deny)["Statement"][0] in json.loads(normalize_policy(store.user_policy(sales)))["Statement"]
+    iam = moto_server.client("iam", key.access_key_id, key.secret_key)
+    assert denied(lambda: iam.create_access_key(UserName=sales.user_name)) == "AccessDenied"
+    assert [k.access_key_id for k in store.list_keys(sales)] == [key.access_key_id]

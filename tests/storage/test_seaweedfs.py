@@ -153,3 +153,42 @@ def test_duckdb_works_with_a_scoped_key(seaweedfs_server: S3Server, unique_name:
     ]
     with pytest.raises(duckdb.Error, match="403"):
         con.execute(f"COPY (SELECT 1 AS x) TO 's3://{bucket}/{hr}/published/people/x.parquet' (FORMAT parquet)")
+
+
+def test_a_key_a_product_issues_itself_does_not_outlive_its_next_converge(
+    seaweedfs_server: S3Server, unique_name: str, tmp_path: Path
+) -> None:
+    """Issue 12 §9 on the embedded default store.
+
+    SeaweedFS takes no Deny statement (the policy is stored without the explicit iam:* Deny) and lets a key manage
+    its own user's keys whatever the policy says. So the provisioner's answer there is the converge: every key but
+    the one in the project's .env is deleted, and a key the product made for itself stops working.
+    """
+    from provisioner.reconcile import credentials
+    from provisioner.reconcile.config import ReconcileConfig
+    from provisioner.scaffold import read_env
+    from provisioner.settings import default_template
+    from provisioner.storage.base import AccessKey
+
+    bucket, sales = BucketName(f"{unique_name}-bkt"), Namespace(f"{unique_name}-sales")
+    store = provision(seaweedfs_server, bucket, sales)
+    assert store.ensure_user(bucket, sales) is False  # the Deny-less document, held already: nothing to write
+    assert all(s["Effect"] == "Allow" for s in store.user_policy(sales)["Statement"])
+    config = ReconcileConfig(bucket, tmp_path, default_template(), seaweedfs_server.endpoint, "us-east-1")
+    (tmp_path / sales.folder).mkdir()
+    issued = credentials.converge_key(store, config, sales, [], None).access_key_id
+    env = read_env(credentials.env_path(config, sales))
+    product_iam = seaweedfs_server.client("iam", env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"])
+    # SeaweedFS 4.48 allows this ("self-service"); were it ever refused, this test would have nothing left to prove.
+    made = eventually(lambda: product_iam.create_access_key(UserName=sales.user_name))["AccessKey"]
+    own = s3_as(seaweedfs_server, AccessKey(made["AccessKeyId"], made["SecretAccessKey"]))
+    eventually(lambda: own.put_object(Bucket=bucket, Key=f"{sales}/x", Body=b"x"))
+
+    assert credentials.converge_key(store, config, sales, [], issued).access_key_id == issued
+
+    assert [k.access_key_id for k in store.list_keys(sales)] == [issued]
+
+    def refused() -> None:
+        assert denied(lambda: own.get_object(Bucket=bucket, Key=f"{sales}/x")) in ("InvalidAccessKeyId", "AccessDenied")
+
+    eventually(refused)
