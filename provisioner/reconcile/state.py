@@ -37,7 +37,7 @@ class ProductRecord:
     name: str
     state: str
     access_key_id: str | None
-    read_prefixes: tuple[str, ...]
+    read_prefixes: tuple[str, ...]  # as the .env's S3_READ_PREFIXES lists them: <bucket>/<producer>/published/<port>/
     seeded: bool
     fingerprint: str | None
     verified_at: datetime | None = None
