@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -197,8 +197,33 @@ def _config_id(kind: str, name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}:{name}"))
 
 
+NAMESPACE_MAX_LENGTH = 64
+
+
 def _namespace_of(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "product"
+    """The portal's suggestion (``_resource_name_from_name``): lower-case, spaces to ``-``, drop the rest."""
+    suggested = re.sub(r"[^a-z0-9+=,.@_-]", "", name.lower().replace(" ", "-")).strip("-")
+    return suggested[:NAMESPACE_MAX_LENGTH] or "product"
+
+
+def namespace_validity(namespace: str) -> str:
+    """The portal's own check (``resource_names/service.py``), quirks included: ``re.match`` with ``$`` lets a
+    trailing newline through. ``VALID``, ``INVALID_LENGTH`` or ``INVALID_CHARACTERS`` (uniqueness is the API's)."""
+    if not len(namespace) <= NAMESPACE_MAX_LENGTH:
+        return "INVALID_LENGTH"
+    if not re.match(r"^[a-z0-9+=,.@_-]+$", namespace):
+        return "INVALID_CHARACTERS"
+    return "VALID"
+
+
+def _checked_namespace(namespace: str, check: bool) -> str:
+    validity = namespace_validity(namespace) if check else "VALID"
+    if validity != "VALID":
+        raise ValueError(
+            f"the portal refuses namespace {namespace!r} ({validity}); pass check_namespace=False to stand in for "
+            "a portal that lets it through"
+        )
+    return namespace
 
 
 def _error(status: int, detail: Any) -> tuple[int, Any]:
@@ -287,12 +312,17 @@ class PortalState:
         notify: bool = True,
         domain: str = "Default",
         type: str = "Source aligned",
+        check_namespace: bool = True,
     ) -> StandinProduct:
-        """Add a product (as if created in the portal) and send its webhooks."""
+        """Add a product (as if created in the portal) and send its webhooks.
+
+        The namespace must pass the portal's rule (ValueError otherwise) unless ``check_namespace`` is False;
+        uniqueness is left to tests (the API checks it).
+        """
         product = StandinProduct(
             id=id or str(uuid.uuid4()),
             name=name,
-            namespace=_namespace_of(name) if namespace is None else namespace,
+            namespace=_namespace_of(name) if namespace is None else _checked_namespace(namespace, check_namespace),
             status=status,
             finalizers=list(finalizers),
             description=description,
@@ -307,6 +337,28 @@ class PortalState:
             self._v1("POST", API, 200, json.dumps({"id": product.id}, separators=(",", ":")))
             self._v2("data_product.event", {"id": product.id})
         return product
+
+    def load_samples(self, samples: Mapping[str, Any]) -> tuple[list[StandinProduct], list[StandinOutputPort]]:
+        """Add the portal's own sample data products and output ports, silently.
+
+        ``samples`` is ``contract-samples/portal-namespaces.json`` (the portal's ``sample_data.sql``): its data
+        products (explorations left out: the stand-in has none) and output ports, each port under the product
+        whose namespace shares most words with it (the file does not say which).
+        """
+        products = [
+            self.create_product(item["name"], item["namespace"], notify=False)
+            for item in samples["data_products"]
+            if item.get("type", "data_products") == "data_products"
+        ]
+
+        def words(namespace: str) -> set[str]:
+            return set(re.split(r"[-_.]", namespace))
+
+        ports = []
+        for item in samples["output_ports"]:
+            owner = max(products, key=lambda p: len(words(p.namespace) & words(item["namespace"])))
+            ports.append(self.create_output_port(owner.id, item["name"], namespace=item["namespace"], notify=False))
+        return products, ports
 
     def bulk_create_products(self, n: int, *, prefix: str = "bulk", finalizers: Iterable[str] = ()) -> list[str]:
         """Add ``n`` products quickly and silently (no webhooks); returns their ids."""
@@ -331,15 +383,19 @@ class PortalState:
         tags: Iterable[str] = (),
         id: str | None = None,
         notify: bool = True,
+        check_namespace: bool = True,
     ) -> StandinOutputPort:
-        """Add an output port to a product and send its webhooks; KeyError when the product is unknown."""
+        """Add an output port to a product and send its webhooks; KeyError when the product is unknown.
+
+        The namespace must pass the portal's rule, as for :meth:`create_product`.
+        """
         with self.lock:
             if product_id not in self.products:
                 raise KeyError(product_id)
             port = StandinOutputPort(
                 id=id or str(uuid.uuid4()),
                 name=name,
-                namespace=_namespace_of(name) if namespace is None else namespace,
+                namespace=_namespace_of(name) if namespace is None else _checked_namespace(namespace, check_namespace),
                 data_product_id=product_id,
                 access_type=access_type,
                 status=status,
@@ -569,6 +625,7 @@ class _Api:
             Route(base, w(self.create_product), methods=["POST"]),
             Route(f"{base}/{{id}}", w(self.get_product), methods=["GET"]),
             Route(f"{base}/{{id}}", w(self.delete_product), methods=["DELETE"]),
+            Route(f"{base}/{{id}}", w(self.update_product), methods=["PUT"]),
             Route(f"{base}/{{id}}/status", w(self.put_status, echo=True), methods=["PUT"]),
             Route(f"{base}/{{id}}/finalizers", w(self.add_finalizer, echo=True), methods=["POST"]),
             Route(f"{base}/{{id}}/finalizers/{{name}}", w(self.remove_finalizer, echo=True), methods=["DELETE"]),
@@ -692,10 +749,44 @@ class _Api:
         body = await _body(request)
         name = _str(body, "name")
         namespace = _str(body, "namespace")
+        invalid = self._invalid_namespace(namespace, [p.namespace for p in self.s.products.values()])
+        if invalid is not None:
+            return invalid
         product = self.s.create_product(name, namespace, description=str(body.get("description") or ""), notify=False)
         self.s.writes["product_create"] += 1
         self.s._v2("data_product.event", {"id": product.id})
         return 200, {"id": product.id}
+
+    async def update_product(self, request: Request) -> tuple[int, Any]:
+        """``PUT …/{id}`` (``DataProductUpdate``): name, namespace, description; a new namespace is validated."""
+        pid = request.path_params["id"]
+        body = await _body(request)
+        name, namespace = _str(body, "name"), _str(body, "namespace")
+        with self.s.lock:
+            product = self.s.products.get(pid)
+            if product is None:
+                return _error(404, "Data Product not found")
+            if product.status == "deleting":
+                return _error(400, "Data product is being deleted")
+            if namespace != product.namespace:
+                others = [p.namespace for p in self.s.products.values() if p.id != pid]
+                invalid = self._invalid_namespace(namespace, others)
+                if invalid is not None:
+                    return invalid
+            product.name, product.namespace = name, namespace
+            if isinstance(body.get("description"), str):
+                product.description = body["description"]
+            self.s.writes["product_update"] += 1
+        self.s._v2("data_product.event", {"id": pid})
+        return 200, {"id": pid}
+
+    @staticmethod
+    def _invalid_namespace(namespace: str, taken: Iterable[str]) -> tuple[int, Any] | None:
+        """The portal's 400 for a namespace it refuses (``Invalid namespace: <validity>``), or None."""
+        validity = namespace_validity(namespace)
+        if validity == "VALID" and namespace in set(taken):
+            validity = "DUPLICATE"
+        return None if validity == "VALID" else _error(400, f"Invalid namespace: {validity}")
 
     async def delete_product(self, request: Request) -> tuple[int, Any]:
         pid = request.path_params["id"]
@@ -780,10 +871,16 @@ class _Api:
         if pid not in self.s.products:
             return _error(404, "Data Product not found")
         access = str(body.get("access_type") or "restricted")
+        namespace = body.get("namespace") or _namespace_of(name)
+        if not isinstance(namespace, str):
+            raise _BadRequest("Input should be a valid string: namespace")
+        invalid = self._invalid_namespace(namespace, [p.namespace for p in self.s.output_ports.values()])
+        if invalid is not None:
+            return invalid
         port = self.s.create_output_port(
             pid,
             name,
-            namespace=body.get("namespace") or None,
+            namespace=namespace,
             access_type="unrestricted" if access == "public" else access,
             notify=False,
         )

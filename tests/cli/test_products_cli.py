@@ -67,7 +67,7 @@ def test_rotate_of_an_unknown_namespace_fails_clearly(cli_env: Path, capsys: pyt
 
 
 def test_provision_of_a_bad_namespace_exits_1(cli_env: Path, portal: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    product = portal.state.create_product("Bad", "Not A Slug", notify=False)
+    product = portal.state.create_product("Bad", "Not A Slug", notify=False, check_namespace=False)
     assert main(["provision", product.id]) == 1
     assert "not one the portal accepts" in capsys.readouterr().err
 
