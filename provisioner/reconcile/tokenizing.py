@@ -1,10 +1,15 @@
-"""The tokenizer the access flow runs before a grant: the shared engine, driven by the output-port policy file."""
+"""The tokenizer the access flow runs before a grant: the shared engine, driven by the output-port policy file.
+
+After a successful run the residual-PII gate (``provisioner.profile.gate``) scans the port's tables for PII in the
+columns the policy does not tokenize; with ``residual_pii: fail`` a finding turns the outcome into a FAILURE.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from provisioner.errors import ProvisionerError
+from provisioner.profile.gate import residual_pii_gate
 from provisioner.reconcile.config import TokenizeDecision, TokenizeOutcome
 from provisioner.tokenize import PolicyFile, RunRecorder, TokenizeOptions, plan, run
 from provisioner.tokenize.engine import Connect
@@ -53,6 +58,18 @@ class PolicyTokenizer:
             result = run(plan(policy, self.options), connect=self.connect, recorder=self.recorder)
         except ProvisionerError as exc:  # a bad key or policy: fail closed with the reason
             return TokenizeOutcome(status="FAILURE", run_id=None, rows_changed=0, error=str(exc))
+        if result.ok:
+            gate = residual_pii_gate(
+                policy, connect=self.connect, token_format=self.options.format, recorder=self.recorder
+            )
+            if gate.blocked:
+                return TokenizeOutcome(
+                    status="FAILURE",
+                    run_id=result.run_id,
+                    rows_changed=result.total_rows,
+                    error=gate.message,
+                    retryable=gate.retryable,
+                )
         return TokenizeOutcome(
             status=result.status,
             run_id=result.run_id,
