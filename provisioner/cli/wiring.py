@@ -16,6 +16,7 @@ from provisioner import db
 from provisioner.logs import log_event
 from provisioner.portal import PortalClient
 from provisioner.reconcile import ReconcileConfig, Reconcilers, Tokenizer, no_tokenizer
+from provisioner.reconcile.scope import Scope
 from provisioner.reconcile.state import StateStore
 from provisioner.settings import Settings
 from provisioner.storage import build_store
@@ -125,13 +126,26 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
             finalizer=settings.finalizer,
             delete_data=settings.delete_data,
             verify_seconds=settings.verify_seconds,
-            orphan_grace_seconds=settings.orphan_grace_seconds,
             tokenize_require_policy=settings.tokenize_require_policy,
+            orphan_grace_seconds=settings.orphan_grace_seconds,
+            scope=Scope(
+                domains=settings.scope_domains,
+                types=settings.scope_types,
+                tags=settings.scope_tags,
+                namespaces=settings.scope_namespaces,
+            ),
         )
         reconcilers = Reconcilers(
             portal=portal, store=store, state=state, config=config, tokenizer=build_tokenizer(settings, url)
         )
-        log_event(log, "services.opened", portal=settings.portal_url, s3_endpoint=endpoint, bucket=settings.s3_bucket)
+        log_event(
+            log,
+            "services.opened",
+            portal=settings.portal_url,
+            s3_endpoint=endpoint,
+            bucket=settings.s3_bucket,
+            scope=config.scope.describe(),
+        )
         yield Services(settings, url, state, store, portal, reconcilers, endpoint)
 
 

@@ -54,15 +54,39 @@ class Reconcilers:
         )
         self.resyncer = Resync(portal=portal, state=state, config=config, store=store)
 
-    def reconcile_product(self, product_id: str) -> Sequence[Trigger]:
-        """Provision, update or clean up one product."""
+    def reconcile_product(self, product_id: str, *, force: bool = False) -> Sequence[Trigger]:
+        """Provision, update or clean up one product; ``force`` tries a parked product again."""
         with self.state.entity_lock(product_lock(product_id)):
-            return self.products.reconcile_product(product_id)
+            return self.products.reconcile_product(product_id, force=force)
 
     def reconcile_access(self, consumer_id: str) -> Sequence[Trigger]:
         """Converge one consumer's read grants (they live on the consumer product: same lock)."""
         with self.state.entity_lock(product_lock(consumer_id)):
+            why_not = self._not_a_consumer(consumer_id)
+            if why_not is not None:
+                run = self.state.start_run("access", consumer_id)
+                run.detail.update(outcome="skipped", reason=why_not)
+                self.state.finish_run(run, "skipped")
+                return []
             return self.access.reconcile_access(consumer_id)
+
+    def _not_a_consumer(self, consumer_id: str) -> str | None:
+        """Why a consumer that was never provisioned gets no grants: it is parked, or outside the scope.
+
+        Without this, its access job would provision it first (and so adopt it), or wait for it with retries.
+        A provisioned consumer, released ones included, always has its grants converged: revocations must apply.
+        """
+        record = self.state.product(consumer_id)
+        if record is not None and record.state == "provisioned":
+            return None
+        parked = self.products.parking.get(consumer_id)
+        if parked is None and self.config.scope.everything:
+            return None
+        product = self.portal.get_product(consumer_id)  # only for a consumer neither provisioned nor plainly ours
+        if parked is not None and parked.holds(product):
+            return f"the consumer is parked ({parked.reason}): {parked.error}"
+        excluded = None if product is None else self.config.scope.excluded_because(product)
+        return None if excluded is None else f"the consumer is out of scope: {excluded}"
 
     def reconcile_output_port(self, producer_id: str, output_port_id: str) -> Sequence[Trigger]:
         """Name the consumers an output-port decision concerns."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from provisioner.names import BucketName
+from provisioner.reconcile.scope import Scope
 
 # The portal's OutputPortAccessType (backend/app/data_products/output_ports/enums.py): public (deprecated alias of
 # unrestricted), restricted, private, unrestricted. Only these two are open to everyone; any other value, an unknown
@@ -30,6 +31,7 @@ class ReconcileConfig:
     # PROVISIONER_ORPHAN_GRACE_SECONDS: resync removes a store user named like a product that belongs to no product
     # once it has been an orphan this long; None reports orphans and removes nothing.
     orphan_grace_seconds: int | None = 86400
+    scope: Scope = Scope()  # which portal products are ours (PROVISIONER_SCOPE_*): all of them by default
     # PROVISIONER_TOKENIZE_REQUIRE_POLICY: a restricted output port is granted only when the tokenization policy has
     # an entry for it (tables to tokenize, or `tokenize: none`).
     tokenize_require_policy: bool = True

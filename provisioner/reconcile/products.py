@@ -14,13 +14,14 @@ from pathlib import Path
 
 from provisioner import scaffold
 from provisioner.errors import InvalidName, PermanentError, ProvisionerError
-from provisioner.events import ReconcileAccess, Trigger
+from provisioner.events import ReconcileAccess, ReconcileProduct, Trigger
 from provisioner.logs import log_event
 from provisioner.names import Namespace, archive_prefix, shared_user_name
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile import credentials
 from provisioner.reconcile.config import ReconcileConfig
 from provisioner.reconcile.grants import current_grants, readable_prefixes
+from provisioner.reconcile.parking import ParkingLot
 from provisioner.reconcile.state import ProductRecord, Run, StateStore
 from provisioner.storage.base import StoreAdmin
 
@@ -52,24 +53,52 @@ class ProductReconciler:
         self.store = store
         self.state = state
         self.config = config
+        self.parking = ParkingLot(state.pool)
         self._compiled = scaffold.CompiledTemplates()
 
-    def reconcile_product(self, product_id: str) -> list[Trigger]:
-        """Converge ``product_id``; return follow-up work (consumers whose grants must change)."""
+    def reconcile_product(self, product_id: str, *, force: bool = False) -> list[Trigger]:
+        """Converge ``product_id``; return follow-up work (consumers whose grants must change).
+
+        A product outside the scope is released instead (reconcile/scope.py); a parked product whose portal data
+        has not changed since it failed is skipped, unless ``force`` (reconcile/parking.py).
+        """
         run = self.state.start_run("product", product_id)
+        product: Product | None = None
+        fetched = False
         try:
             product = self.portal.get_product(product_id)
+            fetched = True
             record = self.state.product(product_id)
-            if product is None or product.status == DELETING:
+            live = record is not None and record.state == "provisioned"
+            deleting = product is None or product.status == DELETING
+            excluded = None if product is None else self.config.scope.excluded_because(product)
+            parked = None if force else self.parking.get(product_id)
+            if excluded is not None and not (live and deleting):
+                # Never ours, or released: a deletion is cleaned up only for a product we still hold resources of.
+                follow_up = self._release(run, product, record, excluded)
+            elif parked is not None and parked.holds(product):
+                run.detail.update(outcome="skipped", parked=parked.reason, reason=parked.error)
+                log_event(log, "product.parked_skipped", product_id=product_id, reason=parked.reason)
+                return self._finish(run, [])
+            elif deleting:
                 run.kind = "delete"
                 follow_up = self._clean_up(run, product_id, product, record)
+                if run.detail.get("outcome") == "deleted" and run.namespace:
+                    # The namespace is free again: products parked because they wanted it may have it now.
+                    freed = self.parking.release_namespace(str(run.namespace), NamespaceConflict.__name__)
+                    follow_up = [*follow_up, *(ReconcileProduct(p) for p in freed)]
             else:
-                follow_up = self._converge(run, product, record)
+                follow_up = self._converge(run, product, record)  # type: ignore[arg-type]  # not deleting: present
+            if parked is not None or force:
+                self.parking.unpark(product_id)
         except ProvisionerError as exc:
             self.state.finish_run(run, "failure", str(exc))
+            parked_now = isinstance(exc, PermanentError) and fetched
+            if parked_now:
+                self.parking.park(product_id, product, exc)
             log_event(
                 log,
-                "product.failed",
+                "product.parked" if parked_now else "product.failed",
                 level=logging.ERROR,
                 product_id=product_id,
                 namespace=run.namespace,
@@ -79,9 +108,25 @@ class ProductReconciler:
         except Exception as exc:
             self.state.finish_run(run, "failure", f"unexpected error: {type(exc).__name__}: {exc}")
             raise
+        return self._finish(run, follow_up)
+
+    def _finish(self, run: Run, follow_up: list[Trigger]) -> list[Trigger]:
         status = "skipped" if run.detail.get("outcome") == "skipped" else "success"
         self.state.finish_run(run, status)
         return follow_up
+
+    def _release(self, run: Run, product: Product | None, record: ProductRecord | None, why: str) -> list[Trigger]:
+        """A product outside the scope: drop our finalizer if it has one, create and delete nothing."""
+        run.detail.update(outcome="skipped", reason=f"out of scope: {why}")
+        if product is not None and self.config.finalizer in product.finalizers:
+            self.portal.remove_finalizer(product.id, self.config.finalizer)
+            run.step("finalizer_removed")
+            run.detail["outcome"] = "released"
+        if record is not None and record.state == "provisioned":
+            run.namespace = record.namespace
+        if run.steps:
+            log_event(log, "product.released", product_id=run.subject, namespace=run.namespace, reason=why)
+        return []
 
     # -- converge ---------------------------------------------------------------------------
     def _converge(self, run: Run, product: Product, record: ProductRecord | None) -> list[Trigger]:

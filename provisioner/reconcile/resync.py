@@ -22,6 +22,7 @@ from provisioner.logs import log_event
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile.config import ReconcileConfig
 from provisioner.reconcile.orphans import OrphanUsers, claimed_users
+from provisioner.reconcile.parking import GONE, Parked, ParkingLot
 from provisioner.reconcile.products import DELETING, fingerprint
 from provisioner.reconcile.state import ProductRecord, StateStore
 from provisioner.storage.base import StoreAdmin
@@ -46,6 +47,7 @@ class Resync:
         self.config = config
         self.parallelism = parallelism
         self.store = store  # to find orphan store users; None leaves them alone
+        self.parking = ParkingLot(state.pool)
 
     def plan(self) -> list[Trigger]:
         """Every product whose portal state differs from what we converged, plus consumers whose grants differ."""
@@ -54,24 +56,47 @@ class Resync:
         users = self.store.list_users() if self.store is not None else None
         products = self.portal.list_products()
         records = {r.product_id: r for r in self.state.all_products()}
+        parked = self.parking.all()
         now = datetime.now(UTC)
         triggers: list[Trigger] = []
         seen: set[str] = set()
+        left_parked = 0
         for product in products:
             seen.add(product.id)
-            if self._needs_reconcile(product, records.get(product.id), now):
+            held = parked.get(product.id)
+            if held is not None and self.config.scope.admits(product):
+                if held.holds(product):
+                    left_parked += 1
+                else:  # the portal shows it differently since it failed: try again
+                    triggers.append(ReconcileProduct(product.id))
+            elif self._needs_reconcile(product, records.get(product.id), now):
                 triggers.append(ReconcileProduct(product.id))
         for record in records.values():
-            if record.state == "provisioned" and record.product_id not in seen:
+            gone = record.state == "provisioned" and record.product_id not in seen
+            if gone and not _still_parked(parked.get(record.product_id)):
                 triggers.append(ReconcileProduct(record.product_id))  # gone from the portal: clean up
+        for product_id, held in parked.items():
+            if product_id not in seen and product_id not in records and held.fingerprint != GONE:
+                triggers.append(ReconcileProduct(product_id))  # gone while parked: one reconcile unparks it
 
-        live = [p for p in products if p.status != DELETING]
+        scope = self.config.scope
+        # Consumers whose grants are converged: live products in scope that are not parked, and every provisioned
+        # one (a released product's revocations still apply).
+        consumers = [
+            p
+            for p in products
+            if p.status != DELETING
+            and (
+                (records.get(p.id) is not None and records[p.id].state == "provisioned")
+                or (scope.admits(p) and not (p.id in parked and parked[p.id].holds(p)))
+            )
+        ]
         # Producers reconciled by this same plan count as provisioned: one resync repairs a missed approval too.
         soon = {t.product_id for t in triggers if isinstance(t, ReconcileProduct)}
-        triggers.extend(self._access_drift(live, records, soon))
+        triggers.extend(self._access_drift(consumers, records, soon))
         if users is not None:
             triggers.extend(self._orphan_users(users, products, list(records.values())))
-        log_event(log, "resync.planned", products=len(products), reconciles=len(triggers))
+        log_event(log, "resync.planned", products=len(products), reconciles=len(triggers), parked=left_parked)
         return triggers
 
     def _orphan_users(self, users: list[str], products: list[Product], records: list[ProductRecord]) -> list[Trigger]:
@@ -91,6 +116,11 @@ class Resync:
 
     def _needs_reconcile(self, product: Product, record: ProductRecord | None, now: datetime) -> bool:
         finalized = self.config.finalizer in product.finalizers
+        if not self.config.scope.admits(product):
+            live = record is not None and record.state == "provisioned"
+            # Out of scope: only our finalizer (a release removes it) or the deletion of a product whose resources
+            # we still hold need a reconcile.
+            return finalized or (live and product.status == DELETING)
         if record is None:
             return product.status != DELETING or finalized
         if record.state == "deleted":
@@ -128,3 +158,8 @@ class Resync:
             for consumer_id, wanted in results
             if consumer_id in stale or wanted != held.get(consumer_id, set())
         ]
+
+
+def _still_parked(parked: Parked | None) -> bool:
+    """A product parked while the portal no longer had it: reconciling it again would fail the same way."""
+    return parked is not None and parked.fingerprint == GONE
