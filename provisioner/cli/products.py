@@ -156,7 +156,7 @@ def _status(args: argparse.Namespace) -> int:
             table.add_row(
                 r.name or r.product_id,
                 r.namespace,
-                f"s3://{bucket}/{r.namespace}/",
+                f"s3://{bucket}/{Namespace(r.namespace).prefix}",
                 r.access_key_id or "-",
                 names(r.read_prefixes),
                 f"{run.get('kind', '-')} {run.get('status', '-')} {when:%Y-%m-%d %H:%M:%S}" if when else "-",
