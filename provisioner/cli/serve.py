@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from provisioner import jobs
 from provisioner.cli.runtime import Runtime, open_runtime, reconcile_handlers
@@ -20,6 +21,7 @@ from provisioner.settings import Settings
 from provisioner.web import create_app, open_pool
 from provisioner.web.auth import WebhookAuth
 from provisioner.web.health import ReadinessCheck, blocking_check, worker_check
+from provisioner.web.metrics import serve_worker_metrics
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def _worker(args: argparse.Namespace) -> int:
             # A worker apart from `serve` (serve --no-worker) has no web app: job metrics get their own endpoint.
             registry = CollectorRegistry()
             metrics = jobs.JobMetrics(registry)
-            start_http_server(settings.worker_metrics_port, addr=settings.host, registry=registry)
+            serve_worker_metrics(settings.worker_metrics_port, settings.host, registry, settings.status_token)
         app = _job_app(runtime, metrics)
         _resync_at_start(runtime)
         concurrency = args.concurrency or settings.worker_concurrency
@@ -129,6 +131,25 @@ class _Server(uvicorn.Server):
                 self._captured_signals.clear()
 
 
+def uvicorn_config(app: Any, *, host: str, port: int, body_timeout_seconds: float) -> uvicorn.Config:
+    """uvicorn's settings for ``serve``: no access log (a v2 URL carries its token), bounded waits.
+
+    The intake answers a body that takes longer than ``body_timeout_seconds`` with 408; idle keep-alive
+    connections close after 5 s; a graceful stop waits for requests in flight as long as one body may take
+    (plus a commit), then closes what is left rather than wait forever for a slow client.
+    """
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        lifespan="off",
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=math.ceil(body_timeout_seconds) + 5,
+    )
+
+
 async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None:
     """Serve the web app with uvicorn until SIGINT/SIGTERM; run a worker beside it when asked."""
     s = runtime.settings
@@ -150,10 +171,10 @@ async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None
             registry=registry,
             max_body_bytes=s.max_body_bytes,
             readiness=readiness,
+            body_timeout_seconds=s.body_timeout_seconds,
+            status_token=s.status_token,
         )
-        # No access log: a v2 URL carries its token in the query string.
-        config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="off")
-        server = _Server(config)
+        server = _Server(uvicorn_config(app, host=host, port=port, body_timeout_seconds=s.body_timeout_seconds))
         log_event(log, "serve.started", host=host, port=port, worker=worker, auth=s.webhook_secret is not None)
         worker_task = None
         if worker:
