@@ -92,3 +92,20 @@ def test_rejected_harmless_values_stay_readable() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"PROVISIONER_DATABASE_URL": "db.internal/provisioner"})
     assert "PROVISIONER_DATABASE_URL='db.internal/provisioner' is invalid" in str(caught.value)
+
+
+def test_cli_masks_secrets_in_any_error_it_prints(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioner.cli import build_parser
+    from provisioner.errors import DatabaseUnavailable
+
+    def fail(_args: object) -> int:
+        raise DatabaseUnavailable("cannot reach PostgreSQL at host=db user=prov password=hunter2 dbname=p")
+
+    parser = build_parser()
+    parser.set_defaults(func=fail)
+    monkeypatch.setattr("provisioner.cli.build_parser", lambda: parser)
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "password=****" in err

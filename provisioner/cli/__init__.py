@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from provisioner import __version__
 from provisioner.errors import ProvisionerError, SettingsError
+from provisioner.logs import redact_text
 
 COMMAND_MODULES = ("serve", "products", "tokenize", "profile", "webhook_url", "demo")
 
@@ -44,10 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SettingsError as exc:
-        print(f"provisioner: configuration error: {exc}", file=sys.stderr)
+        # Messages may quote what went wrong (a URL, a DSN): mask any secret in them before printing.
+        print(f"provisioner: configuration error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     except ProvisionerError as exc:
-        print(f"provisioner: {exc}", file=sys.stderr)
+        print(f"provisioner: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
