@@ -151,11 +151,13 @@ def parse_product(obj: Any, where: str = "a data product") -> Product:
     lifecycle = _field(obj, "lifecycle", where, (dict, str), default=None)
     if isinstance(lifecycle, dict):
         lifecycle = _field(lifecycle, "name", f"{where} lifecycle")
-    name, raw_namespace = _field(obj, "name", where), _field(obj, "namespace", where)
-    namespace, problem = _checked("data product", name, raw_namespace)
+    raw_name, raw_namespace = _field(obj, "name", where), _field(obj, "namespace", where)
+    namespace, problem = _checked("data product", raw_name, raw_namespace)
+    name = raw_name if problem is None else printable(raw_name)
     description = _field(obj, "description", where, default="")
     if problem is None and "\x00" in description:
         problem = "its description holds a NUL character"
+        description = printable(description)
     return Product(
         id=_field(obj, "id", where),
         name=name,
@@ -172,7 +174,7 @@ def parse_product(obj: Any, where: str = "a data product") -> Product:
 
 
 def _checked(kind: str, name: str, namespace: str) -> tuple[str, str | None]:
-    """The namespace as a Namespace and None, or the raw text and why it (or the name) cannot be used.
+    """The namespace as a Namespace and None, or a printable copy of it and why it (or the name) cannot be used.
 
     Names reach READMEs, logs and our database (where PostgreSQL refuses NUL), so a control character is
     refused here, before anything is created, as is any namespace outside the portal's rule.
@@ -180,11 +182,18 @@ def _checked(kind: str, name: str, namespace: str) -> tuple[str, str | None]:
     try:
         checked: str = Namespace(namespace)
     except InvalidName as exc:
-        return namespace, str(exc)
+        # Kept printable: a value refused here must never carry a control character (a NUL breaks PostgreSQL)
+        # into a record, a log line or a run, wherever it is shown or stored afterwards.
+        return printable(namespace), str(exc)
     bad = next((c for c in name if unicodedata.category(c) == "Cc"), None)
     if bad is not None:
         return checked, f"{kind} name {_show(name)} holds control character {bad!r}: rename it in the portal"
     return checked, None
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character (C0, DEL, C1) written as ``\\xNN``, everything else as is."""
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def _show(text: str) -> str:
@@ -201,8 +210,9 @@ def _named(obj: dict[str, Any], name: str, where: str) -> Named | None:
 
 def parse_output_port(obj: Any, where: str = "an output port") -> OutputPort:
     """An OutputPort from the portal's JSON object (``problem`` set when its namespace or name is unusable)."""
-    name, raw_namespace = _field(obj, "name", where), _field(obj, "namespace", where)
-    namespace, problem = _checked("output port", name, raw_namespace)
+    raw_name, raw_namespace = _field(obj, "name", where), _field(obj, "namespace", where)
+    namespace, problem = _checked("output port", raw_name, raw_namespace)
+    name = raw_name if problem is None else printable(raw_name)
     return OutputPort(
         id=_field(obj, "id", where),
         name=name,

@@ -57,6 +57,8 @@ def test_an_unusable_product_is_marked_with_the_reason(fields: dict[str, object]
     product = parse_product(_product(**fields))
     assert product.problem is not None and reason in product.problem
     assert product.id == "p1"  # still known, so a deletion can still be finished
+    for text in (product.name, product.namespace, product.description):  # nothing unsafe leaves the parser
+        assert "\x00" not in text and "\x1b" not in text
 
 
 @pytest.mark.parametrize(
@@ -66,6 +68,7 @@ def test_an_unusable_product_is_marked_with_the_reason(fields: dict[str, object]
 def test_an_unusable_output_port_is_marked_with_the_reason(fields: dict[str, object], reason: str) -> None:
     port = parse_output_port(_port(**fields))
     assert port.problem is not None and reason in port.problem
+    assert "\x00" not in port.name + port.namespace
 
 
 def test_one_bad_product_does_not_hide_the_others_from_a_resync(portal) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import botocore.exceptions
 import pytest
 
 from provisioner import scaffold
-from provisioner.errors import InvalidName
+from provisioner.errors import InvalidName, ProvisionerError
 from provisioner.names import Namespace, archive_prefix
 from provisioner.portal import PortalClient
 from provisioner.reconcile.products import NamespaceConflict
@@ -183,3 +183,26 @@ def test_keys_the_provisioner_did_not_issue_are_deleted_at_the_next_reconcile(si
     site.reconcilers.reconcile_product(pid)
     assert site.user_keys(ns) == [ours]
     assert "stale_keys_deleted" in site.state.last_runs(pid, limit=1)[0]["steps"]
+
+
+def test_an_output_port_namespace_with_a_nul_never_blocks_the_other_grants(site: Site, unique_name: str) -> None:
+    producer, consumer = f"{unique_name}-prod", f"{unique_name}-cons"
+    pid, cid = site.provisioned(producer), site.provisioned(consumer)
+    state, bucket = site.portal_state, site.config.bucket
+    good = state.create_output_port(pid, "Orders", namespace="orders", access_type="unrestricted", notify=False)
+    bad = state.create_output_port(
+        pid, "Bad", namespace="or\x00ders", access_type="unrestricted", notify=False, check_namespace=False
+    )
+    for port in (good, bad):
+        state.request_access(cid, port.id, notify=False)  # unrestricted: approved by the portal itself
+    site.s3.client("s3").put_object(Bucket=bucket, Key=f"{producer}/published/orders/o.parquet", Body=b"PAR1")
+    with pytest.raises(ProvisionerError):  # the bad port is reported ...
+        site.reconcilers.reconcile_access(cid)
+    reader = site.s3_as(consumer)  # ... and the good one granted all the same
+    assert reader.get_object(Bucket=bucket, Key=f"{producer}/published/orders/o.parquet")["Body"].read() == b"PAR1"
+    keys = site.user_keys(consumer)
+    state.revoke(good.id, cid, notify=False)
+    with pytest.raises(ProvisionerError):
+        site.reconcilers.reconcile_access(cid)
+    assert _denied(lambda: site.s3_as(consumer).get_object(Bucket=bucket, Key=f"{producer}/published/orders/o.parquet"))
+    assert len(site.user_keys(consumer)) == 1 and site.user_keys(consumer) != keys
