@@ -14,6 +14,7 @@ from provisioner.cli.wiring import Services, names, open_services
 from provisioner.errors import ProvisionerError
 from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
 from provisioner.names import Namespace
+from provisioner.reconcile.parking import Parked
 from provisioner.settings import Settings
 from provisioner.storage.policy import ReadGrant
 
@@ -24,9 +25,15 @@ def register(subparsers: Any) -> None:
         "provision",
         help="reconcile one data product now (by portal id or namespace)",
         description="Read the product from the portal and converge it now, in this process: prefix, user, key, "
-        "project, .env, finalizer and status; or clean it up when the portal is deleting it.",
+        "project, .env, finalizer and status; or clean it up when the portal is deleting it. A parked product (one "
+        "that failed permanently, see `provisioner status`) is tried again too.",
     )
-    p.add_argument("product", help="the product's portal id, or the namespace of a product provisioned before")
+    p.add_argument(
+        "product", nargs="?", help="the product's portal id, or the namespace of a product provisioned or parked"
+    )
+    p.add_argument(
+        "--parked", action="store_true", help="try every parked product again (after fixing what they failed on)"
+    )
     p.set_defaults(func=_provision)
 
     p = subparsers.add_parser(
@@ -69,22 +76,45 @@ def register(subparsers: Any) -> None:
 
 def _provision(args: argparse.Namespace) -> int:
     console = Console()
+    if bool(args.product) == bool(args.parked):
+        console.print("[red]name one product (its id or namespace), or give --parked[/]")
+        return 2
     with open_services(Settings.from_env()) as services:
-        product_id = args.product
-        try:
-            record = services.state.live_by_namespace(Namespace(args.product))
-        except ProvisionerError:
-            record = None
-        if record is not None:
-            product_id = record.product_id
-        done = run_triggers(services, [ReconcileProduct(product_id)])
-        runs = services.state.last_runs(product_id, limit=1)
-        run = runs[0] if runs else {}
-        console.print(
-            f"[bold]{product_id}[/]: {run.get('status', '?')} "
-            f"(namespace {run.get('namespace') or '-'}, steps: {names(run.get('steps') or [])}, {done} reconcile(s))"
-        )
-    return 0
+        parking = services.reconcilers.products.parking
+        product_ids = sorted(parking.all()) if args.parked else [_product_id(services, args.product)]
+        if args.parked and not product_ids:
+            console.print("no parked product")
+        failures = 0
+        for product_id in product_ids:
+            try:
+                # force: a parked product is tried again even though the portal shows it as when it failed.
+                follow = services.reconcilers.reconcile_product(product_id, force=True)
+                done = 1 + run_triggers(services, list(follow))
+            except ProvisionerError as exc:
+                if not args.parked:
+                    raise
+                failures += 1
+                console.print(f"[red]{product_id}: {exc}[/]")
+                continue
+            runs = services.state.last_runs(product_id, limit=1)
+            run = runs[0] if runs else {}
+            console.print(
+                f"[bold]{product_id}[/]: {run.get('status', '?')} (namespace {run.get('namespace') or '-'}, "
+                f"steps: {names(run.get('steps') or [])}, {done} reconcile(s))"
+            )
+    return 1 if failures else 0
+
+
+def _product_id(services: Services, given: str) -> str:
+    """The portal id ``given`` names: a provisioned namespace, a parked product's namespace, or an id."""
+    try:
+        record = services.state.live_by_namespace(Namespace(given))
+    except ProvisionerError:
+        record = None
+    if record is not None:
+        return record.product_id
+    parked = services.reconcilers.products.parking.by_namespace(given)
+    return parked[0].product_id if len(parked) == 1 else given
 
 
 def run_triggers(services: Services, triggers: list[Trigger], progress: Progress | None = None) -> int:
@@ -163,9 +193,14 @@ def _status(args: argparse.Namespace) -> int:
                 r.state,
             )
         console.print(table)
+        parked = [p for p in services.reconcilers.products.parking.all().values() if _shows(args.namespace, p)]
+        if parked:
+            console.print(_parked_table(parked))
         if args.namespace:
             record = next((r for r in records if r.namespace == args.namespace), None)
             if record is None:
+                if parked:
+                    return 0
                 console.print(f"namespace {args.namespace!r} is not provisioned here")
                 return 1
             runs = Table("run", "kind", "status", "steps", "error", "started")
@@ -180,6 +215,25 @@ def _status(args: argparse.Namespace) -> int:
                 )
             console.print(runs)
     return 0
+
+
+def _shows(namespace: str | None, parked: Parked) -> bool:
+    return namespace is None or parked.namespace == namespace
+
+
+def _parked_table(parked: list[Parked]) -> Table:
+    """Products that failed permanently and wait for a change (reconcile/parking.py)."""
+    table = Table(
+        "parked product",
+        "namespace",
+        "why",
+        "since",
+        title="Parked: retried when the portal shows them differently, or by `provisioner provision <id>`",
+    )
+    for p in parked:
+        since = f"{p.parked_at:%Y-%m-%d %H:%M:%S}" if p.parked_at else "-"
+        table.add_row(p.product_id, p.namespace or "-", f"{p.reason}: {p.error}", since)
+    return table
 
 
 def _rotate(args: argparse.Namespace) -> int:

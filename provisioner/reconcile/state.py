@@ -380,11 +380,12 @@ class StateStore:
             return [dict(r) for r in cur.fetchall()]
 
     def last_run_per_subject(self) -> dict[str, dict[str, Any]]:
-        """The newest run of every subject (for status tables)."""
+        """The newest run of every subject that did something (for status tables): a skipped run, such as the echo
+        of our own finalizer removal after a deletion, does not hide the run before it."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 "SELECT DISTINCT ON (subject) * FROM provisioner_runs WHERE kind IN ('product', 'access', 'delete', "
-                "'rotate') ORDER BY subject, id DESC"
+                "'rotate') ORDER BY subject, status = 'skipped', id DESC"
             )
             return {r["subject"]: dict(r) for r in cur.fetchall()}
 

@@ -112,3 +112,29 @@ def test_grants_says_why_an_approved_port_waits(
     assert "1 approved output port(s) not granted yet" in out
     assert f"{unique_name}-c waits for {unique_name}-p/customers" in out
     assert "no tokenization decision for restricted output port" in out and "tokenize: none" in out
+
+
+def test_status_shows_a_parked_product_and_provision_tries_it_again(
+    cli_env: Path, portal: Any, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 §7: a permanent failure is parked, shown with its reason, and retried by hand."""
+    ns = f"{unique_name}-shared"
+    owner = portal.state.create_product("Owner", ns, notify=False)
+    claimant = portal.state.create_product("Claimant", ns, notify=False)
+    assert main(["provision", owner.id]) == 0
+    assert main(["provision", claimant.id]) == 1  # NamespaceConflict: parked
+    capsys.readouterr()
+
+    assert main(["resync"]) == 0  # a parked product is not retried by resync
+    assert "resync: 0 reconcile(s), 0 failed" in capsys.readouterr().err
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "Parked" in out and claimant.id in out and "NamespaceConflict" in out and "already" in out
+    assert main(["status", ns]) == 0  # the namespace's owner, and the product parked on it
+    assert claimant.id in capsys.readouterr().out
+
+    portal.state.products[claimant.id].namespace = f"{unique_name}-own"  # the team picks another namespace
+    assert main(["provision", "--parked"]) == 0
+    assert f"{claimant.id}: success" in capsys.readouterr().out.replace("\n", " ")
+    assert main(["status"]) == 0
+    assert "Parked" not in capsys.readouterr().out

@@ -281,6 +281,30 @@ async def test_status_lists_latest_run_per_subject(web: Web) -> None:
     assert [(r["subject"], r["status"]) for r in body["products"]] == [("a", "success"), ("b", "running")]
 
 
+async def test_status_shows_the_delete_run_not_the_echo_skipped_after_it_and_parked_products(web: Web) -> None:
+    web.rows(
+        "INSERT INTO provisioner_runs (kind, subject, status, steps, started_at) VALUES "
+        "('product', 'gone', 'success', '[\"user\"]', now() - interval '2 minutes'),"
+        "('delete', 'gone', 'success', '[\"user_deleted\", \"finalizer_removed\"]', now() - interval '1 minute'),"
+        "('delete', 'gone', 'skipped', '[]', now()),"  # the portal's echo of our finalizer removal
+        "('product', 'echo-only', 'skipped', '[]', now()),"
+        "('product', 'stuck', 'failure', '[]', now() - interval '1 minute'),"
+        "('product', 'stuck', 'skipped', '[]', now())"
+        " RETURNING id"
+    )
+    web.rows(
+        "INSERT INTO provisioner_parked (product_id, namespace, fingerprint, reason, error) VALUES "
+        "('stuck', 'sales', 'f', 'NamespaceConflict', 'namespace ''sales'' is already provisioned') RETURNING 1"
+    )
+    body = (await web.client.get("/status/products")).json()
+    rows = {r["subject"]: r for r in body["products"]}
+    assert (rows["gone"]["kind"], rows["gone"]["status"]) == ("delete", "success")
+    assert rows["echo-only"]["status"] == "skipped"  # nothing else to show
+    assert rows["stuck"]["status"] == "failure"
+    assert rows["stuck"]["parked"]["reason"] == "NamespaceConflict" and rows["gone"]["parked"] is None
+    assert [(p["product_id"], p["namespace"]) for p in body["parked"]] == [("stuck", "sales")]
+
+
 async def test_a_burst_is_committed_together_and_one_bad_body_fails_alone(web: Web) -> None:
     """Group commit: concurrent deliveries share transactions; a body the database refuses fails only itself."""
     import asyncio
