@@ -214,7 +214,8 @@ class IamStore(S3Objects):
         """The names of every store user that looks like a product's (``dp-…``), whoever created it."""
         with storage_errors("listing store users", self._endpoint):
             paginator = self._iam.get_paginator("list_users")
-            names = [u["UserName"] for page in paginator.paginate() for u in page.get("Users", [])]
+            pages = paginator.paginate(PaginationConfig={"PageSize": 1000})  # IAM's largest page; the default is 100
+            names = [u["UserName"] for page in pages for u in page.get("Users", [])]
         return sorted(n for n in names if is_product_user(n))
 
     def _put_policy(
