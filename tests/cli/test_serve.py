@@ -439,3 +439,29 @@ def _worker_registered(url: str) -> bool:
     with contextlib.suppress(psycopg.Error), psycopg.connect(url) as conn:
         return bool(conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0])  # type: ignore[index]
     return False
+
+
+@pytest.mark.slow
+def test_a_worker_resyncs_at_start_so_events_sent_while_it_was_down_are_not_lost(
+    pg_url: str, portal: Any, moto_server: S3Server, unique_name: str, tmp_path: Path
+) -> None:
+    """Issue 12 §6: the portal never retries; a product created while nothing listened is provisioned at start."""
+    product = portal.state.create_product("Missed", f"{unique_name}-missed", notify=False)  # no webhook reaches us
+    env = _provisioning_env(pg_url, portal, moto_server, unique_name, tmp_path, PROVISIONER_RESYNC_SECONDS="3600")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while product.status != "active":
+            assert worker.poll() is None, worker.stderr.read()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the product was not provisioned: no resync at start"
+            time.sleep(0.1)
+        assert product.finalizers == ["provisioner"]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
