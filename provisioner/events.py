@@ -59,6 +59,8 @@ class Delivery:
 
     generation: Generation
     delivery_id: str | None  # CloudEvents id, Standard Webhooks webhook-id, or None (v1 has no id)
+    # A digest of the delivery id; for v1 a digest of the body, recorded but never used to drop a delivery (every
+    # approve, revoke or remove on one output port has the same v1 body).
     dedup_key: str
     event_type: str
     triggers: tuple[Trigger, ...]
