@@ -19,6 +19,7 @@ counts only, and logged as ``profile.started`` / ``profile.success`` / ``profile
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import uuid
@@ -513,8 +514,10 @@ def profile_table(
             relation = describe(conn, name)  # reltuples and pages as ANALYZE left them
     else:
         statistics = "fresh" if options.analyze == "auto" else "as found (--analyze never)"
-    stats = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(q.COLUMN_STATS, (name.schema, name.table)).fetchall()}
     columns = relation.readable
+    listable = [c.name for c in columns if c.category in (q.TEXT, q.INTEGER)]
+    found = conn.execute(q.COLUMN_STATS, (listable, name.schema, name.table)).fetchall()
+    stats = {r[0]: (r[1], r[2], r[3]) for r in found}
     sampled = [c for c in columns if c.category in q.SAMPLED]
     with conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
@@ -639,6 +642,8 @@ def _column_profile(
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, Decimal | float) and not math.isfinite(value):
+        return str(value)  # NaN and infinities have no JSON number
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value

@@ -38,9 +38,12 @@ SELECT coalesce(last_analyze, last_autoanalyze) IS NOT NULL, n_mod_since_analyze
 FROM pg_stat_all_tables WHERE relid = %s
 """
 
-# One row per column; for a table with children (partitions, inheritance) the statistics over all of them.
+# One row per column; for a table with children (partitions, inheritance) the statistics over all of them. The
+# most common values only of the columns named (text and integers): the text of another type's values may not
+# read back as a text[] (ragged arrays of an array column), and a failed cast would fail the whole profile.
 COLUMN_STATS = """
-SELECT DISTINCT ON (attname) attname, null_frac, n_distinct, most_common_vals::text::text[]
+SELECT DISTINCT ON (attname) attname, null_frac, n_distinct,
+       CASE WHEN attname = ANY(%s::text[]) THEN most_common_vals::text::text[] END
 FROM pg_stats WHERE schemaname = %s AND tablename = %s
 ORDER BY attname, inherited DESC
 """

@@ -8,7 +8,16 @@ import logging
 import pytest
 
 from provisioner.profile.gate import residual_pii_gate
-from provisioner.tokenize import PolicyFile, RunRecorder, TokenFormat, TokenizeOptions, TokenizePolicy, plan, run
+from provisioner.tokenize import (
+    PolicyFile,
+    RunRecorder,
+    Tenants,
+    TokenFormat,
+    TokenizeOptions,
+    TokenizePolicy,
+    plan,
+    run,
+)
 from tests.profile.conftest import create_table
 
 KEY = "gate-test-key"
@@ -90,3 +99,11 @@ def test_a_scan_that_cannot_run_blocks_only_in_fail_mode(pg_empty_url: str) -> N
     assert failed.blocked and "table public.customers does not exist" in failed.message
     warned = residual_pii_gate(policy("warn"), connect=pg_empty_url, token_format=TokenFormat())
     assert not warned.blocked and warned.error is not None
+
+
+def test_tenants_that_are_not_postgresql_are_skipped_or_refused() -> None:
+    warehouse = Tenants(connectors={}, executors={"sales": object()})  # type: ignore[dict-item]
+    skipped = residual_pii_gate(policy("warn"), connect=warehouse, token_format=TokenFormat())
+    assert not skipped.blocked and skipped.findings == () and skipped.error is None
+    refused = residual_pii_gate(policy("fail"), connect=warehouse, token_format=TokenFormat())
+    assert refused.blocked and "scans PostgreSQL tenants only" in refused.message

@@ -213,3 +213,30 @@ def test_bad_table_names_are_refused(text: str) -> None:
 
     with pytest.raises(ProfileInputError, match="is invalid"):
         TableName.parse(text)
+
+
+def test_empty_tables_odd_types_and_partitions(pg_empty_url: str) -> None:
+    with psycopg.connect(pg_empty_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE empty (id int, t text)")
+        conn.execute("CREATE TABLE odd (n numeric, f float8, d date, ok boolean, a int[], j jsonb)")
+        conn.execute(
+            "INSERT INTO odd SELECT CASE WHEN g = 1 THEN 'NaN'::numeric ELSE g END, 'Infinity', 'infinity',"
+            " g % 2 = 0, CASE WHEN g % 2 = 0 THEN ARRAY[1, 2] ELSE ARRAY[3] END,"
+            " jsonb_build_object('email', 'x' || g || '@example.com') FROM generate_series(1, 300) g"
+        )
+        conn.execute("CREATE TABLE parts (id int, email text) PARTITION BY RANGE (id)")
+        conn.execute("CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM (0) TO (5000)")
+        conn.execute("CREATE TABLE parts_b PARTITION OF parts FOR VALUES FROM (5000) TO (100000)")
+        conn.execute("INSERT INTO parts SELECT g, 'p' || g || '@example.com' FROM generate_series(1, 20000) g")
+    result = profile("t", [TableName.parse(t) for t in ("empty", "odd", "parts")], connect=pg_empty_url)
+    assert result.ok, result.error
+    empty, odd, parts = result.tables
+    assert (
+        empty.rows == 0 and empty.checks == () and column(empty, "t").length == {"min": None, "max": None, "avg": None}
+    )
+    assert column(odd, "j").proposal.tags == ("pii-email",), "addresses inside JSON"
+    assert column(odd, "d").maximum is None, "an infinite date is no limit"
+    assert "is_in_range" not in checks_of(odd, "n") and "is_in_range" not in checks_of(odd, "f")
+    json.dumps(result.to_json(), allow_nan=False)  # NaN and infinity are written as strings
+    assert parts.rows == 20000 and parts.sample_method.startswith("BERNOULLI")
+    assert column(parts, "email").proposal.tags == ("pii-email",)
