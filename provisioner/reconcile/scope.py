@@ -7,11 +7,11 @@ glob (``sales-*``, ``finance_??``).
 
 A product outside the scope is never adopted: no finalizer, no prefix, no user, no key, no project, no grant. A
 product that was adopted and falls out of scope later (its domain, type, tags or namespace changed, or the
-selector did) is *released*: our finalizer is removed and the provisioner stops changing its prefix, user and
-project, but deletes nothing, so narrowing a selector by mistake destroys nothing and widening it again resumes
-where it stopped. Its read grants keep following the portal (an approval is granted, a revocation takes effect),
-and when it is deleted in the portal its user and keys are removed as for any product: access it was given is
-never left behind.
+selector did) is *released*: our finalizer is removed and the provisioner stops provisioning it (no status write,
+no project render, no store checks), but deletes nothing, so narrowing a selector by mistake destroys nothing and
+widening it again resumes where it stopped. Its read grants keep following the portal (an approval is granted, a
+revocation takes effect), and when it is deleted in the portal its user and keys are removed as for any product:
+access it was given is never left behind.
 """
 
 from __future__ import annotations
