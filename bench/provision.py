@@ -5,7 +5,9 @@ Run by hand:  .venv/bin/python -m bench.provision [--products 60] [--resync-prod
 Parts: embedded PostgreSQL (queue + state), moto's S3+IAM server with IAM enforcement, real cookiecutter, the portal
 stand-in over HTTP. Baselines measured in the same run:
 - provisioning: the same reconciles called one after another in this process, without the queue;
-- resync: the bare portal reads a resync cannot avoid (one list + one input-port read per product).
+- resync: the bare portal reads a resync cannot avoid (one list + one input-port read per product);
+- lock hand-off (issue 12 §6): the gap between the end of a product's job and the start of the job queued behind
+  its lock, with the notify-on-finish trigger of sql/005 and, in the same run, with that trigger disabled.
 Targets: >= 20 products/s through the worker; a no-op resync of 10,000 products in <= 30 s.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -23,11 +26,12 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from uuid import uuid4
 
 import psycopg
 
 from provisioner import db, jobs
-from provisioner.events import ReconcileProduct
+from provisioner.events import ReconcileAccess, ReconcileProduct
 from provisioner.names import BucketName
 from provisioner.portal import PortalClient
 from provisioner.portal_standin import PortalState, serve_standin
@@ -100,6 +104,49 @@ def provision_through_worker_processes(
             w.wait(timeout=30)
 
 
+async def lock_handoff(reconcilers: Reconcilers, state: PortalState, url: str, n: int, concurrency: int) -> list[float]:
+    """Seconds from the end of a product job to the start of the access job of the same product queued behind it.
+
+    One product at a time, on an otherwise idle worker with procrastinate's default 5 s poll: the case where the
+    job behind the lock has nothing to wake it but a notification.
+    """
+    ids = [state.create_product(f"Handoff {i}", f"hnd-{i:05d}-{uuid4().hex[:6]}", notify=False).id for i in range(n)]
+    for pid in ids:
+        reconcilers.reconcile_product(pid)  # converged: the timed jobs are cheap re-checks
+    app = jobs.build_app(url, reconcilers, max_attempts=3, resync_seconds=0)
+    worker = asyncio.create_task(jobs.run_worker(app, concurrency=concurrency, install_signal_handlers=False))
+    gaps: list[float] = []
+    try:
+        for pid in ids:
+            with psycopg.connect(url) as conn, conn.transaction():
+                jobs.enqueue_sync(conn, [ReconcileProduct(pid), ReconcileAccess(pid)])
+            gap = None
+            while gap is None:
+                await asyncio.sleep(0.01)
+                with psycopg.connect(url) as conn:
+                    row = conn.execute(
+                        "SELECT extract(epoch FROM a.started_at - p.finished_at) FROM provisioner_runs a"
+                        " JOIN provisioner_runs p ON p.subject = a.subject AND p.kind = 'product'"
+                        " WHERE a.subject = %s AND a.kind = 'access' AND a.status <> 'running'"
+                        " ORDER BY p.id DESC LIMIT 1",
+                        (pid,),
+                    ).fetchone()
+                gap = float(row[0]) if row else None
+            gaps.append(gap)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    return gaps
+
+
+def set_lock_notify(url: str, enabled: bool) -> None:
+    """Turn sql/005's notify-on-finish trigger on or off (the A/B of the hand-off measurement)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        action = "ENABLE" if enabled else "DISABLE"
+        conn.execute(f"ALTER TABLE procrastinate_jobs {action} TRIGGER provisioner_notify_lock_freed")  # fixed text
+
+
 def provision_inline(reconcilers: Reconcilers, state: PortalState, n: int) -> float:
     """Baseline: the same work called directly, one product after another."""
     ids = [state.create_product(f"Inline {i}", f"inl-{i:05d}", notify=False).id for i in range(n)]
@@ -143,6 +190,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--worker-processes", type=int, default=2)
+    parser.add_argument("--handoffs", type=int, default=10)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="provisioner-bench-"))
@@ -193,6 +241,19 @@ def main() -> None:
                 f"provision {args.worker_processes} worker processes: {args.products / procs:7.1f} products/s "
                 f"({procs:.2f} s, concurrency {args.concurrency} each); ratio to inline {inline / procs:.2f}x"
             )
+
+            results = {}
+            for enabled in (False, True):
+                set_lock_notify(url, enabled)
+                results[enabled] = asyncio.run(
+                    lock_handoff(reconcilers, portal_state, url, args.handoffs, args.concurrency)
+                )
+            for enabled, label in ((False, "without (baseline)"), (True, "with")):
+                gaps = results[enabled]
+                print(
+                    f"lock hand-off {label} the notify on finish: median {statistics.median(gaps) * 1000:.0f} ms, "
+                    f"max {max(gaps) * 1000:.0f} ms over {len(gaps)} products"
+                )
 
             seed_converged(portal_state, url, args.resync_products)
             portal_state.reset_counters()
