@@ -45,6 +45,7 @@ from provisioner.events import (
     product_lock,
 )
 from provisioner.logs import log_event, redact_text
+from provisioner.retention import RetentionPolicy, prune
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ TASK_ACCESS = "reconcile_access"
 TASK_OUTPUT_PORT = "reconcile_output_port"
 TASK_RESYNC = "resync"
 TASK_STALLED = "retry_stalled_jobs"
+TASK_RETENTION = "prune_old_records"
+#: Retention runs hourly (at a minute no other periodic task uses), so each run has little to delete.
+RETENTION_CRON = "41 * * * *"
 RESYNC_LOCK = "resync"
 #: Backoff of the n-th retry is ``backoff_seconds * 2**(n-1)``, capped here.
 MAX_BACKOFF_SECONDS = 3600
@@ -215,6 +219,7 @@ def build_app(
     backoff_seconds: float = 2.0,
     metrics: JobMetrics | None = None,
     stalled_after_seconds: float = 30.0,
+    retention: RetentionPolicy | None = None,
 ) -> procrastinate.App:
     """A procrastinate App whose four tasks call ``handlers``; resync runs periodically unless 0."""
     # A bounded wait for a pooled connection: while the database is away, the worker's calls fail after seconds
@@ -268,7 +273,24 @@ def build_app(
 
     if resync_seconds > 0:
         app.periodic(cron=resync_cron(resync_seconds), periodic_id="resync")(resync)
+    if retention is not None:
+        add_retention_task(app, database_url, retention)
     return app
+
+
+def add_retention_task(app: procrastinate.App, database_url: str, policy: RetentionPolicy) -> None:
+    """Register the hourly task that deletes old inbox rows, finished jobs and run records (provisioner.retention).
+
+    One at a time (a queueing lock and a lock), so two workers never prune at once; with ``days`` 0 it is not
+    scheduled at all.
+    """
+
+    @app.task(name=TASK_RETENTION, queue=QUEUE, queueing_lock=TASK_RETENTION, lock=TASK_RETENTION, pass_context=True)
+    def prune_old_records(context: JobContext, timestamp: int | None = None) -> None:
+        prune(database_url, policy)
+
+    if policy.enabled:
+        app.periodic(cron=RETENTION_CRON, periodic_id="retention")(prune_old_records)
 
 
 async def retry_stalled_jobs(app: procrastinate.App, stalled_after_seconds: float = 30.0) -> int:

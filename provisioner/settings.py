@@ -207,7 +207,7 @@ class Settings:
             worker_recover_seconds=r.get("WORKER_RECOVER_SECONDS", _positive_float, 300.0),
             job_max_attempts=r.get("JOB_MAX_ATTEMPTS", _positive, 8),
             retention_days=r.get("RETENTION_DAYS", _non_negative, 30),
-            retention_keep_runs=r.get("RETENTION_KEEP_RUNS", _non_negative, 20),
+            retention_keep_runs=r.get("RETENTION_KEEP_RUNS", _positive, 20),
             tokenize_key=r.get("TOKENIZE_KEY", _nonempty, None),
             tokenize_mode=r.get("TOKENIZE_MODE", _choice(*TOKENIZE_MODES), "hmac"),
             tokenize_prefix=r.get("TOKENIZE_PREFIX", _nonempty, "tok_"),

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from provisioner import jobs
 from provisioner.cli.runtime import Runtime, open_runtime, reconcile_handlers
 from provisioner.logs import log_event
+from provisioner.retention import RetentionPolicy
 from provisioner.settings import Settings
 from provisioner.web import create_app, open_pool
 from provisioner.web.auth import WebhookAuth
@@ -103,6 +104,7 @@ def _job_app(runtime: Runtime, metrics: jobs.JobMetrics | None) -> Any:
         max_attempts=s.job_max_attempts,
         resync_seconds=s.resync_seconds,
         metrics=metrics,
+        retention=RetentionPolicy(days=s.retention_days, keep_runs=s.retention_keep_runs),
     )
 
 
