@@ -126,6 +126,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print(f"{'started (UTC)':<20} {'tenant':<12} {'state':<9} {'result':<8} {'dry':<4} {'rows':>10}  policy / error")
     for r in records:
         outcome = r.error or r.policy
+        if r.kind != "tokenize":  # profile and residual-PII gate runs share the table
+            findings = r.detail.get("findings")
+            outcome = f"[{r.kind}] {outcome}" + (f" ({len(findings)} residual-PII finding(s))" if findings else "")
         print(
             f"{r.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  {r.tenant:<12} {r.state:<9} {r.result or '-':<8} "
             f"{'yes' if r.dry_run else 'no':<4} {r.total_rows:>10,}  {outcome}  ({r.run_id})",

@@ -126,3 +126,11 @@ def test_progress_shows_on_a_terminal_only() -> None:
     assert "public" in sink.getvalue()
     with _progress(Console(file=io.StringIO()), 2) as show:
         assert show is None
+
+
+def test_runs_lists_profile_runs_with_their_kind(env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "--tenant", "sales", "--table", "people", "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["runs", "--last", "5"]) == 0
+    (line,) = [row for row in capsys.readouterr().out.splitlines() if run_id in row]
+    assert "[profile] profile" in line and "SUCCESS" in line and "600" in line
