@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from provisioner.profile import hints
 from provisioner.profile import patterns as p
+from tests.profile import corpus
 
 
 @pytest.mark.parametrize(
@@ -153,3 +158,15 @@ def test_person_names_and_dates() -> None:
 )
 def test_column_name_hints(column: str, kind: str | None) -> None:
     assert hints.name_suggests(column) == kind
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.randoms(use_true_random=False), st.data())
+def test_one_wrong_digit_is_always_caught(r: random.Random, data: st.DataObject) -> None:
+    """Luhn and mod 97 catch every single-digit error: a typo never passes for a card or an IBAN."""
+    for valid, kind in ((corpus.card(r).replace(" ", "").replace("-", ""), p.CARD), (corpus.iban(r), p.IBAN)):
+        assert p.classify(valid) == kind
+        positions = [i for i, ch in enumerate(valid) if ch.isdigit() and (kind == p.CARD or i >= 4)]
+        i = data.draw(st.sampled_from(positions))
+        wrong = data.draw(st.sampled_from([d for d in "0123456789" if d != valid[i]]))
+        assert p.classify(valid[:i] + wrong + valid[i + 1 :]) != kind
