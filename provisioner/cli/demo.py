@@ -33,6 +33,7 @@ from provisioner.cli.wiring import Services, open_services, resolve_database
 from provisioner.logs import configure_logging
 from provisioner.names import Namespace
 from provisioner.portal_standin import PortalState, serve_standin
+from provisioner.reconcile.state import StateStore
 from provisioner.settings import Settings
 from provisioner.web import create_app, open_pool
 from provisioner.web.auth import WebhookAuth, url_token
@@ -195,6 +196,13 @@ async def _serve_and_play(console: Console, services: Services, portal: PortalSt
         await pool.close()
 
 
+def _granted(state: StateStore, consumer_id: str) -> bool:
+    """The consumer holds a grant and its access run is over (the decision is recorded before the key rotates)."""
+    runs = state.last_runs(consumer_id, limit=1)
+    finished = bool(runs) and runs[0]["kind"] == "access" and runs[0]["status"] != "running"
+    return finished and bool(state.grants_of(consumer_id))
+
+
 def _wait(check: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -255,7 +263,7 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
     old_key = _env(services.settings.products_dir / CONSUMER / ".env").get("S3_ACCESS_KEY")
     portal.request_access(products[CONSUMER].id, port.id)
     portal.approve(port.id, products[CONSUMER].id)
-    granted = _wait(lambda: bool(state.grants_of(products[CONSUMER].id)), timeout)
+    granted = _wait(lambda: _granted(state, products[CONSUMER].id), timeout)
     checks.append(("grant added after approval", granted))
     if not granted:
         return _report(console, checks)

@@ -231,12 +231,13 @@ class IamStore(S3Objects):
         SeaweedFS refuses any statement but "Allow" (MalformedPolicyDocument): then this client stops sending the
         Deny, and writes nothing when the store already holds the document without it.
         """
-        desired = product_policy(bucket, namespace, grants, deny_iam=self._deny_iam)
+        deny = self._deny_iam  # read once: worker threads share this client, and another may flip it meanwhile
+        desired = product_policy(bucket, namespace, grants, deny_iam=deny)
         try:
             self._iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy_json(desired))
             return True
         except ClientError as exc:
-            if not (self._deny_iam and error_code(exc) == "MalformedPolicyDocument" and "Allow" in str(exc)):
+            if not (deny and error_code(exc) == "MalformedPolicyDocument" and "Allow" in str(exc)):
                 raise
         self._deny_iam = False
         log_event(logger, "storage.iam_deny_unsupported", level=logging.WARNING, endpoint=self._endpoint)
