@@ -192,3 +192,50 @@ def test_a_key_a_product_issues_itself_does_not_outlive_its_next_converge(
         assert denied(lambda: own.get_object(Bucket=bucket, Key=f"{sales}/x")) in ("InvalidAccessKeyId", "AccessDenied")
 
     eventually(refused)
+
+
+def test_a_refused_deny_is_retried_without_it_even_when_another_thread_flipped_first(
+    seaweedfs_server: S3Server, unique_name: str
+) -> None:
+    """Worker threads share one IamStore: the thread whose Deny SeaweedFS refuses after another thread already
+    learned it must still fall back (it once failed the product with MalformedPolicyDocument)."""
+    import threading
+
+    from provisioner.storage.iam import IamStore
+
+    bucket = BucketName(f"{unique_name}-bkt")
+    first, second = Namespace(f"{unique_name}-one"), Namespace(f"{unique_name}-two")
+    store = IamStore(
+        endpoint=seaweedfs_server.endpoint,
+        access_key=seaweedfs_server.access_key,
+        secret_key=seaweedfs_server.secret_key,
+    )
+    store.ensure_bucket(bucket)
+    real_put = store._iam.put_user_policy
+    flipped = threading.Event()
+
+    def put(**kwargs):  # the second thread sends its Deny only once the first one has given up on Deny
+        if kwargs["UserName"] == second.user_name and '"Deny"' in kwargs["PolicyDocument"]:
+            assert flipped.wait(10)
+        try:
+            return real_put(**kwargs)
+        finally:
+            if kwargs["UserName"] == first.user_name and not store._deny_iam:
+                flipped.set()
+
+    store._iam.put_user_policy = put
+    results: dict[str, object] = {}
+
+    def create(ns: Namespace) -> None:
+        try:
+            results[ns] = store.create_user(bucket, ns)
+        except Exception as exc:  # reported below
+            results[ns] = exc
+
+    threads = [threading.Thread(target=create, args=(ns,)) for ns in (second, first)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == {first: True, second: True}
+    assert all(s["Effect"] == "Allow" for ns in (first, second) for s in store.user_policy(ns)["Statement"])
