@@ -9,7 +9,7 @@ PYTHON ?= python3
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,databricks,spark]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,databricks,spark,datahub]'
 	@# Spark (the spark extra's tests) needs a Java runtime: Debian's default one (OpenJDK 17 or 21).
 	command -v java >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends default-jre-headless; }
 	touch $@

@@ -293,6 +293,67 @@ def add_retention_task(app: procrastinate.App, database_url: str, policy: Retent
         app.periodic(cron=RETENTION_CRON, periodic_id="retention")(prune_old_records)
 
 
+#: The queue of the DataHub plugin's jobs (sql/011 defers into it): its own worker, with its own clients, takes them.
+DATAHUB_QUEUE = "datahub"
+TASK_TOKENIZE_DATASET = "tokenize_dataset"
+TASK_DATAHUB_SCAN = "datahub_scan"
+TASK_DATAHUB_STALLED = "datahub_retry_stalled_jobs"
+
+
+class DatasetHandlers(Protocol):
+    """What the DataHub worker calls (``provisioner.datahub.handler.DatasetTokenizer``); sync, idempotent."""
+
+    def tokenize_dataset(self, dataset_urn: str, stamp: int) -> None: ...
+
+    def scan(self) -> int: ...
+
+
+def build_datahub_app(
+    database_url: str,
+    handlers: DatasetHandlers,
+    *,
+    max_attempts: int,
+    scan_seconds: int = 0,
+    backoff_seconds: float = 2.0,
+    metrics: JobMetrics | None = None,
+    stalled_after_seconds: float = 30.0,
+) -> procrastinate.App:
+    """A procrastinate App for the ``datahub`` queue: ``tokenize_dataset`` jobs (queued by the plugin's act(),
+    locked per dataset), the lost-event scan every ``scan_seconds`` (0: never) and the stalled-job repair."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url, timeout=POOL_WAIT_SECONDS))
+    retry = _Backoff(max_attempts, backoff_seconds)
+    runner = _Runner(max_attempts, metrics)
+
+    @app.task(name=TASK_TOKENIZE_DATASET, queue=DATAHUB_QUEUE, retry=retry, pass_context=True)
+    def tokenize_dataset(context: JobContext, dataset_urn: str, stamp: int) -> None:
+        runner.run(
+            context,
+            TASK_TOKENIZE_DATASET,
+            lambda: handlers.tokenize_dataset(dataset_urn, stamp),
+            dataset_urn=dataset_urn,
+            stamp=str(stamp),
+        )
+
+    @app.task(
+        name=TASK_DATAHUB_SCAN,
+        queue=DATAHUB_QUEUE,
+        pass_context=True,
+        lock=TASK_DATAHUB_SCAN,
+        queueing_lock=TASK_DATAHUB_SCAN,
+    )
+    def datahub_scan(context: JobContext, timestamp: int | None = None) -> None:
+        runner.run(context, TASK_DATAHUB_SCAN, handlers.scan)
+
+    @app.periodic(cron="* * * * *", periodic_id="datahub_retry_stalled")
+    @app.task(name=TASK_DATAHUB_STALLED, queue=DATAHUB_QUEUE, queueing_lock=TASK_DATAHUB_STALLED, pass_context=True)
+    async def retry_stalled(context: JobContext, timestamp: int) -> None:
+        await retry_stalled_jobs(app, stalled_after_seconds)
+
+    if scan_seconds > 0:
+        app.periodic(cron=resync_cron(scan_seconds), periodic_id="datahub_scan")(datahub_scan)
+    return app
+
+
 async def retry_stalled_jobs(app: procrastinate.App, stalled_after_seconds: float = 30.0) -> int:
     """Requeue the jobs of workers whose heartbeat is older than ``stalled_after_seconds``; return how many.
 
@@ -396,8 +457,9 @@ async def run_worker(
     polling_interval: float = 5.0,
     recover_seconds: float = 300.0,
     health: WorkerHealth | None = None,
+    queues: Sequence[str] = (QUEUE,),
 ) -> None:
-    """Run a worker until stopped (or, with ``wait=False``, until the queue is empty).
+    """Run a worker until stopped (or, with ``wait=False``, until the queue is empty); ``queues`` it takes jobs from.
 
     Workers learn of due jobs by LISTEN/NOTIFY (inserts, and sql/005's notices when a lock is freed or a retry is
     pulled forward); ``polling_interval`` is only the fallback for jobs that become due by the clock (retries).
@@ -416,10 +478,10 @@ async def run_worker(
     previous_worker_id: int | None = None
     with signals.on_stop(stop.set) if install_signal_handlers else contextlib.nullcontext():
         while not stop.is_set():
-            began = time.monotonic()
+            ran_since: float | None = None
             worker = procrastinate.worker.Worker(
                 app,
-                queues=[QUEUE],
+                queues=list(queues),
                 name=name,
                 concurrency=concurrency,
                 wait=wait,
@@ -434,6 +496,7 @@ async def run_worker(
                     health.running, health.reason = True, ""
                     if failing_since is not None:
                         log_event(log, "worker.recovered", down_seconds=round(time.monotonic() - failing_since, 1))
+                    ran_since = time.monotonic()
                     await _run_until_stopped(worker, stop)
                 finally:
                     health.running = False
@@ -452,7 +515,7 @@ async def run_worker(
             if worker.worker_id is not None:
                 previous_worker_id = worker.worker_id  # not unregistered: its jobs may still be marked as running
             now = time.monotonic()
-            if failing_since is None or now - began >= HEALTHY_RUN_SECONDS:
+            if failing_since is None or (ran_since is not None and now - ran_since >= HEALTHY_RUN_SECONDS):
                 failing_since, delay = now, RESTART_BACKOFF_SECONDS
             if now - failing_since + delay > recover_seconds:
                 health.reason = f"the worker could not get back within {recover_seconds:g} s: {reason}"
