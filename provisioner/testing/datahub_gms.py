@@ -13,7 +13,7 @@ It serves what the SDK's ``DataHubGraph`` calls, in the shapes the real service 
   ``POST /openapi/v3/entity/<type>`` (OpenAPI), normalised into ``Proposal`` rows.
 
 Aspects are SDK objects (``SchemaMetadataClass`` …), serialised with the SDK's own ``pre_json_transform``.
-``stop()`` and ``start()`` (same port) make it unreachable and back; ``fail_writes`` answers writes with 503.
+``stop()`` and ``start()`` (same port) make it unreachable and back; ``fail_writes`` answers (some) writes 503.
 Production modules never import this.
 """
 
@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -64,7 +64,8 @@ class DataHubGMS:
         self.port = port
         self.proposals: list[Proposal] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
-        self.fail_writes = False
+        #: True, or a predicate on each written aspect: matching writes are answered 503 and not recorded.
+        self.fail_writes: bool | Callable[[Proposal], bool] = False
         self._aspects: dict[tuple[str, str], _Stored] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -233,19 +234,23 @@ class _Handler(BaseHTTPRequestHandler):
             results = [{"entity": {"urn": u}, "extraProperties": []} for u in self.gms._search(variables)]
             self._send(200, {"data": {"scrollAcrossEntities": {"nextScrollId": None, "searchResults": results}}})
             return
-        if self.gms.fail_writes:
-            self._send(503, {"status": 503, "message": "the stand-in refuses writes (fail_writes)"})
-            return
         if parsed.path == "/aspects" and "action=ingestProposal" in parsed.query:
-            proposals = body["proposals"] if "ingestProposalBatch" in parsed.query else [body["proposal"]]
-            self.gms._record(_restli(p) for p in proposals)
-            self._send(200, {"value": ""} if "Batch" not in parsed.query else {"value": []})
+            raw = body["proposals"] if "ingestProposalBatch" in parsed.query else [body["proposal"]]
+            proposals = [_restli(p) for p in raw]
+            answer: Any = {"value": ""} if "Batch" not in parsed.query else {"value": []}
         elif parsed.path.startswith("/openapi/v3/entity/"):
             entity_type = parsed.path.rsplit("/", 1)[-1]
-            self.gms._record(_openapi(entity_type, item) for item in body)
-            self._send(200, [{"urn": item["urn"]} for item in body])
+            proposals = [_openapi(entity_type, item) for item in body]
+            answer = [{"urn": item["urn"]} for item in body]
         else:
             self._send(404, {"status": 404, "message": f"no route {parsed.path}"})
+            return
+        refuse = self.gms.fail_writes
+        if refuse is True or (callable(refuse) and any(refuse(p) for p in proposals)):
+            self._send(503, {"status": 503, "message": "the stand-in refuses this write (fail_writes)"})
+            return
+        self.gms._record(proposals)
+        self._send(200, answer)
 
 
 def _restli(proposal: dict[str, Any]) -> Proposal:
