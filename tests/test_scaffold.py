@@ -99,7 +99,7 @@ def test_render_adds_the_project_files_issue_3_asks_for(tmp_path: Path) -> None:
     assert ".env" not in added  # credentials come from write_env, never from the template
     readme = (dest / "README.md").read_text()
     assert "# Sales" in readme
-    assert "s3://data-products/sales/published/<model>.parquet" in readme
+    assert "s3://data-products/sales/published/<output port>/<model>.parquet" in readme
     ignored = (dest / ".gitignore").read_text().split()
     assert {".env", "*.duckdb", "logs/", ".cache/"} <= set(ignored)
 

@@ -237,7 +237,7 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
         title=f"projects in {services.settings.products_dir}",
     )
     for ns, product in products.items():
-        project = services.settings.products_dir / ns
+        project = services.settings.products_dir / Namespace(ns).folder
         env_file = project / ".env"
         projects.add_row(
             ns,
@@ -351,7 +351,7 @@ def _s3_client(services: Services, namespace: str) -> Any:
     """An S3 client with the key from the product's own .env, as the data team would use it."""
     from provisioner.storage.botocall import make_client
 
-    env = _env(services.settings.products_dir / namespace / ".env")
+    env = _env(services.settings.products_dir / Namespace(namespace).folder / ".env")
     return make_client(
         "s3",
         endpoint=env["S3_ENDPOINT"],
