@@ -267,7 +267,8 @@ class MinioStore(S3Objects):
         with self._errors("listing store users"):
             answer = json.loads(self._admin.user_list() or "{}")
         if not isinstance(answer, dict):
-            raise StorageError(f"listing store users at {self._endpoint}: the admin API answered a {type(answer).__name__}")
+            kind = type(answer).__name__
+            raise StorageError(f"listing store users at {self._endpoint}: the admin API answered a {kind}, not a map")
         return sorted(name for name in answer if is_product_user(name))
 
     def _user_info(self, user: str) -> dict[str, Any] | None:
