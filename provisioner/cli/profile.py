@@ -17,8 +17,8 @@ from rich.table import Table
 
 from provisioner.cli.tokenize import provisioner_database_url
 from provisioner.profile import ProfileInputError, ProfileOptions, ProfileProgress, TableName, TableProfile, profile
+from provisioner.profile.model import DEFAULT_SAMPLE_ROWS, MAX_SAMPLE_ROWS, ColumnProfile, parse_tenant
 from provisioner.profile.policy_proposal import check_writable, policy_text, write_policy
-from provisioner.profile.profiler import DEFAULT_SAMPLE_ROWS, MAX_SAMPLE_ROWS, ColumnProfile, parse_tenant
 from provisioner.settings import Settings
 from provisioner.tokenize import RunRecorder, Tenants, TokenFormat
 

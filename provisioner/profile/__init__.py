@@ -15,15 +15,15 @@ database (one aggregate pass, ``pg_stats``, and a ``TABLESAMPLE`` sample matched
 
 from provisioner.profile.checks import CheckOptions, suggest_checks
 from provisioner.profile.errors import ProfileInputError, ProfileTargetError
-from provisioner.profile.profiler import (
+from provisioner.profile.model import (
     ColumnProfile,
     ProfileOptions,
     ProfileProgress,
     ProfileResult,
     TableName,
     TableProfile,
-    profile,
 )
+from provisioner.profile.profiler import profile
 from provisioner.profile.proposals import PROPOSE_AT, Proposal, propose
 
 __all__ = [

@@ -36,9 +36,8 @@ from provisioner.logs import log_event
 from provisioner.profile import patterns as p
 from provisioner.profile import queries as q
 from provisioner.profile.connect import opener
+from provisioner.profile.model import ProfileOptions, TableName
 from provisioner.profile.profiler import (
-    ProfileOptions,
-    TableName,
     describe,
     describe_error,
     prepare_session,

@@ -17,7 +17,7 @@ from pathlib import Path
 from provisioner.errors import InvalidName
 from provisioner.names import Identifier
 from provisioner.profile.errors import ProfileInputError
-from provisioner.profile.profiler import TableProfile
+from provisioner.profile.model import TableProfile
 
 
 def check_writable(path: Path) -> None:

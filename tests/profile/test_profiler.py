@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from provisioner.profile import ProfileOptions, TableName, profile
-from provisioner.profile.profiler import ColumnProfile, TableProfile
+from provisioner.profile.model import ColumnProfile, TableProfile
 from provisioner.tokenize import RunRecorder, TokenFormat, Tokenizer
 from tests.profile.conftest import PEOPLE, create_table, people, tenant_role
 
