@@ -479,7 +479,7 @@ async def run_worker(
     with signals.on_stop(stop.set) if install_signal_handlers else contextlib.nullcontext():
         while not stop.is_set():
             ran_since: float | None = None
-            worker = procrastinate.worker.Worker(
+            worker = _Worker(
                 app,
                 queues=list(queues),
                 name=name,
@@ -530,6 +530,29 @@ async def run_worker(
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, RESTART_BACKOFF_CAP_SECONDS)
     health.reason = "the worker was stopped"
+
+
+class _Worker(procrastinate.worker.Worker):
+    """procrastinate's worker, saying so when the end of a job could not be written.
+
+    When the database goes away while a job ends, writing its status fails inside procrastinate's job task,
+    whose exception nobody awaits: asyncio would report it only when the task is garbage collected. The job
+    stays marked as running; ``run_worker`` hands it back to the queue when the worker restarts.
+    """
+
+    async def _process_job(self, context: JobContext) -> None:
+        try:
+            await super()._process_job(context)
+        except Exception as exc:
+            job = context.job
+            log_event(
+                log,
+                "job.status_not_saved",
+                level=logging.WARNING,
+                job_id=job.id,
+                task=job.task_name,
+                error=_reason(exc),
+            )
 
 
 def _reason(exc: BaseException) -> str:

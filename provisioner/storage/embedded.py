@@ -15,7 +15,6 @@ running (or still shutting down) and stops it before taking the port.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -27,7 +26,6 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,7 +39,6 @@ logger = logging.getLogger(__name__)
 ADMIN_NAME = "provisioner-admin"
 REGION = "us-east-1"
 PID_FILE = "store.pid"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _INTERNAL_PORTS = (
     "master.port",
     "master.port.grpc",
@@ -191,7 +188,7 @@ def start_moto_store(data_dir: Path, port: int, *, timeout: float = 30.0) -> Emb
     endpoint = f"http://127.0.0.1:{port}"
     store = EmbeddedStore(endpoint, "", "", backend="moto", process=proc, data_dir=data_dir)
     try:
-        _wait_http(f"{endpoint}/moto-api/", proc, timeout, log_path)
+        _wait_http(f"{endpoint}/moto-api/", proc, timeout, log_path, "moto_server")
         iam = make_client("iam", endpoint=endpoint, access_key="bootstrap", secret_key="bootstrap", region=REGION)  # noqa: S106
         iam.create_user(UserName=ADMIN_NAME)
         iam.put_user_policy(
@@ -222,25 +219,30 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     """Start the store process so that it dies with us, and record it in the pid file."""
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal(os.getpid())
-        )
+        proc = subprocess.Popen(_dying_with_us(args), env=env, stdout=log, stderr=subprocess.STDOUT)
     _write_pid_file(data_dir / PID_FILE, proc.pid, args)
     return proc
 
 
-def _parent_death_signal(parent: int) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to send the child SIGTERM when its parent dies (None elsewhere)."""
+#: Run by a fresh interpreter that then becomes the store (exec keeps the pid and the parent-death signal).
+_EXEC_WITH_PDEATHSIG = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the provisioner died before its store started")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _dying_with_us(args: list[str]) -> list[str]:
+    """``args`` wrapped so that Linux sends the process SIGTERM when we die (unchanged elsewhere).
+
+    Not a ``preexec_fn``: Python code between fork and exec can deadlock when other threads exist (the
+    database pool's do), and Popen would then wait forever.
+    """
     if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, before the fork: the child only calls it
-
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
+        return args
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid()), *args]
 
 
 def _write_pid_file(path: Path, pid: int, args: list[str]) -> None:
@@ -340,7 +342,7 @@ def _wait_ready(store: EmbeddedStore, *, timeout: float, log_path: Path) -> None
     """Wait until S3 and IAM answer to the admin key (SeaweedFS serves HTTP before IAM is loaded)."""
     assert store.process is not None
     deadline = time.monotonic() + timeout
-    _wait_http(store.endpoint, store.process, timeout, log_path)
+    _wait_http(store.endpoint, store.process, timeout, log_path, "SeaweedFS")
     iam, s3 = (
         make_client(
             service,
@@ -368,14 +370,13 @@ def _wait_ready(store: EmbeddedStore, *, timeout: float, log_path: Path) -> None
         time.sleep(0.1)
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -> None:
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log_path: Path, name: str) -> None:
     """Wait until the server behind ``url`` accepts TCP connections, or its process exits."""
     parts = urlsplit(url)
     address = (parts.hostname or "127.0.0.1", parts.port or 80)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            name = Path(str(proc.args[0])).name if isinstance(proc.args, list) else "store"
             raise StorageUnavailable(f"{name} exited with code {proc.returncode}: {_last_line(log_path)}")
         try:
             with socket.create_connection(address, timeout=1.0):

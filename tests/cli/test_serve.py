@@ -441,6 +441,49 @@ def _worker_registered(url: str) -> bool:
     return False
 
 
+# -- kill -9 on embedded defaults (issue 13 §2) --------------------------------------------------------------------
+
+
+def _processes_of(data_dir: Path) -> list[int]:
+    """Pids of processes whose command line names ``data_dir`` (embedded PostgreSQL and SeaweedFS)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(data_dir) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_kill_9_of_serve_on_embedded_defaults_then_restart_three_times(servers: list[Server]) -> None:
+    base = Path(tempfile.mkdtemp(prefix="provisioner-test-kill9-"))
+    base.chmod(0o755)  # embedded PostgreSQL runs as its own system user when we are root
+    data_dir = base / "data"
+    env = _env(PROVISIONER_DATA_DIR=str(data_dir), PROVISIONER_S3_EMBEDDED_PORT=str(free_port()))
+    try:
+        first = Server(env)  # the first start also creates both data directories
+        servers.append(first)
+        _await(lambda: _ready(first).status_code == 200, 60, "the first start to be ready")
+        current = first
+        for _ in range(3):
+            current.proc.kill()  # kill -9: no cleanup code runs
+            current.proc.wait()
+            started = time.monotonic()
+            current = Server(env)
+            servers.append(current)
+            _await(lambda s=current: _ready(s).status_code == 200, 10, "a restart after kill -9 to be ready")
+            assert time.monotonic() - started < 10
+        current.stop()
+        assert current.proc.returncode == 0
+        assert _processes_of(data_dir) == [], "a graceful stop leaves no embedded PostgreSQL or SeaweedFS running"
+    finally:
+        for pid in _processes_of(data_dir):  # only what this test started, found by its own data dir
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.mark.slow
 def test_a_worker_resyncs_at_start_so_events_sent_while_it_was_down_are_not_lost(
     pg_url: str, portal: Any, moto_server: S3Server, unique_name: str, tmp_path: Path
