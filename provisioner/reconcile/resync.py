@@ -147,8 +147,11 @@ class Resync:
 
         def approved(product: Product) -> tuple[str, set[str]]:
             ports = self.portal.input_ports(product.id)
+            # A port refused where the portal's answer was parsed (p.problem) can never be granted: not drift.
             return product.id, {
-                p.output_port_id for p in ports if p.status == "approved" and p.output_port.data_product_id in grantable
+                p.output_port_id
+                for p in ports
+                if p.status == "approved" and p.problem is None and p.output_port.data_product_id in grantable
             }
 
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:

@@ -11,6 +11,7 @@ import pytest
 
 from provisioner import scaffold
 from provisioner.errors import InvalidName, ProvisionerError
+from provisioner.events import ReconcileAccess
 from provisioner.names import Namespace, archive_prefix
 from provisioner.portal import PortalClient
 from provisioner.reconcile.products import NamespaceConflict
@@ -200,6 +201,7 @@ def test_an_output_port_namespace_with_a_nul_never_blocks_the_other_grants(site:
         site.reconcilers.reconcile_access(cid)
     reader = site.s3_as(consumer)  # ... and the good one granted all the same
     assert reader.get_object(Bucket=bucket, Key=f"{producer}/published/orders/o.parquet")["Body"].read() == b"PAR1"
+    assert ReconcileAccess(cid) not in site.reconcilers.resync()  # a port that can never be granted is not drift
     keys = site.user_keys(consumer)
     state.revoke(good.id, cid, notify=False)
     with pytest.raises(ProvisionerError):
