@@ -59,7 +59,7 @@ class TokenizeAction(Action):
     def create(cls, config_dict: dict[str, Any], ctx: PipelineContext) -> TokenizeAction:
         """Validate the config (pydantic, DataHub's ConfigModel) and open the queue connection lazily."""
         config = TokenizeActionConfig.model_validate(config_dict)
-        return cls(config, ctx, RequestQueue(database_url_for(config)))
+        return cls(config, ctx, RequestQueue(database_url_for(config), synchronous_commit=config.synchronous_commit))
 
     def act(self, event: EventEnvelope) -> bool:
         """Queue the request the event carries (one SQL call) and return True; raise when it cannot be queued."""

@@ -34,8 +34,9 @@ class QueueUnavailable(TemporaryError):
 class RequestQueue:
     """Records requests and queues their jobs over one long-lived autocommit connection (thread-safe)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, synchronous_commit: str = "on") -> None:
         self._url = database_url
+        self._synchronous_commit = synchronous_commit
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
 
@@ -69,6 +70,7 @@ class RequestQueue:
             self._conn = psycopg.connect(
                 self._url, autocommit=True, connect_timeout=5, application_name="provisioner-datahub-action"
             )
+            self._conn.execute("SELECT set_config('synchronous_commit', %s, false)", (self._synchronous_commit,))
         return self._conn
 
     def _drop(self) -> None:
