@@ -76,7 +76,8 @@ class Namespace(str):
     """A data product or output port namespace, exactly as the portal accepts it.
 
     ``^[a-z0-9+=,.@_-]+$`` and at most 64 characters; anything else (NUL and other control characters,
-    ``/``, upper case, spaces, an empty string, 65 characters) raises InvalidName. The store-side names
+    ``/``, upper case, spaces, an empty string, 65 characters) raises InvalidName. So do ``.`` and any
+    namespace holding ``..``: the portal accepts them, but they read as relative paths (a deliberate refusal). The store-side names
     derived from it are properties: see the module docstring for the mapping.
     """
 
@@ -89,6 +90,13 @@ class Namespace(str):
             raise InvalidName(
                 f"namespace {_show(value)} is not one the portal accepts: use 1 to {NAMESPACE_MAX_LENGTH} "
                 "characters from a-z, 0-9 and + = , . @ _ -"
+            )
+        if ".." in value or value == ".":
+            # The portal's regex lets these through, but they read as relative paths wherever a namespace is
+            # shown or logged next to a prefix or folder: refused on purpose (the product is parked with this).
+            raise InvalidName(
+                f"namespace {_show(value)} is refused: '.' alone and '..' read as relative paths; "
+                "rename the product's namespace in the portal"
             )
         return super().__new__(cls, value)
 

@@ -76,7 +76,7 @@ def test_all_40_sample_products_and_38_output_ports_provision(site: Site, unique
         assert reader.get_object(Bucket=bucket, Key=key)["Body"].read() == b"p", port.output_port.namespace
 
 
-@pytest.mark.parametrize("raw", ["com.example@sales", "..", ".hidden", "a+b=c,d"])
+@pytest.mark.parametrize("raw", ["com.example@sales", ".hidden", "a+b=c,d"])
 def test_namespaces_beyond_dns_labels_provision_under_their_derived_names(site: Site, raw: str) -> None:
     ns = Namespace(raw)
     pid = site.provisioned(raw)
