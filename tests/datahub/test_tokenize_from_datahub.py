@@ -107,3 +107,14 @@ def test_ingestion_schema_event_and_other_events(harness: Harness) -> None:
     harness.work()
     assert [r[1] for r in harness.table()] == [r[1] for r in ROWS]
     assert harness.run_records()[0].rows_by_column == {EMAIL: 2}
+
+
+def test_external_url_base_links_the_run(harness: Harness) -> None:
+    harness.config["external_url_base"] = "https://provisioner.example.com/runs/"
+    harness.send(field_event("email"))
+    harness.work()
+
+    (dpi,) = harness.dpi_urns()
+    (record,) = harness.run_records()
+    written = harness.gms.writes(entity_urn=dpi, aspect_name="dataProcessInstanceProperties")
+    assert written[-1].value["externalUrl"] == f"https://provisioner.example.com/runs/{record.run_id}"
