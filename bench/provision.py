@@ -34,13 +34,13 @@ from provisioner import db, jobs
 from provisioner.events import ReconcileAccess, ReconcileProduct
 from provisioner.names import BucketName
 from provisioner.portal import PortalClient
-from provisioner.portal_standin import PortalState, serve_standin
 from provisioner.reconcile import ReconcileConfig, Reconcilers
 from provisioner.reconcile.products import fingerprint
 from provisioner.reconcile.state import StateStore
 from provisioner.settings import default_template
 from provisioner.storage import build_store
 from provisioner.storage.embedded import start_moto_store
+from provisioner.testing.portal import PortalState, serve_standin
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ import respx
 
 from provisioner.errors import PortalError, PortalUnavailable
 from provisioner.portal import InputPort, Named, OutputPort, PortalClient, PortalNotFound, Product
-from provisioner.portal_standin import StandinServer
+from provisioner.testing.portal import StandinServer
 
 FAST = {"backoff": 0.001, "timeout": 2.0}
 

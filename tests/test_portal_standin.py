@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from provisioner.portal_standin import PortalState, StandinServer, serve_standin
+from provisioner.testing.portal import PortalState, StandinServer, serve_standin
 from tests.fixtures.portal import Delivery, WebhookSink
 
 SAMPLES = Path(__file__).parent / "data" / "contract-samples"

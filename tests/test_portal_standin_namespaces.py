@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from provisioner.portal import PortalClient
-from provisioner.portal_standin import API, PortalState, namespace_validity
+from provisioner.testing.portal import API, PortalState, namespace_validity
 
 SAMPLES = json.loads((Path(__file__).parent / "data" / "contract-samples" / "portal-namespaces.json").read_text())
 

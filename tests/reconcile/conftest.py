@@ -11,12 +11,12 @@ import pytest
 from provisioner import db
 from provisioner.names import BucketName, Namespace
 from provisioner.portal import PortalClient
-from provisioner.portal_standin import PortalState, StandinServer, serve_standin
 from provisioner.reconcile import ReconcileConfig, Reconcilers, Tokenizer, no_tokenizer
 from provisioner.reconcile.state import StateStore
 from provisioner.settings import default_template
 from provisioner.storage import build_store
 from provisioner.storage.base import StoreAdmin
+from provisioner.testing.portal import PortalState, StandinServer, serve_standin
 from tests.fixtures.s3 import S3Server
 
 

@@ -14,7 +14,7 @@ from provisioner import jobs
 from provisioner.events import parse_delivery
 from provisioner.jobs import job_spec
 from provisioner.portal import API, PortalClient
-from provisioner.portal_standin import StandinServer, sign_v1
+from provisioner.testing.portal import StandinServer, sign_v1
 from provisioner.web.auth import url_token, v1_signature
 from tests.web.conftest import SECRET, V2_KINDS, Web, WebFactory, v1_samples, v2_sample
 
