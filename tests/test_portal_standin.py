@@ -125,6 +125,9 @@ def test_fault_injection_hits_gets_only_and_api_key_is_enforced(portal: StandinS
     assert httpx.put(f"{portal.url}{API}/{p.id}/status", json={"status": "active"}).status_code == 200
     assert httpx.get(f"{portal.url}{API}").status_code == 502
     assert httpx.get(f"{portal.url}{API}").status_code == 200
+    portal.state.fail_next(5, 503)
+    portal.state.clear_faults()  # the portal recovers: nothing queued is answered any more
+    assert httpx.get(f"{portal.url}{API}").status_code == 200
     portal.state.api_key = "k"
     assert httpx.get(f"{portal.url}{API}").status_code == 403
     assert httpx.get(f"{portal.url}{API}", headers={"x-key": "k"}).status_code == 200

@@ -277,6 +277,11 @@ class PortalState:
         with self.lock:
             self._faults.extend([(200, frozenset({"GET"}), body)] * n)
 
+    def clear_faults(self) -> None:
+        """Forget the faults still queued by ``fail_next`` and ``garble_next``: the portal has recovered."""
+        with self.lock:
+            self._faults.clear()
+
     def reset_counters(self) -> None:
         """Zero the write and request counters and forget sent webhooks."""
         with self.lock:

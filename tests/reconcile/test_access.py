@@ -236,7 +236,7 @@ def test_an_interrupted_producer_clean_up_still_hands_over_its_readers(site: Sit
     site.portal_state.fail_next(20, 503, methods=("DELETE",))  # the finalizer cannot be removed yet
     with pytest.raises(PortalUnavailable):
         site.reconcilers.reconcile_product(pair.producer_id)
-    site.portal_state._faults.clear()
+    site.portal_state.clear_faults()
 
     # The retry finds the product already cleaned up here, and still names the consumer that could read it.
     assert site.reconcilers.reconcile_product(pair.producer_id) == [ReconcileAccess(pair.consumer_id)]

@@ -188,7 +188,7 @@ def test_portal_500_then_200_converges_after_retry(site: Site, unique_name: str)
     site.portal_state.fail_next(20, 500)
     with pytest.raises(PortalUnavailable):
         site.reconcilers.reconcile_product(product.id)
-    site.portal_state._faults.clear()  # the portal recovers
+    site.portal_state.clear_faults()  # the portal recovers
     site.reconcilers.reconcile_product(product.id)
     assert site.state.last_runs(product.id, limit=1)[0]["status"] == "success"
 
