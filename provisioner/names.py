@@ -77,8 +77,8 @@ class Namespace(str):
 
     ``^[a-z0-9+=,.@_-]+$`` and at most 64 characters; anything else (NUL and other control characters,
     ``/``, upper case, spaces, an empty string, 65 characters) raises InvalidName. So do ``.`` and any
-    namespace holding ``..``: the portal accepts them, but they read as relative paths (a deliberate refusal). The store-side names
-    derived from it are properties: see the module docstring for the mapping.
+    namespace holding ``..``: the portal accepts them, but they read as relative paths (a deliberate refusal).
+    The store-side names derived from it are properties: see the module docstring for the mapping.
     """
 
     __slots__ = ()
