@@ -218,3 +218,46 @@ def test_a_process_that_stops_with_a_run_open_fails_it(pg_url: str) -> None:
     assert _run_status(pg_url, run.id) == ("failure", "the process stopped before the run finished")
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT count(*) FROM provisioner_processes").fetchone() == (0,)
+
+
+def test_a_killed_tokenize_command_leaves_no_run_running(pg_url: str, pg_empty_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(pg_empty_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO people VALUES (1, 'ada@example.com')")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "policies:\n  - producer: sales\n    output_port: customers\n    tenant: sales\n"
+        "    tables:\n      - {schema: public, table: people, columns: [email]}\n"
+    )
+    parts = psycopg.conninfo.conninfo_to_dict(pg_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env.update(
+        PROVISIONER_DATABASE_URL=f"postgresql://{parts['user']}@/{parts['dbname']}?host={parts['host']}",
+        PROVISIONER_TENANT_SALES_DSN=pg_empty_url,
+        PROVISIONER_TOKENIZE_KEY="k" * 32,
+        PROVISIONER_TOKENIZE_LOCK_TIMEOUT_MS="600000",
+    )
+    with psycopg.connect(pg_empty_url) as holder:
+        holder.execute("LOCK TABLE people IN ACCESS EXCLUSIVE MODE")  # the run waits here, recorded as RUNNING
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "provisioner", "tokenize", "--policy", str(policy)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            recorder = RunRecorder(pg_url)
+            deadline = time.monotonic() + 60
+            while not any(r.state == "RUNNING" for r in recorder.last(5)):
+                assert proc.poll() is None and time.monotonic() < deadline, "the run never started"
+                time.sleep(0.05)
+        finally:
+            proc.kill()  # kill -9 while the run waits for its lock
+            proc.wait()
+    with db.ProcessHeartbeat(pg_url, interval=0.1, stale_after=0.5):
+        deadline = time.monotonic() + 30
+        while recorder.last(1)[0].state == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    record = recorder.last(1)[0]
+    assert (record.state, record.result) == ("COMPLETE", "FAILURE")
+    assert record.error and record.error.startswith("worker died")

@@ -58,10 +58,8 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
 
 def provisioner_database_url(settings: Settings) -> str:
     """The provisioner's own database: PROVISIONER_DATABASE_URL, else the embedded one (started and migrated)."""
-    if settings.database_url:
-        return settings.database_url
-    url = db.start_embedded(settings.data_dir / "postgres").url
-    db.migrate(url)
+    url = settings.database_url or db.start_embedded(settings.data_dir / "postgres").url
+    db.migrate(url)  # as serve and worker do; run records need the processes table (sql/006)
     return url
 
 
@@ -81,32 +79,35 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     options = options_from(settings, policy_file.key_env)
     plans = [plan(p, options) for p in policies]  # a missing key fails here, before anything runs
     tenants = Tenants.from_mapping(settings.tenants)
-    recorder = RunRecorder(provisioner_database_url(settings))
-    console = Console(stderr=False, highlight=False)
-    mode = "dry run" if args.dry_run else "run"
-    all_ok = True
-    for p in plans:
-        console.print(f"[bold]{p.policy.name}[/bold] (tenant {p.tenant}, {p.column_count} columns): {mode}")
+    url = provisioner_database_url(settings)
+    # The run records carry this process's heartbeat id: if it is killed, its RUNNING records become FAILURE.
+    with db.ProcessHeartbeat(url) as heartbeat:
+        recorder = RunRecorder(url, owner=heartbeat.owner)
+        console = Console(stderr=False, highlight=False)
+        mode = "dry run" if args.dry_run else "run"
+        all_ok = True
+        for p in plans:
+            console.print(f"[bold]{p.policy.name}[/bold] (tenant {p.tenant}, {p.column_count} columns): {mode}")
 
-        def show(event: TableProgress) -> None:
-            step = f"  [{event.index}/{event.count}] {event.table}"
-            if event.phase == "started":
-                console.print(f"{step} ...")
-            elif event.phase == "finished":
-                verb = "would change" if args.dry_run else "changed"
-                batches = f" ({event.batches} batches)" if event.batches > 1 else ""
-                console.print(f"{step} {verb} {event.rows:,} rows in {event.seconds:.2f}s{batches}")
+            def show(event: TableProgress) -> None:
+                step = f"  [{event.index}/{event.count}] {event.table}"
+                if event.phase == "started":
+                    console.print(f"{step} ...")
+                elif event.phase == "finished":
+                    verb = "would change" if args.dry_run else "changed"
+                    batches = f" ({event.batches} batches)" if event.batches > 1 else ""
+                    console.print(f"{step} {verb} {event.rows:,} rows in {event.seconds:.2f}s{batches}")
+                else:
+                    console.print(f"{step} [red]failed[/red] after {event.seconds:.2f}s")
+
+            result = run(p, dry_run=args.dry_run, connect=tenants, recorder=recorder, progress=show)
+            for column, count in result.rows_by_column.items():
+                console.print(f"    {column}: {count:,} values")
+            if result.ok:
+                console.print(f"  [green]SUCCESS[/green] {result.total_rows:,} rows, run {result.run_id}")
             else:
-                console.print(f"{step} [red]failed[/red] after {event.seconds:.2f}s")
-
-        result = run(p, dry_run=args.dry_run, connect=tenants, recorder=recorder, progress=show)
-        for column, count in result.rows_by_column.items():
-            console.print(f"    {column}: {count:,} values")
-        if result.ok:
-            console.print(f"  [green]SUCCESS[/green] {result.total_rows:,} rows, run {result.run_id}")
-        else:
-            all_ok = False
-            console.print(f"  [red]FAILURE[/red] run {result.run_id}: {result.error}")
+                all_ok = False
+                console.print(f"  [red]FAILURE[/red] run {result.run_id}: {result.error}")
     return 0 if all_ok else 1
 
 
