@@ -33,4 +33,4 @@ test: lint
 bench: $(VENV)/.installed
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/provision.py
-	$(BIN)/python bench/tokenize.py
+	$(BIN)/python bench/tokenization.py

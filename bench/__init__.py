@@ -1,1 +1,1 @@
-"""Benchmarks, run by hand as modules: `python -m bench.<name>` (a script named tokenize.py would shadow the stdlib)."""
+"""Benchmarks, run by hand from the repository root: `python bench/<name>.py` or `python -m bench.<name>`."""

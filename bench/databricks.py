@@ -14,18 +14,12 @@ Needs the spark extra and a Java runtime (``make install``).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import os
+import time
 
-# The repository instead of bench/ on the path: bench/tokenize.py would shadow the standard library's tokenize.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-
-from provisioner.tokenize import TokenFormat  # noqa: E402
-from provisioner.tokenize import databricks_statements as dsql  # noqa: E402
+from provisioner.tokenize import TokenFormat
+from provisioner.tokenize import databricks_statements as dsql
 
 KEY = b"bench-key-0123456789abcdef"
 

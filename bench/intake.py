@@ -13,28 +13,22 @@ The client is a minimal asyncio HTTP/1.1 keep-alive client, so that it costs lit
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
 import os
+import signal
+import socket
+import subprocess
 import sys
-
-# bench/tokenize.py would shadow the standard library's tokenize (imported by logging/linecache) when this
-# script runs as `python bench/intake.py`: drop this folder from the import path first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import hashlib  # noqa: E402
-import hmac  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.parse  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 SECRET = "bench-secret"
 
@@ -275,7 +269,6 @@ def main() -> None:
         bare_server(args.bare_server)
         return
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from provisioner import db
     from provisioner.web.auth import url_token
 

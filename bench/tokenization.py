@@ -1,7 +1,6 @@
-# ruff: noqa: E402  (sys.path is fixed before the imports, see below)
 """Benchmark of the tokenization engine against PostgreSQL's own floor, on 1M rows.
 
-    python -m bench.tokenize [--rows 1000000] [--sample 20000] [--repeat 3]
+    python bench/tokenization.py [--rows 1000000] [--sample 20000] [--repeat 3]
 
 Uses PROVISIONER_DATABASE_URL when set, else starts embedded PostgreSQL in a temporary directory. For each
 table shape (narrow: id + 2 text PII columns; wide: id + 19 other columns + 2 PII) every measurement runs on
@@ -23,13 +22,6 @@ WAL volume is the pg_current_wal_lsn() difference around each measurement. Peak 
 """
 
 from __future__ import annotations
-
-import sys
-
-# This file is named like the standard library's ``tokenize`` (which ``inspect`` imports): run as a script,
-# its own folder would come first on sys.path and shadow it.
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-sys.path[:] = [p for p in sys.path if p not in ("", _HERE) and not p.endswith("/bench")]
 
 import argparse
 import base64

@@ -1,7 +1,6 @@
-# ruff: noqa: E402  (sys.path is fixed before the imports)
 """Benchmark of the DataHub Actions plugin's intake: act() latency and events per second into the durable queue.
 
-    python bench/datahub.py [--events 1000] [--pipeline-events 5000]
+    python bench/datahub_intake.py [--events 1000] [--pipeline-events 5000]
 
 Uses PROVISIONER_DATABASE_URL when set, else starts embedded PostgreSQL in a temporary directory (migrated). Needs
 the datahub extra. Measured, each on a fresh queue:
@@ -21,13 +20,6 @@ Nothing is tokenized: no worker runs. Every queued job is counted at the end.
 
 from __future__ import annotations
 
-import sys
-
-# bench/ holds a tokenize.py, which would shadow the standard library's (imported by logging) when this file runs as
-# a script with bench/ first on sys.path.
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-sys.path[:] = [p for p in sys.path if p not in ("", _HERE) and not p.endswith("/bench")]
-
 import argparse
 import copy
 import json
@@ -38,9 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import psycopg
 from datahub_actions.action.action import Action
@@ -54,6 +43,7 @@ from provisioner.testing import datahub_events
 
 logging.getLogger().setLevel(logging.WARNING)  # the framework turned INFO on for everything (basicConfig)
 
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "data" / "contract-samples" / "datahub" / "events.json"
 TAG = "urn:li:tag:tokenize-now"
 

@@ -1,7 +1,6 @@
-# ruff: noqa: E402  (sys.path is fixed before the imports, see below)
 """Benchmark of in-database profiling against pulling the table into pandas and profiling it there, on 1M rows.
 
-    python bench/profile.py [--rows 1000000] [--sample 2000] [--repeat 3] [--json FILE]
+    python bench/profiling.py [--rows 1000000] [--sample 2000] [--repeat 3] [--json FILE]
 
 Uses PROVISIONER_DATABASE_URL when set, else starts embedded PostgreSQL in a temporary directory. One table of
 ``--rows`` rows and 10 columns (id, email, phone, tier, amount, created_at, notes with an address in every 10th row,
@@ -23,12 +22,6 @@ Peak RSS is this process's, read after each group (it only grows).
 """
 
 from __future__ import annotations
-
-import sys
-
-# This file is named like the package it measures: run as a script, its own folder must not shadow anything.
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-sys.path[:] = [p for p in sys.path if p not in ("", _HERE) and not p.endswith("/bench")]
 
 import argparse
 import io
