@@ -230,7 +230,7 @@ def wait_converged(url: str, killer: Killer, settle: float) -> float:
     """Queue a resync, then wait until the queue is idle and every dead worker is past its staleness; seconds."""
     started = time.monotonic()
     with psycopg.connect(url) as conn:
-        jobs.enqueue_sync(conn, [ResyncAll()])
+        jobs.enqueue(conn, [ResyncAll()])
     idle_since = None
     while True:
         with psycopg.connect(url) as conn:

@@ -57,7 +57,7 @@ def provision_through_worker(reconcilers: Reconcilers, state: PortalState, url: 
     app = jobs.build_app(url, reconcilers, max_attempts=3, resync_seconds=0)
     started = time.perf_counter()
     with psycopg.connect(url) as conn, conn.transaction():
-        jobs.enqueue_sync(conn, [ReconcileProduct(i) for i in ids])
+        jobs.enqueue(conn, [ReconcileProduct(i) for i in ids])
     asyncio.run(jobs.run_worker(app, concurrency=concurrency, wait=False, install_signal_handlers=False))
     elapsed = time.perf_counter() - started
     with psycopg.connect(url) as conn:
@@ -86,7 +86,7 @@ def provision_through_worker_processes(
         ids = [state.create_product(f"Proc {i}", f"proc-{i:05d}", notify=False).id for i in range(n)]
         started = time.perf_counter()
         with psycopg.connect(url) as conn, conn.transaction():
-            jobs.enqueue_sync(conn, [ReconcileProduct(i) for i in ids])
+            jobs.enqueue(conn, [ReconcileProduct(i) for i in ids])
         while True:
             with psycopg.connect(url) as conn:
                 row = conn.execute(
@@ -119,7 +119,7 @@ async def lock_handoff(reconcilers: Reconcilers, state: PortalState, url: str, n
     try:
         for pid in ids:
             with psycopg.connect(url) as conn, conn.transaction():
-                jobs.enqueue_sync(conn, [ReconcileProduct(pid), ReconcileAccess(pid)])
+                jobs.enqueue(conn, [ReconcileProduct(pid), ReconcileAccess(pid)])
             gap = None
             while gap is None:
                 await asyncio.sleep(0.01)

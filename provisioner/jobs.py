@@ -138,25 +138,12 @@ def defer_payload(triggers: Sequence[Trigger]) -> str:
 _DEFER_SQL = "SELECT provisioner_defer(%s::jsonb, %s, %s)"
 
 
-async def enqueue(
-    conn: psycopg.AsyncConnection[Any], triggers: Sequence[Trigger], *, wake: bool = True
-) -> list[EnqueueOutcome]:
+def enqueue(conn: psycopg.Connection[Any], triggers: Sequence[Trigger], *, wake: bool = True) -> list[EnqueueOutcome]:
     """Enqueue ``triggers`` inside the caller's transaction; coalesced per entity and kind.
 
     With ``wake``, a job of the same entity waiting for a retry runs now: a trigger is news, and the retry's
-    backoff was waiting for something to change.
+    backoff was waiting for something to change. (The web intake defers in the same SQL, ``provisioner_intake``.)
     """
-    if not triggers:
-        return []
-    cur = await conn.execute(_DEFER_SQL, (defer_payload(triggers), QUEUE, wake))
-    row = await cur.fetchone()
-    return _outcomes(triggers, row)
-
-
-def enqueue_sync(
-    conn: psycopg.Connection[Any], triggers: Sequence[Trigger], *, wake: bool = True
-) -> list[EnqueueOutcome]:
-    """``enqueue`` for sync callers (the CLI, the resync task)."""
     if not triggers:
         return []
     row = conn.execute(_DEFER_SQL, (defer_payload(triggers), QUEUE, wake)).fetchone()
@@ -170,7 +157,7 @@ def enqueue_resync(database_url: str) -> bool:
     the provisioner was down is only found by comparing with its API.
     """
     with psycopg.connect(database_url) as conn:
-        (outcome,) = enqueue_sync(conn, [ResyncAll()])
+        (outcome,) = enqueue(conn, [ResyncAll()])
     log_event(log, "job.resync_at_start", enqueued=not outcome.coalesced)
     return not outcome.coalesced
 
@@ -229,7 +216,7 @@ def build_app(
 
     def enqueue_logged(event: str, triggers: Sequence[Trigger], *, wake: bool = True, **fields: object) -> None:
         with psycopg.connect(database_url) as conn:
-            outcomes = enqueue_sync(conn, triggers, wake=wake)
+            outcomes = enqueue(conn, triggers, wake=wake)
         log_event(log, event, triggers=len(outcomes), coalesced=sum(o.coalesced for o in outcomes), **fields)
 
     def follow_up(triggers: Sequence[Trigger]) -> None:

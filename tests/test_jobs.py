@@ -105,8 +105,8 @@ class Scripted:
 
 def test_enqueue_coalesces_per_entity_and_kind(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
-        first = jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileAccess(P1), ReconcileOutputPort(P1, OP)])
-        second = jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileProduct(P2), ResyncAll(), ResyncAll()])
+        first = jobs.enqueue(conn, [ReconcileProduct(P1), ReconcileAccess(P1), ReconcileOutputPort(P1, OP)])
+        second = jobs.enqueue(conn, [ReconcileProduct(P1), ReconcileProduct(P2), ResyncAll(), ResyncAll()])
     assert [o.coalesced for o in first] == [False, False, False]
     assert [o.coalesced for o in second] == [True, False, False, True]
     rows = _jobs(pg_url)
@@ -130,14 +130,14 @@ def test_enqueue_coalesces_per_entity_and_kind(pg_url: str) -> None:
 
 def test_enqueue_rolls_back_with_the_callers_transaction(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        jobs.enqueue(conn, [ReconcileProduct(P1)])
         conn.rollback()
     assert _jobs(pg_url) == []
 
 
 async def test_worker_runs_recording_handlers(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileAccess(P2), ReconcileOutputPort(P1, OP), ResyncAll()])
+        jobs.enqueue(conn, [ReconcileProduct(P1), ReconcileAccess(P2), ReconcileOutputPort(P1, OP), ResyncAll()])
     registry = CollectorRegistry()
     metrics = jobs.JobMetrics(registry)
     app = jobs.build_app(pg_url, RecordingHandlers(pg_url), max_attempts=3, resync_seconds=0, metrics=metrics)
@@ -154,7 +154,7 @@ async def test_worker_runs_recording_handlers(pg_url: str) -> None:
 async def test_temporary_failures_retry_until_success(pg_url: str) -> None:
     handlers = Scripted(failures=[TemporaryError("portal timed out"), RuntimeError("boom")])
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        jobs.enqueue(conn, [ReconcileProduct(P1)])
     app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=0)
     await _drain(app, pg_url)
     assert handlers.calls == [("product", P1)] * 3
@@ -164,7 +164,7 @@ async def test_temporary_failures_retry_until_success(pg_url: str) -> None:
 async def test_retries_stop_at_max_attempts(pg_url: str) -> None:
     handlers = Scripted(failures=[TemporaryError("down")] * 10)
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        jobs.enqueue(conn, [ReconcileProduct(P1)])
     app = jobs.build_app(pg_url, handlers, max_attempts=3, resync_seconds=0, backoff_seconds=0)
     await _drain(app, pg_url)
     assert len(handlers.calls) == 3
@@ -174,7 +174,7 @@ async def test_retries_stop_at_max_attempts(pg_url: str) -> None:
 async def test_permanent_error_fails_without_retry(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
     handlers = Scripted(failures=[PermanentError("namespace 'x y' is invalid")])
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileAccess(P1)])
+        jobs.enqueue(conn, [ReconcileAccess(P1)])
     app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=0)
     with caplog.at_level("INFO", logger="provisioner.jobs"):
         await _drain(app, pg_url)
@@ -198,12 +198,12 @@ async def test_a_retry_merges_with_a_trigger_that_arrived_while_it_ran_and_runs_
             self._call("product", product_id)
             if first:
                 with psycopg.connect(pg_url) as conn:
-                    assert not jobs.enqueue_sync(conn, [ReconcileProduct(product_id)])[0].coalesced
+                    assert not jobs.enqueue(conn, [ReconcileProduct(product_id)])[0].coalesced
                 raise TemporaryError("first attempt fails")
 
     handlers = FailOnceAndRetrigger()
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        jobs.enqueue(conn, [ReconcileProduct(P1)])
     app = jobs.build_app(pg_url, handlers, max_attempts=3, resync_seconds=0, backoff_seconds=3600)
     await _drain(app, pg_url)  # would find only jobs waiting for an hour without the merge
     assert [r[1] for r in _jobs(pg_url)] == ["succeeded", "cancelled"]
@@ -257,12 +257,12 @@ async def test_a_new_trigger_runs_a_job_waiting_for_its_retry_now(pg_url: str) -
     worker = await _background_worker(app)
     try:
         with psycopg.connect(pg_url) as conn:
-            jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+            jobs.enqueue(conn, [ReconcileProduct(P1)])
         await _until(lambda: _jobs(pg_url) == [("reconcile_product", "todo", 1, {"product_id": P1})])
         # The portal is back and says so: the trigger coalesces into the waiting retry, which must run now, not in
         # an hour.
         with psycopg.connect(pg_url) as conn:
-            assert jobs.enqueue_sync(conn, [ReconcileProduct(P1)])[0].coalesced
+            assert jobs.enqueue(conn, [ReconcileProduct(P1)])[0].coalesced
         assert await asyncio.to_thread(handlers.wait_calls, 2), "the retry still waits for its backoff"
         await _until(lambda: [r[1] for r in _jobs(pg_url)] == ["succeeded"])
     finally:
@@ -272,11 +272,11 @@ async def test_a_new_trigger_runs_a_job_waiting_for_its_retry_now(pg_url: str) -
 async def test_a_resync_trigger_does_not_shorten_a_retrys_backoff(pg_url: str) -> None:
     handlers = _Signalled(failures=[TemporaryError("store down")])
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        jobs.enqueue(conn, [ReconcileProduct(P1)])
     app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=3600)
     await jobs.run_worker(app, concurrency=1, wait=False, install_signal_handlers=False)
     with psycopg.connect(pg_url) as conn:
-        assert jobs.enqueue_sync(conn, [ReconcileProduct(P1)], wake=False)[0].coalesced
+        assert jobs.enqueue(conn, [ReconcileProduct(P1)], wake=False)[0].coalesced
         (due,) = conn.execute("SELECT scheduled_at > now() + interval '30 minutes' FROM procrastinate_jobs").fetchone()
     assert due, "a resync pulled the retry forward"
 
@@ -305,10 +305,10 @@ async def test_a_job_behind_its_entitys_lock_starts_when_the_lock_is_freed(pg_ur
     worker = await _background_worker(app, concurrency=2)
     try:
         with psycopg.connect(pg_url) as conn:
-            jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+            jobs.enqueue(conn, [ReconcileProduct(P1)])
         assert await asyncio.to_thread(handlers.wait_calls, 1)
         with psycopg.connect(pg_url) as conn:
-            jobs.enqueue_sync(conn, [ReconcileAccess(P1)])  # same product lock: it must wait its turn
+            jobs.enqueue(conn, [ReconcileAccess(P1)])  # same product lock: it must wait its turn
         access_queued = True
         await asyncio.wait_for(went_idle.wait(), 20)
         release.set()
@@ -349,8 +349,8 @@ async def test_entity_lock_serialises_jobs_of_one_product(pg_url: str) -> None:
 
     handlers = Slow()
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(P1), ReconcileAccess(P1)])
-        jobs.enqueue_sync(conn, [ReconcileProduct(P2), ReconcileOutputPort(P2, OP)])
+        jobs.enqueue(conn, [ReconcileProduct(P1), ReconcileAccess(P1)])
+        jobs.enqueue(conn, [ReconcileProduct(P2), ReconcileOutputPort(P2, OP)])
     app = jobs.build_app(pg_url, handlers, max_attempts=1, resync_seconds=0)
     await _drain(app, pg_url, concurrency=4)
     assert overlap == []
@@ -360,7 +360,7 @@ async def test_entity_lock_serialises_jobs_of_one_product(pg_url: str) -> None:
 async def test_resync_enqueues_what_the_handler_returns(pg_url: str) -> None:
     handlers = Scripted(resync=[ReconcileProduct(P1), ReconcileProduct(P2)])
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ResyncAll()])
+        jobs.enqueue(conn, [ResyncAll()])
     app = jobs.build_app(pg_url, handlers, max_attempts=1, resync_seconds=0)
     await _drain(app, pg_url)
     assert handlers.calls[0] == ("resync",)
@@ -384,7 +384,7 @@ def test_periodic_resync_is_registered_only_when_enabled(pg_url: str) -> None:
 async def test_a_dead_workers_job_is_handed_back_and_converges(pg_url: str) -> None:
     handlers = Scripted(failures=[])
     with psycopg.connect(pg_url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(P1)])
+        jobs.enqueue(conn, [ReconcileProduct(P1)])
         # A worker took the job and was killed -9: its heartbeat stopped a minute ago, its job stays "doing".
         worker = conn.execute(
             "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '60 seconds') RETURNING id"

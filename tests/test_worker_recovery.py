@@ -75,7 +75,7 @@ def outage(pg_server_url: str, pg_url: str) -> Iterator[Outage]:
 
 def _enqueue(url: str, product_id: str) -> None:
     with psycopg.connect(url) as conn:
-        jobs.enqueue_sync(conn, [ReconcileProduct(product_id)])
+        jobs.enqueue(conn, [ReconcileProduct(product_id)])
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 30) -> None:

@@ -151,10 +151,10 @@ def _resync(args: argparse.Namespace) -> int:
     with open_services(Settings.from_env()) as services:
         triggers = list(services.reconcilers.resync())
         if args.enqueue:
-            from provisioner.jobs import enqueue_sync
+            from provisioner.jobs import enqueue
 
             with services.state.pool.connection() as conn, conn.transaction():
-                enqueue_sync(conn, triggers)
+                enqueue(conn, triggers)
             console.print(f"enqueued {len(triggers)} reconcile(s)")
             return 0
         failures = 0

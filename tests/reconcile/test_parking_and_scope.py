@@ -44,7 +44,7 @@ def _failed_jobs(url: str, task: str) -> int:
 async def _resync_through_the_queue(site: Site, url: str) -> None:
     """One resync as the periodic job runs it: plan, enqueue, run every job until none waits."""
     with psycopg.connect(url) as conn:
-        jobs.enqueue_sync(conn, [ResyncAll()])
+        jobs.enqueue(conn, [ResyncAll()])
     app = jobs.build_app(url, site.reconcilers, max_attempts=3, resync_seconds=0, backoff_seconds=0)
     await jobs.run_worker(app, concurrency=2, wait=False, install_signal_handlers=False)
 
