@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -14,6 +14,21 @@ from tests.reconcile.conftest import Site
 
 HOLD = "SELECT pg_advisory_lock(hashtextextended(%s, 0))"
 FREE = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
+#: Sessions of this database (other than the asking one) whose last or current statement asks for an advisory lock
+#: (tried and refused, or waiting: either way the change has reached the lock).
+TRIED = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    " AND query ~ 'pg_(try_)?advisory_(xact_)?lock\\('"
+)
+
+
+def _wait_until_it_asks_for_the_lock(conn: psycopg.Connection, waiting: Future[object], timeout: float = 30.0) -> None:
+    """Return once another session has asked for an advisory lock (and, as we hold it, been refused)."""
+    deadline = time.monotonic() + timeout
+    while not (row := conn.execute(TRIED).fetchone()) or not row[0]:
+        assert not waiting.done(), "it ran while the product was held"
+        assert time.monotonic() < deadline, "the change never asked for the product's lock"
+        time.sleep(0.01)  # polls a condition in another session; no event to wait on
 
 
 @pytest.mark.parametrize("action", ["rotate", "reconcile_product", "reconcile_access"])
@@ -31,7 +46,7 @@ def test_a_change_waits_while_another_process_holds_the_product(
     with psycopg.connect(pg_url, autocommit=True) as other, ThreadPoolExecutor(1) as pool:
         other.execute(HOLD, (product_lock(pid),))  # as a worker's job would, in another process
         waiting = pool.submit(call)
-        time.sleep(0.5)
+        _wait_until_it_asks_for_the_lock(other, waiting)
         assert not waiting.done(), "it ran while the product was held"
         assert len(site.state.last_runs(pid, limit=100)) == runs_before
         other.execute(FREE, (product_lock(pid),))
