@@ -1,18 +1,26 @@
-"""The exception tree: every error the provisioner raises on purpose is a ProvisionerError.
+"""The exception tree and the one error policy that reads it.
 
-Each class says, once, how the outside world should see it: the HTTP status for the web layer and
-whether a job should be retried (temporary) or failed for good (permanent), as kopf's
-TemporaryError/PermanentError do.
+Every error the provisioner raises on purpose is a ProvisionerError. Each class says, once, how the outside world
+should see it: its HTTP status, and whether it may pass (``temporary = True``: retry with backoff) or not until a
+person changes something (``temporary = False``: fail for good), as kopf's TemporaryError/PermanentError do.
+
+``classify`` turns any exception into a ``Disposition``: the HTTP status the web answers with, whether a job runs
+again, and the status and message its run record gets. The intake, the job queues and the reconcilers' run records
+all ask it, so temporary versus permanent is decided here and nowhere else.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 
 class ProvisionerError(Exception):
     """Base of every deliberate error; its message is meant for a person to act on."""
 
     http_status: int = 500
-    temporary: bool = False
+    #: True: the failure may pass (retry); False: it is permanent; None: the class does not say (see ``classify``).
+    temporary: bool | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -41,6 +49,8 @@ class TemporaryError(ProvisionerError):
 
 class PermanentError(ProvisionerError):
     """Retrying cannot help until a person changes something."""
+
+    temporary = False
 
 
 class InvalidInput(PermanentError):
@@ -97,3 +107,49 @@ class TokenizeError(PermanentError):
 
 class DatabaseUnavailable(TemporaryError):
     """The provisioner's own PostgreSQL could not be reached."""
+
+
+# -- the policy ------------------------------------------------------------------------------------------------------
+
+#: How a failure is known: declared temporary or permanent by its class, a ProvisionerError whose class says neither
+#: (a base, a setting), or not one of ours at all (a defect, a driver's error nobody translated).
+Kind = Literal["temporary", "permanent", "undeclared", "unexpected"]
+
+#: The status a run record gets when its work raised.
+RUN_FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """How one failure is seen outside: the HTTP answer, whether its job runs again, and what its run records."""
+
+    kind: Kind
+    http_status: int
+    #: A job that failed this way runs again while it has attempts left: everything but a permanent failure (an
+    #: undeclared or unexpected one may well be a passing fault, e.g. a dropped connection).
+    retry: bool
+    run_status: str
+    #: What a person reads (the response body, the run record): the error's own message, or its type and text.
+    message: str
+
+    @property
+    def temporary(self) -> bool:
+        """Declared to pass: what a tokenization record calls retryable, and what makes a blocked grant wait."""
+        return self.kind == "temporary"
+
+    @property
+    def permanent(self) -> bool:
+        """Declared not to pass until a person changes something: a job fails at once, a product is parked."""
+        return self.kind == "permanent"
+
+    def retries(self, attempt: int, max_attempts: int) -> bool:
+        """Whether a job whose ``attempt``-th attempt (counted from 1) failed this way is tried again."""
+        return self.retry and attempt < max_attempts
+
+
+def classify(exc: BaseException) -> Disposition:
+    """The one decision of what a failure means for the web, the job queues and the run records."""
+    if isinstance(exc, ProvisionerError):
+        kind: Kind = "undeclared" if exc.temporary is None else "temporary" if exc.temporary else "permanent"
+        return Disposition(kind, exc.http_status, kind != "permanent", RUN_FAILURE, exc.message)
+    return Disposition("unexpected", 500, True, RUN_FAILURE, f"unexpected error: {type(exc).__name__}: {exc}")

@@ -13,8 +13,8 @@ now (``wake``); a job that ends tells the workers when another job of its entity
 an entity's lock starts when the lock is freed rather than at the next poll; ``enqueue_resync`` at start repairs
 what the portal sent while nothing was listening (it never retries).
 
-Errors: ``PermanentError`` fails the job at once; anything else is retried with exponential backoff
-until ``max_attempts`` attempts have run.
+Errors: the error policy (``provisioner.errors.classify``) decides. A permanent failure fails the job at once;
+anything else is retried with exponential backoff until ``max_attempts`` attempts have run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from procrastinate import JobContext, RetryDecision, signals
 from procrastinate.retry import BaseRetryStrategy
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from provisioner.errors import PermanentError, ProvisionerError
+from provisioner.errors import ProvisionerError, classify
 from provisioner.events import (
     ReconcileAccess,
     ReconcileOutputPort,
@@ -184,14 +184,14 @@ class JobMetrics:
 
 
 class _Backoff(BaseRetryStrategy):
-    """Exponential backoff for temporary failures; no retry for ``PermanentError``."""
+    """Exponential backoff for what the error policy retries; none for a permanent failure."""
 
     def __init__(self, max_attempts: int, backoff_seconds: float) -> None:
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
 
     def get_retry_decision(self, *, exception: BaseException, job: procrastinate.jobs.Job) -> RetryDecision | None:
-        if isinstance(exception, PermanentError) or job.attempts + 1 >= self.max_attempts:
+        if not classify(exception).retries(job.attempts + 1, self.max_attempts):
             return None
         wait = min(self.backoff_seconds * 2**job.attempts, MAX_BACKOFF_SECONDS)
         return RetryDecision(retry_in={"seconds": wait})
@@ -388,7 +388,7 @@ class _Runner:
             if result and self.follow_up is not None:
                 self.follow_up(list(result))  # type: ignore[call-overload]
         except Exception as exc:
-            retry = not isinstance(exc, PermanentError) and attempt < self.max_attempts
+            retry = classify(exc).retries(attempt, self.max_attempts)  # what _Backoff decides, from the same policy
             self._observe(task, "retried" if retry else "failed", started)
             log_event(
                 log,

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from provisioner.errors import ProvisionerError
+from provisioner.errors import ProvisionerError, classify
 from provisioner.web import health, status
 from provisioner.web.auth import StatusTokenGuard, WebhookAuth
 from provisioner.web.intake import GroupCommitter, IntakeConfig, receive_webhook
@@ -81,5 +81,5 @@ async def open_pool(database_url: str, *, min_size: int = 2, max_size: int = 16)
 
 
 async def _provisioner_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ProvisionerError)
-    return JSONResponse({"error": exc.message}, status_code=exc.http_status)
+    disposition = classify(exc)  # the error policy: the status of a ProvisionerError's class, its message
+    return JSONResponse({"error": disposition.message}, status_code=disposition.http_status)

@@ -25,10 +25,18 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from provisioner import jobs
-from provisioner.errors import InvalidInput, PayloadTooLarge, ProvisionerError, RequestTimeout
+from provisioner.errors import (
+    DatabaseUnavailable,
+    Disposition,
+    InvalidInput,
+    PayloadTooLarge,
+    ProvisionerError,
+    RequestTimeout,
+    classify,
+)
 from provisioner.events import Delivery, parse_delivery
 from provisioner.logs import log_event
 from provisioner.web.auth import WebhookAuth
@@ -133,7 +141,7 @@ async def receive_webhook(request: Request) -> JSONResponse:
         # The sender hung up mid-body: nothing to answer, nothing stored, and not an error of ours.
         config.metrics.delivery("unknown", "unknown", "disconnected")
         log_event(log, "webhook.disconnected", path=request.url.path)
-        return JSONResponse({"error": "client disconnected"}, status_code=400)
+        return _answer(classify(InvalidInput("client disconnected")))
     except (ValueError, RecursionError, UnicodeError) as exc:
         # Bad input the checks above should have named; still the sender's fault, so a 400 and never a 500.
         return _rejected(config, request, InvalidInput(f"request cannot be read ({type(exc).__name__})"))
@@ -153,19 +161,20 @@ async def receive_webhook(request: Request) -> JSONResponse:
             generation=delivery.generation,
             type=delivery.event_type,
         )
-        return JSONResponse({"error": "database unavailable; nothing was stored, send again"}, status_code=503)
+        return _answer(classify(DatabaseUnavailable("database unavailable; nothing was stored, send again")))
     except psycopg.DataError as exc:
+        refused = classify(InvalidInput(f"body cannot be stored: {str(exc).splitlines()[0]}"))
         log_event(
             log,
             "webhook.rejected",
             level=logging.WARNING,
-            status=400,
+            status=refused.http_status,
             reason="unstorable",
             error=str(exc).splitlines()[0],
             path=request.url.path,
         )
         config.metrics.delivery(delivery.generation, delivery.event_type, "invalid")
-        return JSONResponse({"error": f"body cannot be stored: {str(exc).splitlines()[0]}"}, status_code=400)
+        return _answer(refused)
     config.metrics.delivery(delivery.generation, delivery.event_type, outcome)
     config.metrics.latency.observe(time.perf_counter() - started)
     fields = {
@@ -187,21 +196,27 @@ async def receive_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"id": inbox_id, "outcome": outcome, "jobs": job_ids}, status_code=status)
 
 
-def _rejected(config: IntakeConfig, request: Request, exc: ProvisionerError) -> Response:
-    outcome = _REJECTED.get(exc.http_status, "invalid")
+def _rejected(config: IntakeConfig, request: Request, exc: ProvisionerError) -> JSONResponse:
+    disposition = classify(exc)
+    status = disposition.http_status
+    outcome = _REJECTED.get(status, "invalid")
     config.metrics.delivery("unknown", "unknown", outcome)
     log_event(
         log,
         "webhook.rejected",
         level=logging.WARNING,
-        status=exc.http_status,
+        status=status,
         reason=outcome,
-        error=exc.message,
+        error=disposition.message,
         path=request.url.path,
     )
     # After a 408 or 413 the rest of the body may still be on its way: close the connection rather than read it.
-    headers = {"Connection": "close"} if exc.http_status in (408, 413) else None
-    return JSONResponse({"error": exc.message}, status_code=exc.http_status, headers=headers)
+    return _answer(disposition, {"Connection": "close"} if status in (408, 413) else None)
+
+
+def _answer(failure: Disposition, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The response to a delivery that failed, as the error policy (``provisioner.errors.classify``) sees it."""
+    return JSONResponse({"error": failure.message}, status_code=failure.http_status, headers=headers)
 
 
 async def read_body(request: Request, limit: int, timeout_seconds: float | None = None) -> bytes:
