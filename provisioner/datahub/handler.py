@@ -33,7 +33,7 @@ from provisioner.datahub.config import DatasetName, TokenizeActionConfig
 from provisioner.datahub.events import TokenizeRequest
 from provisioner.datahub.queue import DatahubRun, DatahubRuns, RequestQueue
 from provisioner.datahub.report import RunReporter, run_instance
-from provisioner.errors import InvalidName, PermanentError, ProvisionerError, TemporaryError
+from provisioner.errors import InvalidName, PermanentError, ProvisionerError, TemporaryError, classify
 from provisioner.logs import log_event
 from provisioner.names import Identifier
 from provisioner.tokenize import (
@@ -235,7 +235,7 @@ class DatasetTokenizer:
             detail={"source": "datahub", **_public(detail)},
         )
         detail.update(rows_by_column={}, total_rows=0, error=error, run_id=run_id, finished_ms=_now_ms())
-        retryable = isinstance(failure, TemporaryError)
+        retryable = classify(failure).temporary  # the error policy: a failure declared to pass runs again
         log_event(
             log,
             "tokenize.error",

@@ -22,7 +22,7 @@ from datahub.api.entities.dataprocess.dataprocess_instance import DataProcessIns
 from datahub.utilities.urns.dataset_urn import DatasetUrn
 
 from provisioner.datahub.columns import datahub_error
-from provisioner.errors import PermanentError, TemporaryError
+from provisioner.errors import PermanentError, TemporaryError, classify
 from provisioner.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class RunReporter:
                     attempt=attempt,
                     error=str(error),
                 )
-                if isinstance(error, PermanentError):
+                if not classify(error).retry:  # the error policy: DataHub refused, posting again cannot help
                     break
                 if attempt < self._attempts:
                     self._sleep(self._backoff * 2 ** (attempt - 1))
