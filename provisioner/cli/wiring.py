@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from provisioner import db
 from provisioner.logs import log_event
 from provisioner.portal import PortalClient
-from provisioner.reconcile import ReconcileConfig, Reconcilers, Tokenizer, no_tokenizer
+from provisioner.reconcile import PortTokenizer, ReconcileConfig, Reconcilers, no_port_tokenizer
 from provisioner.reconcile.scope import Scope
 from provisioner.reconcile.state import StateStore
 from provisioner.settings import Settings
@@ -86,13 +86,13 @@ def tokenize_options(settings: Settings, key: str | None, key_env: str | None = 
     )
 
 
-def build_tokenizer(settings: Settings, database_url: str, owner: str | None = None) -> Tokenizer:
+def build_tokenizer(settings: Settings, database_url: str, owner: str | None = None) -> PortTokenizer:
     """The tokenizer the access flow runs before a grant, from PROVISIONER_TOKENIZE_* and tenant settings.
 
     ``owner`` is the process heartbeat's id its run records carry (db.ProcessHeartbeat).
     """
     if settings.tokenize_policy is None:
-        return no_tokenizer
+        return no_port_tokenizer
     from provisioner.reconcile.tokenizing import policy_tokenizer
     from provisioner.tokenize import RunRecorder, Tenants, load_policy_file
 

@@ -16,14 +16,14 @@ from provisioner.names import Namespace
 from provisioner.portal import PortalClient
 from provisioner.reconcile import credentials
 from provisioner.reconcile.access import AccessReconciler
-from provisioner.reconcile.config import ReconcileConfig, TokenizeOutcome, Tokenizer, no_tokenizer
 from provisioner.reconcile.grants import current_grants, readable_prefixes
+from provisioner.reconcile.inputs import PortTokenizer, ReconcileConfig, TokenizeOutcome, no_port_tokenizer
 from provisioner.reconcile.products import ProductReconciler
 from provisioner.reconcile.resync import Resync
 from provisioner.reconcile.state import ProductRecord, StateStore
 from provisioner.storage.base import StoreAdmin
 
-__all__ = ["ReconcileConfig", "Reconcilers", "TokenizeOutcome", "Tokenizer", "no_tokenizer"]
+__all__ = ["PortTokenizer", "ReconcileConfig", "Reconcilers", "TokenizeOutcome", "no_port_tokenizer"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Reconcilers:
         store: StoreAdmin,
         state: StateStore,
         config: ReconcileConfig,
-        tokenizer: Tokenizer = no_tokenizer,
+        tokenizer: PortTokenizer = no_port_tokenizer,
     ) -> None:
         self.state = state
         self.store = store

@@ -28,8 +28,8 @@ from provisioner.logs import log_event
 from provisioner.names import Namespace
 from provisioner.portal import InputPort, PortalClient
 from provisioner.reconcile import credentials
-from provisioner.reconcile.config import OPEN_ACCESS_TYPES, ReconcileConfig, Tokenizer
 from provisioner.reconcile.grants import APPROVED, readable_prefixes
+from provisioner.reconcile.inputs import OPEN_ACCESS_TYPES, PortTokenizer, ReconcileConfig
 from provisioner.reconcile.products import DELETING, ProductReconciler
 from provisioner.reconcile.state import GrantRecord, GrantWait, ProductRecord, Run, StateStore
 from provisioner.storage.base import StoreAdmin
@@ -76,7 +76,7 @@ class AccessReconciler:
         state: StateStore,
         config: ReconcileConfig,
         products: ProductReconciler,
-        tokenizer: Tokenizer,
+        tokenizer: PortTokenizer,
     ) -> None:
         self.portal = portal
         self.store = store

@@ -19,7 +19,7 @@ from pathlib import Path
 from provisioner import scaffold
 from provisioner.logs import log_event
 from provisioner.names import Namespace
-from provisioner.reconcile.config import ReconcileConfig
+from provisioner.reconcile.inputs import ReconcileConfig
 from provisioner.storage.base import StoreAdmin
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,10 @@
-"""Plain values and small protocols the reconcilers take (entry points build them from Settings)."""
+"""What the reconcilers are given: the site's plain values, and the port tokenizer with its decision and outcome.
+
+The composition root (``provisioner.site``) builds these from Settings; nothing here reads the environment.
+``PortTokenizer`` is the protocol the access flow calls before a grant (``reconcile/tokenizing.py`` implements it
+over the tokenization engine). It is not the engine's ``Tokenizer`` (``provisioner.tokenize``), which turns one
+value into its token.
+"""
 
 from __future__ import annotations
 
@@ -65,8 +71,8 @@ class TokenizeOutcome:
         return self.status == "SUCCESS"
 
 
-class Tokenizer(Protocol):
-    """Looks up and runs the tokenization policy of a producer's output port."""
+class PortTokenizer(Protocol):
+    """Looks up and runs the tokenization policy of a producer's output port (before a grant)."""
 
     def decide(self, producer_namespace: str, output_port_namespace: str) -> TokenizeDecision:
         """The policy's decision for the port; cheap (no tenant is contacted)."""
@@ -77,8 +83,8 @@ class Tokenizer(Protocol):
         ...
 
 
-class NoTokenizer:
-    """The tokenizer used when no tokenization policy is configured: every port is ``missing``."""
+class NoPortTokenizer:
+    """The port tokenizer used when no tokenization policy is configured: every port is ``missing``."""
 
     def decide(self, producer_namespace: str, output_port_namespace: str) -> TokenizeDecision:
         """No policy file, so no entry for any port."""
@@ -96,4 +102,4 @@ class NoTokenizer:
         )
 
 
-no_tokenizer = NoTokenizer()
+no_port_tokenizer = NoPortTokenizer()

@@ -19,8 +19,8 @@ from provisioner.logs import log_event
 from provisioner.names import Namespace, archive_prefix, shared_user_name
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile import credentials
-from provisioner.reconcile.config import ReconcileConfig
 from provisioner.reconcile.grants import current_grants, readable_prefixes
+from provisioner.reconcile.inputs import ReconcileConfig
 from provisioner.reconcile.parking import ParkingLot
 from provisioner.reconcile.state import ProductRecord, Run, StateStore
 from provisioner.storage.base import StoreAdmin

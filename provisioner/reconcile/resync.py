@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from provisioner.events import ReconcileAccess, ReconcileProduct, Trigger
 from provisioner.logs import log_event
 from provisioner.portal import PortalClient, Product
-from provisioner.reconcile.config import ReconcileConfig
+from provisioner.reconcile.inputs import ReconcileConfig
 from provisioner.reconcile.orphans import OrphanUsers, claimed_users
 from provisioner.reconcile.parking import GONE, Parked, ParkingLot
 from provisioner.reconcile.products import DELETING, fingerprint

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 
 from provisioner.errors import ProvisionerError
 from provisioner.profile.gate import residual_pii_gate
-from provisioner.reconcile.config import TokenizeDecision, TokenizeOutcome
+from provisioner.reconcile.inputs import TokenizeDecision, TokenizeOutcome
 from provisioner.tokenize import PolicyFile, RunRecorder, TokenizeOptions, plan, run
 from provisioner.tokenize.engine import Connect
 
 
 class PolicyTokenizer:
-    """A Tokenizer that looks up the port's entry in a policy file and runs the engine for it."""
+    """A PortTokenizer that looks up the port's entry in a policy file and runs the engine for it."""
 
     def __init__(
         self, policies: PolicyFile, options: TokenizeOptions, connect: Connect, recorder: RunRecorder | None = None
@@ -82,5 +82,5 @@ class PolicyTokenizer:
 def policy_tokenizer(
     policies: PolicyFile, options: TokenizeOptions, connect: Connect, recorder: RunRecorder | None = None
 ) -> PolicyTokenizer:
-    """A Tokenizer over ``policies`` (see :class:`PolicyTokenizer`)."""
+    """A PortTokenizer over ``policies`` (see :class:`PolicyTokenizer`)."""
     return PolicyTokenizer(policies, options, connect, recorder)

@@ -11,7 +11,7 @@ import pytest
 from provisioner import db
 from provisioner.names import BucketName, Namespace
 from provisioner.portal import PortalClient
-from provisioner.reconcile import ReconcileConfig, Reconcilers, Tokenizer, no_tokenizer
+from provisioner.reconcile import PortTokenizer, ReconcileConfig, Reconcilers, no_port_tokenizer
 from provisioner.reconcile.state import StateStore
 from provisioner.settings import default_template
 from provisioner.storage import build_store
@@ -59,7 +59,7 @@ class Site:
         self.reconcilers.reconcile_product(product.id)
         return product.id
 
-    def with_tokenizer(self, tokenizer: Tokenizer) -> Reconcilers:
+    def with_tokenizer(self, tokenizer: PortTokenizer) -> Reconcilers:
         self.reconcilers = Reconcilers(
             portal=self.client, store=self.store, state=self.state, config=self.config, tokenizer=tokenizer
         )
@@ -93,6 +93,6 @@ def site(pg_url: str, moto_server: S3Server, tmp_path: Path, unique_name: str) -
             config=config,
             s3=moto_server,
             reconcilers=Reconcilers(
-                portal=client, store=store, state=store_state, config=config, tokenizer=no_tokenizer
+                portal=client, store=store, state=store_state, config=config, tokenizer=no_port_tokenizer
             ),
         )

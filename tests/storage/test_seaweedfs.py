@@ -165,7 +165,7 @@ def test_a_key_a_product_issues_itself_does_not_outlive_its_next_converge(
     the one in the project's .env is deleted, and a key the product made for itself stops working.
     """
     from provisioner.reconcile import credentials
-    from provisioner.reconcile.config import ReconcileConfig
+    from provisioner.reconcile.inputs import ReconcileConfig
     from provisioner.scaffold import read_env
     from provisioner.settings import default_template
     from provisioner.storage.base import AccessKey
