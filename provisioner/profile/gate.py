@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from provisioner.errors import PermanentError, ProvisionerError, TemporaryError
+from provisioner.errors import PermanentError, ProvisionerError, classify
 from provisioner.logs import log_event
 from provisioner.profile import patterns as p
 from provisioner.profile import queries as q
@@ -148,7 +148,7 @@ def residual_pii_gate(
         options = ProfileOptions(sample_rows=sample_rows, token_format=token_format)
         _scan(policy, opener(connect), options, findings, scanned)
     except ProvisionerError as exc:
-        error, retryable = str(exc), isinstance(exc, TemporaryError)
+        error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
     except psycopg.Error as exc:
         error, retryable = describe_error(exc, policy.tenant), isinstance(exc, psycopg.OperationalError)
     except Exception as exc:  # a defect: still decide (fail closed in fail mode) and close the record

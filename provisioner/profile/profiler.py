@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from provisioner.errors import ProvisionerError, TemporaryError
+from provisioner.errors import ProvisionerError, classify
 from provisioner.logs import log_event, redact_text
 from provisioner.profile import hints
 from provisioner.profile import patterns as p
@@ -110,7 +110,7 @@ def profile(
         finally:
             conn.close()
     except ProvisionerError as exc:
-        error, retryable = str(exc), isinstance(exc, TemporaryError)
+        error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
     except psycopg.Error as exc:
         error, retryable = describe_error(exc, tenant), _retryable(exc)
     except Exception as exc:  # a defect: still close the run record rather than leave it RUNNING

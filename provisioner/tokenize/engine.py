@@ -44,7 +44,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import errors as pg_errors
 
-from provisioner.errors import ProvisionerError, TemporaryError
+from provisioner.errors import ProvisionerError, TemporaryError, classify
 from provisioner.logs import log_event, redact_text
 from provisioner.tokenize import batches, statements
 from provisioner.tokenize.errors import (
@@ -223,7 +223,7 @@ def run(
         else:
             _execute(plan, dry_run, _opener(connect), done, progress)
     except ProvisionerError as exc:
-        error, retryable = str(exc), isinstance(exc, TemporaryError)
+        error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
     except psycopg.Error as exc:  # outside a table (e.g. connection lost while loading the key)
         error, retryable = _describe(exc, plan, None), _retryable(exc)
     except Exception as exc:  # a defect: still close the run record rather than leave it RUNNING
