@@ -65,6 +65,10 @@ def create_app(
     return app
 
 
+#: Longest wait of a request for a pooled connection.
+POOL_WAIT_SECONDS = 3.0
+
+
 async def open_pool(database_url: str, *, min_size: int = 2, max_size: int = 16) -> AsyncConnectionPool[Any]:
     """The intake's pool: autocommit connections, so one intake call is one round trip and one transaction."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -75,6 +79,9 @@ async def open_pool(database_url: str, *, min_size: int = 2, max_size: int = 16)
         kwargs={"autocommit": True},
         # After a database restart every pooled connection is broken: replace it before use, not on a 503.
         check=AsyncConnectionPool.check_connection,
+        # While the database is down, answer 503 ("send again") within the portal's 5 s webhook timeout instead
+        # of queueing for psycopg's default 30 s.
+        timeout=POOL_WAIT_SECONDS,
     )
     await pool.open(wait=True, timeout=15)
     return pool

@@ -113,12 +113,12 @@ def _event(product: str, event_id: str | None = None) -> bytes:
     ).encode()
 
 
-def _post(server: Server, body: bytes) -> httpx.Response:
+def _post(server: Server, body: bytes, timeout: float = 10) -> httpx.Response:
     return httpx.post(
         f"{server.base}/webhooks/portal/v2?token={url_token(SECRET)}",
         content=body,
         headers={"Content-Type": "application/json"},
-        timeout=10,
+        timeout=timeout,
     )
 
 
@@ -379,6 +379,8 @@ def test_a_database_restart_does_not_stop_the_work(
     for sender in senders:
         sender.start()
     _await(lambda: _ready(server).status_code == 503, 30, "/readyz to report the database down")
+    # Refused at once ("send again"), within the portal's 5 s webhook timeout: not a hung request.
+    assert _post(server, _event(str(uuid.uuid4())), timeout=5).status_code == 503
     isolated_pg.start()
     for sender in senders:
         sender.join()
