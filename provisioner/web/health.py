@@ -53,8 +53,9 @@ async def readyz(request: Request) -> JSONResponse:
 async def _database(url: str) -> tuple[str | None, list[str]]:
     try:
         pending = await asyncio.wait_for(asyncio.to_thread(_pending, url), CHECK_TIMEOUT_SECONDS + 1)
-    except psycopg.Error as exc:
-        return f"database unreachable: {redact_text(str(exc)).strip()}", []
+    except (psycopg.Error, OSError) as exc:
+        first = (redact_text(str(exc)).strip().splitlines() or [type(exc).__name__])[0]
+        return f"database unreachable: {first}", []
     except TimeoutError:
         return f"database did not answer within {CHECK_TIMEOUT_SECONDS + 1:g} s", []
     return ("migrations pending", pending) if pending else (None, [])
@@ -70,6 +71,8 @@ async def _bounded(check: ReadinessCheck) -> str | None:
         return await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
     except TimeoutError:
         return f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"
+    except Exception as exc:  # a readiness probe answers 503 with a reason, never 500
+        return f"check failed: {type(exc).__name__}: {redact_text(str(exc)).strip()}"
 
 
 def worker_check(health: WorkerHealth) -> ReadinessCheck:

@@ -154,3 +154,13 @@ async def test_readyz_reports_every_failing_check(make_ready_app: Any) -> None:
     assert set(body["checks"]) == {"database", "worker"}
     assert body["checks"]["database"].startswith("database unreachable")
     assert body["checks"]["worker"] == "worker not running: the worker has not started yet"
+
+
+async def test_a_check_that_raises_is_a_503_with_its_reason_not_a_500(make_ready_app: Any) -> None:
+    async def broken() -> str | None:
+        raise RuntimeError("probe bug")
+
+    client = await make_ready_app(store=broken)
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["store"] == "check failed: RuntimeError: probe bug"
