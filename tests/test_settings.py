@@ -1,10 +1,16 @@
+import re
 from pathlib import Path
 
 import pytest
 
 from provisioner.cli import main
 from provisioner.errors import SettingsError
-from provisioner.settings import DOCUMENTED, Settings
+from provisioner.settings import DOCUMENTED, TENANT_FIELDS, Settings, shown_value
+from provisioner.settings import reference as settings_reference
+from provisioner.settings.declare import variables
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def test_defaults_need_no_environment() -> None:
@@ -65,9 +71,64 @@ def test_cli_bad_setting_exits_1_with_one_line(
 
 
 def test_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = README.read_text()
     missing = [name for name in DOCUMENTED if f"`{name}`" not in readme]
     assert missing == []
+
+
+def test_readme_reference_is_generated_from_the_declarations() -> None:
+    # Fails (CI fails) when a setting is added, changed or removed without `python -m provisioner.settings
+    # --write README.md`, or when someone edits the generated tables by hand.
+    readme = README.read_text(encoding="utf-8")
+    assert settings_reference.with_reference(readme) == readme, "run: python -m provisioner.settings --write README.md"
+
+
+def test_reference_check_fails_on_a_hand_edited_table_and_write_repairs_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = tmp_path / "config.md"
+    doc.write_text(README.read_text(encoding="utf-8").replace("| `8090` |", "| `8091` |", 1), encoding="utf-8")
+    assert settings_reference.main(["--check", str(doc)]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert settings_reference.main(["--write", str(doc)]) == 0
+    assert doc.read_text(encoding="utf-8") == README.read_text(encoding="utf-8")
+    assert settings_reference.main(["--check", str(doc)]) == 0
+
+
+def test_reference_without_markers_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = tmp_path / "plain.md"
+    doc.write_text("# nothing generated here\n", encoding="utf-8")
+    assert settings_reference.main(["--check", str(doc)]) == 1
+    assert "markers" in capsys.readouterr().err
+
+
+def test_defaults_are_declared_once() -> None:
+    # The dataclass default is the default from_env applies: one value (the template path used to differ).
+    assert Settings.from_env({}) == Settings()
+    assert Settings().template.is_dir()
+
+
+def test_every_setting_documents_its_meaning_in_one_line() -> None:
+    for var in variables(Settings):
+        assert var.declared.doc.strip() and "\n" not in var.declared.doc, var.name
+        assert var.declared.kind.accepts, var.name
+
+
+def test_secret_settings_stay_out_of_repr_and_errors() -> None:
+    secrets = {var.name: var.attribute for var in variables(Settings) if var.declared.secret}
+    assert "PROVISIONER_WEBHOOK_SECRET" in secrets and "PROVISIONER_TOKENIZE_KEY" in secrets
+    for name, attribute in secrets.items():
+        assert shown_value(name, "hunter2-hunter2-hunter2") == "'****'", name
+        settings = Settings(**{attribute: "hunter2-hunter2-hunter2"})  # type: ignore[arg-type]
+        assert "hunter2" not in repr(settings), name
+
+
+def test_every_tenant_field_the_tokenize_package_reads_is_declared() -> None:
+    # tokenize reads the fields from the mapping the settings build; a field it reads but the settings refuse
+    # (or do not document) could never be set.
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "provisioner" / "tokenize").glob("*.py"))
+    read = set(re.findall(r'(?:upper|fields)(?:\.get\(|\[)"([A-Z_]+)"', source))
+    assert read and read <= TENANT_FIELDS, read - TENANT_FIELDS
 
 
 @pytest.mark.parametrize(
