@@ -91,10 +91,10 @@ def embedded_dir() -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_a_graceful_exit_after_a_killed_process_stops_embedded_postgres(embedded_dir: Path) -> None:
-    killed = _embedded_process(embedded_dir, "hang")
-    assert killed.stdout is not None and killed.stdout.readline().startswith("postgresql://")
-    killed.kill()  # kill -9: its handle stays in embedded-postgres's list of users of the server
-    killed.wait()
+    with _embedded_process(embedded_dir, "hang") as killed:
+        assert killed.stdout is not None and killed.stdout.readline().startswith("postgresql://")
+        killed.kill()  # kill -9: its handle stays in embedded-postgres's list of users of the server
+        killed.wait()
     running = _postmaster_pid(embedded_dir)
     assert running is not None  # pg_ctl daemonised it: it outlives the killed process
 
@@ -111,18 +111,18 @@ def test_a_postmaster_pid_file_naming_another_process_does_not_block_the_start(e
     first.communicate(timeout=60)
     assert first.returncode == 0 and _postmaster_pid(embedded_dir) is None
     # A crashed server's lock file whose pid now belongs to another process.
-    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    try:
-        (embedded_dir / "postmaster.pid").write_text(
-            f"{other.pid}\n{embedded_dir}\n1700000000\n5432\n{embedded_dir}\n\n  1 2\nready   \n"
-        )
-        again = _embedded_process(embedded_dir, "exit")
-        out, _ = again.communicate(timeout=60)
-        assert again.returncode == 0 and out.startswith("postgresql://"), "the start failed on the stale lock file"
-        assert other.poll() is None, "the process named by the stale lock file was left alone"
-    finally:
-        other.kill()
-        other.wait()
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as other:
+        try:
+            (embedded_dir / "postmaster.pid").write_text(
+                f"{other.pid}\n{embedded_dir}\n1700000000\n5432\n{embedded_dir}\n\n  1 2\nready   \n"
+            )
+            again = _embedded_process(embedded_dir, "exit")
+            out, _ = again.communicate(timeout=60)
+            assert again.returncode == 0 and out.startswith("postgresql://"), "the start failed on the stale lock file"
+            assert other.poll() is None, "the process named by the stale lock file was left alone"
+        finally:
+            other.kill()
+            other.wait()
 
 
 # -- no run stays running forever (issue 13 §3) --------------------------------------------------------------------
@@ -189,13 +189,13 @@ with db.ProcessHeartbeat(url, interval=0.2) as heartbeat, db.open_pool(url, max_
 
 
 def test_the_run_of_a_killed_worker_becomes_a_failure_and_status_says_so(pg_url: str) -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _RUN_AND_HANG, pg_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    run_id = int(proc.stdout.readline())
-    proc.kill()  # kill -9 mid-run: nothing of the process gets to say the run ended
-    proc.wait()
+    ) as proc:
+        assert proc.stdout is not None
+        run_id = int(proc.stdout.readline())
+        proc.kill()  # kill -9 mid-run: nothing of the process gets to say the run ended
+        proc.wait()
     assert _run_status(pg_url, run_id)[0] == "running"
 
     # The next process that records runs (a restarted worker) sweeps at start and with every beat.

