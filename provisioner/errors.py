@@ -105,6 +105,10 @@ class TokenizeError(PermanentError):
     """A tokenization run failed; nothing was written (its transaction rolled back)."""
 
 
+class TokenizeUnavailable(TemporaryError):
+    """A tokenization run failed in a way that may pass (a lock timeout, an unreachable tenant); nothing was written."""
+
+
 class DatabaseUnavailable(TemporaryError):
     """The provisioner's own PostgreSQL could not be reached."""
 

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from provisioner.errors import InvalidName, PermanentError, ProvisionerError, TemporaryError
+from provisioner.errors import InvalidName, PermanentError, ProvisionerError, TemporaryError, TokenizeError, classify
 from provisioner.events import ReconcileAccess, Trigger
 from provisioner.logs import log_event
 from provisioner.names import Namespace
@@ -48,6 +48,14 @@ class GrantNotReady(TemporaryError):
     passing error (lock timeout, unreachable tenant). The job is retried with backoff."""
 
 
+@dataclass(frozen=True)
+class _Blocked:
+    """A port whose grant failed (rather than waiting for a person's decision): why, and the typed failure."""
+
+    reason: str
+    failure: ProvisionerError
+
+
 @dataclass
 class _Plan:
     """What one converge decided, port by port."""
@@ -55,8 +63,7 @@ class _Plan:
     kept: list[GrantRecord] = field(default_factory=list)
     added: list[GrantRecord] = field(default_factory=list)
     waits: list[GrantWait] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # tokenization failures and other blocked ports
-    retry_soon: bool = False
+    blocked: list[_Blocked] = field(default_factory=list)  # tokenization failures and other ports that failed
     too_large: list[str] = field(default_factory=list)
 
 
@@ -156,10 +163,14 @@ class AccessReconciler:
                 namespace=namespace,
                 waiting=run.detail["waiting"],
             )
-        blocked = sorted(w.output_port_id for w in plan.waits if w.reason in plan.errors)
-        if plan.errors:
-            message = f"grants for output port(s) {', '.join(blocked)} were not added: " + "; ".join(plan.errors)
-            raise GrantNotReady(message) if plan.retry_soon else GrantBlocked(message)
+        if plan.blocked:
+            reasons = [b.reason for b in plan.blocked]
+            blocked = sorted(w.output_port_id for w in plan.waits if w.reason in reasons)
+            message = f"grants for output port(s) {', '.join(blocked)} were not added: " + "; ".join(reasons)
+            # The error policy decides: one failure that may pass (a producer still provisioning, a lock timeout)
+            # makes the job retry soon; otherwise it fails at once and the next resync tries again.
+            retry = any(classify(b.failure).retry for b in plan.blocked)
+            raise GrantNotReady(message) if retry else GrantBlocked(message)
         if plan.too_large:
             raise PolicyTooLarge(
                 f"output port(s) {', '.join(plan.too_large)} were not granted to {namespace}: its store policy would "
@@ -174,7 +185,8 @@ class AccessReconciler:
         out = port.output_port
         producer = self.state.product(out.data_product_id)
 
-        def wait(reason: str, *, error: bool = False, retry: bool = False) -> None:
+        def wait(reason: str, *, failure: ProvisionerError | None = None) -> None:
+            """The port waits: for a person's decision, or (with ``failure``) because its grant failed."""
             plan.waits.append(
                 GrantWait(
                     consumer_id=consumer_id,
@@ -185,21 +197,21 @@ class AccessReconciler:
                     reason=reason,
                 )
             )
-            if error:
-                plan.errors.append(reason)
-            plan.retry_soon = plan.retry_soon or retry
+            if failure is not None:
+                plan.blocked.append(_Blocked(reason, failure))
 
         if producer is not None and producer.state == "deleted":
             # The portal still lists the port, but its product is gone: nothing to read, nothing to wait for.
             run.detail.setdefault("skipped", []).append(f"producer {producer.namespace} was deleted")
             return
         if producer is None or producer.state != "provisioned":
-            wait(f"producer {out.data_product_id} is not provisioned yet", error=True, retry=True)
+            reason = f"producer {out.data_product_id} is not provisioned yet"
+            wait(reason, failure=GrantNotReady(reason))
             return
         try:
             port_namespace = Namespace(out.namespace)
         except InvalidName as exc:
-            wait(f"output port {port.output_port_id} cannot be granted: {exc}", error=True)
+            wait(f"output port {port.output_port_id} cannot be granted: {exc}", failure=exc)
             return
         if Namespace(producer.namespace) == namespace:
             run.detail.setdefault("skipped", []).append(f"output port {port_namespace} is the consumer's own")
@@ -253,7 +265,8 @@ class AccessReconciler:
                     output_port_id=port.output_port_id,
                     error=outcome.error,
                 )
-                wait(f"tokenization of {label} failed: {outcome.error}", error=True, retry=outcome.retryable)
+                reason = f"tokenization of {label} failed: {outcome.error}"
+                wait(reason, failure=outcome.failure or TokenizeError(reason))
                 return
             note = f"tokenized {outcome.rows_changed} row(s) in run {outcome.run_id}"
             run_id = outcome.run_id

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from provisioner.errors import ProvisionerError, TokenizeError
 from provisioner.names import BucketName
 from provisioner.reconcile.scope import Scope
 
@@ -62,13 +63,20 @@ class TokenizeOutcome:
     status: str  # SUCCESS | FAILURE
     run_id: str | None
     rows_changed: int
-    error: str | None = None
-    retryable: bool = False  # a passing failure (lock timeout, unreachable tenant): retry soon
+    #: Why a FAILURE failed, typed: the error policy (``errors.classify``) says whether it may pass
+    #: (TokenizeUnavailable: a lock timeout, an unreachable tenant; the grant's job retries soon) or needs a person
+    #: (TokenizeError).
+    failure: ProvisionerError | None = None
 
     @property
     def ok(self) -> bool:
         """True when the grant may go ahead."""
         return self.status == "SUCCESS"
+
+    @property
+    def error(self) -> str | None:
+        """The failure's message, as the port's tokenization record keeps it."""
+        return None if self.failure is None else str(self.failure)
 
 
 class PortTokenizer(Protocol):
@@ -98,7 +106,7 @@ class NoPortTokenizer:
             status="FAILURE",
             run_id=None,
             rows_changed=0,
-            error=f"no tokenization policy covers {producer_namespace}/{output_port_namespace}",
+            failure=TokenizeError(f"no tokenization policy covers {producer_namespace}/{output_port_namespace}"),
         )
 
 

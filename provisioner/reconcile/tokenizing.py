@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from provisioner.errors import ProvisionerError
+from provisioner.errors import ProvisionerError, TokenizeError, TokenizeUnavailable
 from provisioner.profile.gate import residual_pii_gate
 from provisioner.reconcile.inputs import TokenizeDecision, TokenizeOutcome
 from provisioner.tokenize import PolicyFile, RunRecorder, TokenizeOptions, plan, run
@@ -52,12 +52,12 @@ class PolicyTokenizer:
                 status="FAILURE",
                 run_id=None,
                 rows_changed=0,
-                error=f"no tables to tokenize for {producer_namespace}/{output_port_namespace}",
+                failure=TokenizeError(f"no tables to tokenize for {producer_namespace}/{output_port_namespace}"),
             )
         try:
             result = run(plan(policy, self.options), connect=self.connect, recorder=self.recorder)
-        except ProvisionerError as exc:  # a bad key or policy: fail closed with the reason
-            return TokenizeOutcome(status="FAILURE", run_id=None, rows_changed=0, error=str(exc))
+        except ProvisionerError as exc:  # a bad key or policy: fail closed with the reason, until a person fixes it
+            return TokenizeOutcome(status="FAILURE", run_id=None, rows_changed=0, failure=TokenizeError(str(exc)))
         if result.ok:
             gate = residual_pii_gate(
                 policy, connect=self.connect, token_format=self.options.format, recorder=self.recorder
@@ -67,16 +67,21 @@ class PolicyTokenizer:
                     status="FAILURE",
                     run_id=result.run_id,
                     rows_changed=result.total_rows,
-                    error=gate.message,
-                    retryable=gate.retryable,
+                    failure=_failure(gate.message, retryable=gate.retryable),
                 )
         return TokenizeOutcome(
             status=result.status,
             run_id=result.run_id,
             rows_changed=result.total_rows,
-            error=result.error,
-            retryable=result.retryable,
+            failure=_failure(result.error, retryable=result.retryable),
         )
+
+
+def _failure(message: str | None, *, retryable: bool) -> ProvisionerError | None:
+    """A failed run's message and flag (the engine's and the gate's results carry them so) as a typed error."""
+    if message is None:
+        return None
+    return TokenizeUnavailable(message) if retryable else TokenizeError(message)
 
 
 def policy_tokenizer(
