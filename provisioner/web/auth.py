@@ -31,7 +31,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from provisioner.errors import AuthenticationFailed
+from provisioner.errors import AuthenticationFailed, classify
 
 TOKEN_SALT = "provisioner.webhook-url.v1"  # noqa: S105 - a public label, not a secret
 TOKEN_PAYLOAD = "portal-webhook"  # noqa: S105 - a public label, not a secret
@@ -179,9 +179,10 @@ class StatusTokenGuard:
         if bearer_matches(authorization, self.token):
             await self.app(scope, receive, send)
             return
+        refused = classify(AuthenticationFailed("this endpoint needs Authorization: Bearer <PROVISIONER_STATUS_TOKEN>"))
         response = JSONResponse(
-            {"error": "this endpoint needs Authorization: Bearer <PROVISIONER_STATUS_TOKEN>"},
-            status_code=401,
+            {"error": refused.message},
+            status_code=refused.http_status,
             headers={"WWW-Authenticate": 'Bearer realm="provisioner"'},
         )
         await response(scope, receive, send)
