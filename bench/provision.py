@@ -33,10 +33,10 @@ import psycopg
 from provisioner import db, jobs
 from provisioner.events import ReconcileAccess, ReconcileProduct
 from provisioner.names import BucketName
+from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient
 from provisioner.reconcile import ReconcileConfig, Reconcilers
 from provisioner.reconcile.products import fingerprint
-from provisioner.reconcile.state import StateStore
 from provisioner.settings import default_template
 from provisioner.storage import build_store
 from provisioner.storage.embedded import start_moto_store

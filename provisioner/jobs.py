@@ -4,11 +4,11 @@ One task per trigger kind. Every job carries an entity ``lock`` so two workers n
 product at once, and a ``queueing_lock`` so at most one job per entity and kind waits in the queue:
 a second trigger while one is waiting is *coalesced* into it (the reconcile is level triggered, so the
 waiting job will see the newest state anyway). Deferring goes through the SQL function
-``provisioner_defer`` (sql/002_inbox.sql), which inserts into procrastinate's job table with ``ON CONFLICT``
+``provisioner_defer`` (persistence/queue.py), which inserts into procrastinate's job table with ``ON CONFLICT``
 on its queueing-lock index, so it works inside the caller's transaction and never fails on a coalesce.
 A periodic task hands the jobs of dead workers (stale heartbeat) back to the queue.
 
-Catching up (sql/005_catch_up.sql): a new trigger for an entity whose job waits for a retry makes that job due
+Catching up (migration 005_catch_up): a new trigger for an entity whose job waits for a retry makes that job due
 now (``wake``); a job that ends tells the workers when another job of its entity is due, so a job queued behind
 an entity's lock starts when the lock is freed rather than at the next poll; ``enqueue_resync`` at start repairs
 what the portal sent while nothing was listening (it never retries).
@@ -45,6 +45,7 @@ from provisioner.events import (
     product_lock,
 )
 from provisioner.logs import log_event, redact_text
+from provisioner.persistence import queue as job_queue
 from provisioner.retention import RetentionPolicy, prune
 
 log = logging.getLogger(__name__)
@@ -135,9 +136,6 @@ def defer_payload(triggers: Sequence[Trigger]) -> str:
     )
 
 
-_DEFER_SQL = "SELECT provisioner_defer(%s::jsonb, %s, %s)"
-
-
 def enqueue(conn: psycopg.Connection[Any], triggers: Sequence[Trigger], *, wake: bool = True) -> list[EnqueueOutcome]:
     """Enqueue ``triggers`` inside the caller's transaction; coalesced per entity and kind.
 
@@ -146,8 +144,7 @@ def enqueue(conn: psycopg.Connection[Any], triggers: Sequence[Trigger], *, wake:
     """
     if not triggers:
         return []
-    row = conn.execute(_DEFER_SQL, (defer_payload(triggers), QUEUE, wake)).fetchone()
-    return _outcomes(triggers, row)
+    return _outcomes(triggers, job_queue.defer(conn, defer_payload(triggers), QUEUE, wake))
 
 
 def enqueue_resync(database_url: str) -> bool:
@@ -162,8 +159,8 @@ def enqueue_resync(database_url: str) -> bool:
     return not outcome.coalesced
 
 
-def _outcomes(triggers: Sequence[Trigger], row: Any) -> list[EnqueueOutcome]:
-    ids: list[int | None] = list(row[0]) if row and row[0] is not None else [None] * len(triggers)
+def _outcomes(triggers: Sequence[Trigger], deferred: list[int | None] | None) -> list[EnqueueOutcome]:
+    ids: list[int | None] = deferred if deferred is not None else [None] * len(triggers)
     return [EnqueueOutcome(t, i) for t, i in zip(triggers, ids, strict=True)]
 
 
@@ -280,7 +277,7 @@ def add_retention_task(app: procrastinate.App, database_url: str, policy: Retent
         app.periodic(cron=RETENTION_CRON, periodic_id="retention")(prune_old_records)
 
 
-#: The queue of the DataHub plugin's jobs (sql/011 defers into it): its own worker, with its own clients, takes them.
+#: The queue of the DataHub plugin's jobs (migration 011 fills it): its own worker, with its own clients, takes them.
 DATAHUB_QUEUE = "datahub"
 TASK_TOKENIZE_DATASET = "tokenize_dataset"
 TASK_DATAHUB_SCAN = "datahub_scan"
@@ -448,7 +445,7 @@ async def run_worker(
 ) -> None:
     """Run a worker until stopped (or, with ``wait=False``, until the queue is empty); ``queues`` it takes jobs from.
 
-    Workers learn of due jobs by LISTEN/NOTIFY (inserts, and sql/005's notices when a lock is freed or a retry is
+    Workers learn of due jobs by LISTEN/NOTIFY (inserts, and migration 005's notices when a lock is freed or a retry is
     pulled forward); ``polling_interval`` is only the fallback for jobs that become due by the clock (retries).
 
     procrastinate's worker stops for good when its connection to PostgreSQL breaks (a database restart, a

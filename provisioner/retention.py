@@ -15,7 +15,8 @@ What stays, however old: jobs waiting or running (``todo``, ``doing``), a run st
 ``keep_runs`` runs of every subject, and a tokenization run that a grant or an output port's last outcome names.
 
 Every batch is its own short transaction (``DELETE … WHERE id IN (SELECT … LIMIT n)``), so a large first clean-up
-never holds locks for long, and one that stops half-way has still deleted only what it should.
+never holds locks for long, and one that stops half-way has still deleted only what it should. The statements are in
+the persistence room (``persistence/retention.py``); here are the policy and the order.
 """
 
 from __future__ import annotations
@@ -26,70 +27,12 @@ from dataclasses import dataclass
 import psycopg
 
 from provisioner.logs import log_event
+from provisioner.persistence import retention as tables
 
 log = logging.getLogger(__name__)
 
 #: procrastinate's final job states; ``todo`` and ``doing`` are never touched.
 FINISHED_JOB_STATES = ("succeeded", "failed", "cancelled", "aborted")
-
-_INBOX = """
-DELETE FROM provisioner_inbox WHERE id IN (
-    SELECT id FROM provisioner_inbox WHERE received_at < now() - make_interval(days => %(days)s) LIMIT %(batch)s
-)
-"""
-
-_INBOX_KEYS = """
-DELETE FROM provisioner_inbox_keys WHERE dedup_key IN (
-    SELECT dedup_key FROM provisioner_inbox_keys WHERE seen_at < now() - make_interval(days => %(days)s)
-    LIMIT %(batch)s
-)
-"""
-
-# A finished job is old when none of its events (deferred, started, succeeded, retried...) is recent.
-_JOBS = """
-DELETE FROM procrastinate_jobs WHERE id IN (
-    SELECT j.id FROM procrastinate_jobs j
-    WHERE j.status::text = ANY(%(finished)s)
-      AND NOT EXISTS (
-          SELECT 1 FROM procrastinate_events e
-          WHERE e.job_id = j.id AND e.at >= now() - make_interval(days => %(days)s)
-      )
-    LIMIT %(batch)s
-)
-"""
-
-# Old, finished runs of which the subject has at least keep_runs newer ones (index provisioner_runs_subject).
-_RUNS = """
-DELETE FROM provisioner_runs WHERE id IN (
-    SELECT r.id FROM provisioner_runs r
-    WHERE r.started_at < now() - make_interval(days => %(days)s)
-      AND r.status <> 'running'
-      AND EXISTS (
-          SELECT 1 FROM provisioner_runs n
-          WHERE n.subject = r.subject AND (n.started_at, n.id) > (r.started_at, r.id)
-          ORDER BY n.started_at DESC, n.id DESC
-          OFFSET %(keep)s - 1 LIMIT 1
-      )
-    LIMIT %(batch)s
-)
-"""
-
-# tokenize_runs belongs to the tokenization engine, which creates it on first use: it may not exist yet.
-_TOKENIZE_RUNS = """
-DELETE FROM tokenize_runs WHERE run_id IN (
-    SELECT run_id FROM (
-        SELECT run_id, state, started_at,
-               row_number() OVER (PARTITION BY tenant, policy ORDER BY started_at DESC, run_id DESC) AS newest
-        FROM tokenize_runs
-    ) t
-    WHERE t.newest > %(keep)s
-      AND t.started_at < now() - make_interval(days => %(days)s)
-      AND t.state <> 'RUNNING'
-      AND NOT EXISTS (SELECT 1 FROM provisioner_grants g WHERE g.tokenize_run_id = t.run_id::text)
-      AND NOT EXISTS (SELECT 1 FROM provisioner_tokenize_outcomes o WHERE o.run_id = t.run_id::text)
-    LIMIT %(batch)s
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -125,19 +68,14 @@ def prune(conninfo: str, policy: RetentionPolicy) -> PruneReport:
     """Delete what ``policy`` no longer keeps from the database at ``conninfo``; return how many rows went."""
     if not policy.enabled:
         return PruneReport()
-    params = {
-        "days": policy.days,
-        "keep": policy.keep_runs,
-        "batch": policy.batch_size,
-        "finished": list(FINISHED_JOB_STATES),
-    }
+    days, keep, batch = policy.days, policy.keep_runs, policy.batch_size
     with psycopg.connect(conninfo, autocommit=True) as conn:
         report = PruneReport(
-            inbox=_in_batches(conn, _INBOX, params),
-            inbox_keys=_in_batches(conn, _INBOX_KEYS, params),
-            jobs=_in_batches(conn, _JOBS, params),
-            runs=_in_batches(conn, _RUNS, params),
-            tokenize_runs=_in_batches(conn, _TOKENIZE_RUNS, params) if _exists(conn, "tokenize_runs") else 0,
+            inbox=tables.delete_old_inbox(conn, days=days, batch=batch),
+            inbox_keys=tables.delete_old_inbox_keys(conn, days=days, batch=batch),
+            jobs=tables.delete_finished_jobs(conn, days=days, batch=batch, finished=list(FINISHED_JOB_STATES)),
+            runs=tables.delete_old_runs(conn, days=days, keep=keep, batch=batch),
+            tokenize_runs=tables.delete_old_tokenize_runs(conn, days=days, keep=keep, batch=batch),
         )
     log_event(
         log,
@@ -151,17 +89,3 @@ def prune(conninfo: str, policy: RetentionPolicy) -> PruneReport:
         tokenize_runs=report.tokenize_runs,
     )
     return report
-
-
-def _in_batches(conn: psycopg.Connection, statement: str, params: dict[str, object]) -> int:
-    total = 0
-    while True:
-        deleted = conn.execute(statement, params).rowcount  # autocommit: each batch commits on its own
-        total += deleted
-        if deleted < int(params["batch"]):  # type: ignore[call-overload]
-            return total
-
-
-def _exists(conn: psycopg.Connection, table: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    return bool(row and row[0])

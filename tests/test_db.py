@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from provisioner import db
-from provisioner.reconcile.state import StateStore
+from provisioner.persistence.state import StateStore
 from provisioner.tokenize import RunRecorder
 
 
@@ -179,7 +179,7 @@ def test_runs_whose_process_stopped_beating_become_failures(pg_url: str) -> None
 _RUN_AND_HANG = """
 import sys
 from provisioner import db
-from provisioner.reconcile.state import StateStore
+from provisioner.persistence.state import StateStore
 url = sys.argv[1]
 with db.ProcessHeartbeat(url, interval=0.2) as heartbeat, db.open_pool(url, max_size=2) as pool:
     run = StateStore(pool, owner=heartbeat.owner).start_run("product", "p-killed")

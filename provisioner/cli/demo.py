@@ -32,7 +32,7 @@ from provisioner import jobs
 from provisioner.cli.wiring import Services, open_services, resolve_database
 from provisioner.logs import configure_logging
 from provisioner.names import Namespace
-from provisioner.reconcile.state import StateStore
+from provisioner.persistence.state import StateStore
 from provisioner.settings import Settings
 from provisioner.testing.portal import PortalState, serve_standin
 from provisioner.web import create_app, open_pool

@@ -14,7 +14,7 @@ from provisioner.cli.wiring import Services, names, open_services
 from provisioner.errors import ProvisionerError
 from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
 from provisioner.names import Namespace
-from provisioner.reconcile.parking import Parked
+from provisioner.persistence.records import Parked
 from provisioner.settings import Settings
 from provisioner.storage.policy import ReadGrant
 

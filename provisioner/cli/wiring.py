@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from provisioner import db
 from provisioner.logs import log_event
+from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient
 from provisioner.reconcile import PortTokenizer, ReconcileConfig, Reconcilers, no_port_tokenizer
 from provisioner.reconcile.scope import Scope
-from provisioner.reconcile.state import StateStore
 from provisioner.settings import Settings
 from provisioner.storage import build_store
 from provisioner.storage.base import StoreAdmin

@@ -31,11 +31,13 @@ from typing import Any
 from provisioner.datahub.columns import datahub_error, pii_columns, read_field_tags
 from provisioner.datahub.config import DatasetName, TokenizeActionConfig
 from provisioner.datahub.events import TokenizeRequest
-from provisioner.datahub.queue import DatahubRun, DatahubRuns, RequestQueue
+from provisioner.datahub.queue import RequestQueue
 from provisioner.datahub.report import RunReporter, run_instance
 from provisioner.errors import InvalidName, PermanentError, ProvisionerError, TemporaryError, classify
 from provisioner.logs import log_event
 from provisioner.names import Identifier
+from provisioner.persistence.datahub import DatahubRuns
+from provisioner.persistence.records import DatahubRun
 from provisioner.tokenize import (
     RunRecorder,
     TableTarget,

@@ -13,14 +13,16 @@ from provisioner.errors import PermanentError
 from provisioner.events import Trigger, product_lock
 from provisioner.logs import log_event
 from provisioner.names import Namespace
+from provisioner.persistence.records import ProductRecord
+from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient
 from provisioner.reconcile import credentials
 from provisioner.reconcile.access import AccessReconciler
 from provisioner.reconcile.grants import current_grants, readable_prefixes
 from provisioner.reconcile.inputs import PortTokenizer, ReconcileConfig, TokenizeOutcome, no_port_tokenizer
+from provisioner.reconcile.parking import holds
 from provisioner.reconcile.products import ProductReconciler
 from provisioner.reconcile.resync import Resync
-from provisioner.reconcile.state import ProductRecord, StateStore
 from provisioner.storage.base import StoreAdmin
 
 __all__ = ["PortTokenizer", "ReconcileConfig", "Reconcilers", "TokenizeOutcome", "no_port_tokenizer"]
@@ -83,7 +85,7 @@ class Reconcilers:
         if parked is None and self.config.scope.everything:
             return None
         product = self.portal.get_product(consumer_id)  # only for a consumer neither provisioned nor plainly ours
-        if parked is not None and parked.holds(product):
+        if parked is not None and holds(parked, product):
             return f"the consumer is parked ({parked.reason}): {parked.error}"
         excluded = None if product is None else self.config.scope.excluded_because(product)
         return None if excluded is None else f"the consumer is out of scope: {excluded}"

@@ -26,12 +26,14 @@ from provisioner.errors import InvalidName, PermanentError, ProvisionerError, Te
 from provisioner.events import ReconcileAccess, Trigger
 from provisioner.logs import log_event
 from provisioner.names import Namespace
+from provisioner.persistence.records import GrantRecord, GrantWait, ProductRecord
+from provisioner.persistence.runs import Run
+from provisioner.persistence.state import StateStore
 from provisioner.portal import InputPort, PortalClient
 from provisioner.reconcile import credentials
 from provisioner.reconcile.grants import APPROVED, readable_prefixes
 from provisioner.reconcile.inputs import OPEN_ACCESS_TYPES, PortTokenizer, ReconcileConfig
 from provisioner.reconcile.products import DELETING, ProductReconciler
-from provisioner.reconcile.state import GrantRecord, GrantWait, ProductRecord, Run, StateStore
 from provisioner.storage.base import StoreAdmin
 from provisioner.storage.policy import PolicyTooLarge, ReadGrant, fits
 

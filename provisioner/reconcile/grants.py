@@ -13,8 +13,9 @@ from collections.abc import Iterable
 
 from provisioner.errors import InvalidName
 from provisioner.names import BucketName, Namespace
+from provisioner.persistence.records import GrantRecord
+from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient
-from provisioner.reconcile.state import GrantRecord, StateStore
 from provisioner.storage.policy import ReadGrant
 
 APPROVED = "approved"

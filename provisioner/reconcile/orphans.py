@@ -4,8 +4,9 @@ A first provisioning that crashed before it was recorded, a deletion by hand, or
 provisioner was down can leave a user (and its keys) behind. Resync lists the store's product users before it
 lists the portal's products, so a user created for a product the portal has is always claimed by it; whatever no
 portal product and no live record claims is an orphan. Each orphan is remembered with the time it was first seen
-(table ``provisioner_orphan_users``); once it has been an orphan for the grace period it is deleted with its keys
-and policies. The grace covers what the portal may briefly not list, and gives an operator time to object.
+(table ``provisioner_orphan_users``, persistence/orphans.py); once it has been an orphan for the grace period it
+is deleted with its keys and policies. The grace covers what the portal may briefly not list, and gives an operator
+time to object.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from psycopg_pool import ConnectionPool
-
 from provisioner.errors import InvalidName
 from provisioner.logs import log_event
 from provisioner.names import Namespace
+from provisioner.persistence.records import ProductRecord
+from provisioner.persistence.state import StateStore
 from provisioner.portal import Product
-from provisioner.reconcile.state import ProductRecord
 from provisioner.storage.base import StoreAdmin
 
 log = logging.getLogger(__name__)
@@ -49,28 +49,14 @@ def claimed_users(products: Iterable[Product], records: Iterable[ProductRecord])
 class OrphanUsers:
     """Remembers orphan users between resyncs and removes them once their grace has passed."""
 
-    def __init__(self, pool: ConnectionPool, store: StoreAdmin) -> None:
-        self.pool = pool
+    def __init__(self, state: StateStore, store: StoreAdmin) -> None:
+        self.state = state
         self.store = store
 
     def sweep(self, users: Iterable[str], claimed: set[str], grace_seconds: int | None) -> OrphanReport:
         """Record the orphans among ``users``, remove those orphaned for ``grace_seconds`` (None: report only)."""
         orphans = sorted(set(users) - claimed)
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("DELETE FROM provisioner_orphan_users WHERE NOT (user_name = ANY(%s))", (orphans,))
-            conn.execute(
-                "INSERT INTO provisioner_orphan_users (user_name) SELECT unnest(%s::text[]) "
-                "ON CONFLICT (user_name) DO UPDATE SET last_seen = now()",
-                (orphans,),
-            )
-            due: list[str] = []
-            if grace_seconds is not None:
-                rows = conn.execute(
-                    "SELECT user_name FROM provisioner_orphan_users "
-                    "WHERE first_seen <= now() - make_interval(secs => %s) ORDER BY user_name",
-                    (grace_seconds,),
-                ).fetchall()
-                due = [r[0] for r in rows]
+        due = self.state.note_orphans(orphans, grace_seconds)
         if orphans:
             log_event(
                 log,
@@ -83,8 +69,7 @@ class OrphanUsers:
         removed: list[str] = []
         for user in due:
             self.store.delete_user_named(user)
-            with self.pool.connection() as conn:
-                conn.execute("DELETE FROM provisioner_orphan_users WHERE user_name = %s", (user,))
+            self.state.forget_orphan(user)
             removed.append(user)
             log_event(log, "resync.orphan_user_removed", level=logging.WARNING, user=user)
         return OrphanReport(orphans=tuple(orphans), removed=tuple(removed))

@@ -17,12 +17,14 @@ from provisioner.errors import InvalidName, PermanentError, ProvisionerError
 from provisioner.events import ReconcileAccess, ReconcileProduct, Trigger
 from provisioner.logs import log_event
 from provisioner.names import Namespace, archive_prefix, shared_user_name
+from provisioner.persistence.records import ProductRecord
+from provisioner.persistence.runs import Run
+from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile import credentials
 from provisioner.reconcile.grants import current_grants, readable_prefixes
 from provisioner.reconcile.inputs import ReconcileConfig
-from provisioner.reconcile.parking import ParkingLot
-from provisioner.reconcile.state import ProductRecord, Run, StateStore
+from provisioner.reconcile.parking import ParkingLot, holds
 from provisioner.storage.base import StoreAdmin
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class ProductReconciler:
         self.store = store
         self.state = state
         self.config = config
-        self.parking = ParkingLot(state.pool)
+        self.parking = ParkingLot(state)
         self._compiled = scaffold.CompiledTemplates()
 
     def reconcile_product(self, product_id: str, *, force: bool = False) -> list[Trigger]:
@@ -76,7 +78,7 @@ class ProductReconciler:
             if excluded is not None and not (live and deleting):
                 # Never ours, or released: a deletion is cleaned up only for a product we still hold resources of.
                 follow_up = self._release(run, product, record, excluded)
-            elif parked is not None and parked.holds(product):
+            elif parked is not None and holds(parked, product):
                 run.detail.update(outcome="skipped", parked=parked.reason, reason=parked.error)
                 log_event(log, "product.parked_skipped", product_id=product_id, reason=parked.reason)
                 return self._finish(run, [])

@@ -19,12 +19,13 @@ from datetime import UTC, datetime, timedelta
 
 from provisioner.events import ReconcileAccess, ReconcileProduct, Trigger
 from provisioner.logs import log_event
+from provisioner.persistence.records import Parked, ProductRecord
+from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile.inputs import ReconcileConfig
 from provisioner.reconcile.orphans import OrphanUsers, claimed_users
-from provisioner.reconcile.parking import GONE, Parked, ParkingLot
+from provisioner.reconcile.parking import GONE, ParkingLot, holds
 from provisioner.reconcile.products import DELETING, fingerprint
-from provisioner.reconcile.state import ProductRecord, StateStore
 from provisioner.storage.base import StoreAdmin
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Resync:
         self.config = config
         self.parallelism = parallelism
         self.store = store  # to find orphan store users; None leaves them alone
-        self.parking = ParkingLot(state.pool)
+        self.parking = ParkingLot(state)
 
     def plan(self) -> list[Trigger]:
         """Every product whose portal state differs from what we converged, plus consumers whose grants differ."""
@@ -65,7 +66,7 @@ class Resync:
             seen.add(product.id)
             held = parked.get(product.id)
             if held is not None and self.config.scope.admits(product):
-                if held.holds(product):
+                if holds(held, product):
                     left_parked += 1
                 else:  # the portal shows it differently since it failed: try again
                     triggers.append(ReconcileProduct(product.id))
@@ -88,7 +89,7 @@ class Resync:
             if p.status != DELETING
             and (
                 (records.get(p.id) is not None and records[p.id].state == "provisioned")
-                or (scope.admits(p) and not (p.id in parked and parked[p.id].holds(p)))
+                or (scope.admits(p) and not (p.id in parked and holds(parked[p.id], p)))
             )
         ]
         # Producers reconciled by this same plan count as provisioned: one resync repairs a missed approval too.
@@ -106,7 +107,7 @@ class Resync:
         reconciled at once, which creates its user again.
         """
         assert self.store is not None
-        report = OrphanUsers(self.state.pool, self.store).sweep(
+        report = OrphanUsers(self.state, self.store).sweep(
             users, claimed_users(products, records), self.config.orphan_grace_seconds
         )
         if not report.removed:

@@ -2,7 +2,7 @@
 
 The order of checks is size (413), authentication (401), content type (415) and shape (400); a request
 failing any of them stores nothing. A good delivery is recorded and its jobs deferred by ``provisioner_intake``
-(sql/002_inbox.sql, 005_catch_up.sql) in one transaction, and only then answered: 202 with the inbox id, or 200
+(persistence/inbox.py) in one transaction, and only then answered: 202 with the inbox id, or 200
 for a redelivery. v1 deliveries are always answered 200 (portal v0.7.0 logs any other status as a failed
 delivery) and never dropped as redeliveries: they carry no id, and every approve, revoke or remove on one output
 port has the same body. Only a delivery id (CloudEvents, Standard Webhooks) proves a redelivery.
@@ -39,6 +39,8 @@ from provisioner.errors import (
 )
 from provisioner.events import Delivery, parse_delivery
 from provisioner.logs import log_event
+from provisioner.persistence import inbox
+from provisioner.persistence.inbox import IntakeRow
 from provisioner.web.auth import WebhookAuth
 from provisioner.web.metrics import WebMetrics
 
@@ -47,10 +49,6 @@ log = logging.getLogger(__name__)
 _REJECTED = {400: "invalid", 401: "unauthorized", 408: "timeout", 413: "too_large", 415: "unsupported_media_type"}
 #: Digits of a Content-Length the intake reads (10**18 bytes is far past any limit).
 _MAX_LENGTH_DIGITS = 18
-
-
-_BATCH_SQL = "SELECT inbox_id, outcome, job_ids, coalesced FROM provisioner_intake_batch(%s::jsonb) ORDER BY n"
-IntakeRow = tuple[int, str, list[int], int]
 
 
 class GroupCommitter:
@@ -87,8 +85,7 @@ class GroupCommitter:
     async def _flush(self, batch: list[tuple[str, asyncio.Future[IntakeRow]]]) -> None:
         try:
             async with self.pool.connection() as conn:  # autocommit: one statement is one transaction
-                cur = await conn.execute(_BATCH_SQL, ("[" + ",".join(item for item, _ in batch) + "]",))
-                rows = await cur.fetchall()
+                rows = await inbox.record_deliveries(conn, [item for item, _ in batch])
         except (psycopg.DataError, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
             # One body the database refuses, or a deadlock between two batches taking the same entities' locks
             # in another order: write them one by one, so only a delivery that really fails is refused.
@@ -107,7 +104,7 @@ class GroupCommitter:
             raise
         for (_, future), row in zip(batch, rows, strict=True):
             if not future.done():
-                future.set_result((int(row[0]), str(row[1]), list(row[2]), int(row[3])))
+                future.set_result(row)
 
 
 def _fail(batch: list[tuple[str, asyncio.Future[IntakeRow]]], exc: BaseException) -> None:
@@ -263,4 +260,4 @@ async def _record(config: IntakeConfig, delivery: Delivery, raw: str | None) -> 
     )
     # The received body is valid JSON (parse_delivery read it), so it is spliced in as it came, not re-encoded.
     body = raw if raw is not None else json.dumps(delivery.body, ensure_ascii=False)
-    return await config.committer.write(f"{head[:-1]},{body},{jobs.defer_payload(delivery.triggers)}]")
+    return await config.committer.write(inbox.delivery_item(head, body, jobs.defer_payload(delivery.triggers)))

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from provisioner.events import KNOWN_V2_TYPES
+from provisioner.persistence import queue
 from provisioner.web.auth import bearer_matches
 
 #: v1 route names from provisioner.events; other types count as "other" ("unknown" = rejected before parsing).
@@ -75,8 +76,7 @@ async def metrics_endpoint(request: Request) -> Response:
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     try:
         async with pool.connection(timeout=2) as conn:
-            cur = await conn.execute("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY status")
-            counts = dict(await cur.fetchall())
+            counts = await queue.jobs_by_status(conn)
         for status in _JOB_STATUSES:
             metrics.queue.labels(status=status).set(counts.get(status, 0))
     except (psycopg.Error, PoolTimeout):

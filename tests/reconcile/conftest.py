@@ -10,9 +10,9 @@ import pytest
 
 from provisioner import db
 from provisioner.names import BucketName, Namespace
+from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient
 from provisioner.reconcile import PortTokenizer, ReconcileConfig, Reconcilers, no_port_tokenizer
-from provisioner.reconcile.state import StateStore
 from provisioner.settings import default_template
 from provisioner.storage import build_store
 from provisioner.storage.base import StoreAdmin

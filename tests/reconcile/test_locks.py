@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from provisioner.events import product_lock
-from provisioner.reconcile.state import EntityBusy
+from provisioner.persistence.locks import EntityBusy
 from tests.reconcile.conftest import Site
 
 HOLD = "SELECT pg_advisory_lock(hashtextextended(%s, 0))"

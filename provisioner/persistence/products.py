@@ -1,0 +1,80 @@
+"""``provisioner_products``: what the provisioner has converged each data product to (migration 003)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from provisioner.persistence.records import ProductRecord
+
+_SAVE = """
+INSERT INTO provisioner_products
+    (product_id, namespace, name, state, access_key_id, read_prefixes, seeded, fingerprint, verified_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now(), now())
+ON CONFLICT (product_id) DO UPDATE SET
+    namespace = EXCLUDED.namespace, name = EXCLUDED.name, state = EXCLUDED.state,
+    access_key_id = EXCLUDED.access_key_id, read_prefixes = EXCLUDED.read_prefixes,
+    seeded = EXCLUDED.seeded, fingerprint = EXCLUDED.fingerprint,
+    verified_at = now(), updated_at = now()
+"""
+
+
+def product(conn: psycopg.Connection[Any], product_id: str) -> ProductRecord | None:
+    """The record of ``product_id``, deleted ones included."""
+    return _first(_select(conn, "SELECT * FROM provisioner_products WHERE product_id = %s", (product_id,)))
+
+
+def live_by_namespace(conn: psycopg.Connection[Any], namespace: str) -> ProductRecord | None:
+    """The provisioned product that owns ``namespace``, if any."""
+    return _first(
+        _select(conn, "SELECT * FROM provisioner_products WHERE namespace = %s AND state = 'provisioned'", (namespace,))
+    )
+
+
+def all_products(conn: psycopg.Connection[Any]) -> list[ProductRecord]:
+    """Every product ever provisioned, deleted ones included."""
+    return _select(conn, "SELECT * FROM provisioner_products ORDER BY namespace, updated_at DESC", ())
+
+
+def save_product(conn: psycopg.Connection[Any], record: ProductRecord) -> None:
+    """Insert or update ``record``; ``verified_at`` becomes now."""
+    conn.execute(
+        _SAVE,
+        (
+            record.product_id,
+            record.namespace,
+            record.name,
+            record.state,
+            record.access_key_id,
+            list(record.read_prefixes),
+            record.seeded,
+            record.fingerprint,
+        ),
+    )
+
+
+def _first(rows: list[ProductRecord]) -> ProductRecord | None:
+    return rows[0] if rows else None
+
+
+def _select(conn: psycopg.Connection[Any], query: str, params: Sequence[object]) -> list[ProductRecord]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return [
+            ProductRecord(
+                product_id=r["product_id"],
+                namespace=r["namespace"],
+                name=r["name"],
+                state=r["state"],
+                access_key_id=r["access_key_id"],
+                read_prefixes=tuple(r["read_prefixes"]),
+                seeded=r["seeded"],
+                fingerprint=r["fingerprint"],
+                verified_at=r["verified_at"],
+                updated_at=r["updated_at"],
+            )
+            for r in cur.fetchall()
+        ]
