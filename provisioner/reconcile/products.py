@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from provisioner import scaffold
-from provisioner.errors import InvalidName, PermanentError, ProvisionerError
+from provisioner.errors import InvalidName, PermanentError, ProvisionerError, classify
 from provisioner.events import ReconcileAccess, ReconcileProduct, Trigger
 from provisioner.logs import log_event
 from provisioner.names import Namespace, archive_prefix, shared_user_name
@@ -95,7 +95,7 @@ class ProductReconciler:
                 self.parking.unpark(product_id)
         except ProvisionerError as exc:
             self.state.finish_run(run, "failure", str(exc))
-            parked_now = isinstance(exc, PermanentError) and fetched
+            parked_now = classify(exc).permanent and fetched  # the error policy: only a person can unblock it
             if parked_now:
                 self.parking.park(product_id, product, exc)
             log_event(
