@@ -190,13 +190,12 @@ def test_retention_off_is_not_scheduled(pg_url: str) -> None:
 
 
 def test_serve_and_worker_schedule_retention_from_the_settings(pg_url: str) -> None:
-    from provisioner.cli.runtime import Runtime
-    from provisioner.cli.serve import _job_app
     from provisioner.settings import Settings
+    from provisioner.site import job_app
 
     def scheduled(env: dict[str, str]) -> set[str]:
-        runtime = Runtime(Settings.from_env(env), pg_url, _NoHandlers())
-        return {pt.periodic_id for pt in _job_app(runtime, None).periodic_registry.periodic_tasks.values()}
+        app = job_app(Settings.from_env(env), pg_url, _NoHandlers())
+        return {pt.periodic_id for pt in app.periodic_registry.periodic_tasks.values()}
 
     assert "retention" in scheduled({})  # on by default: 30 days, newest 20 runs per subject
     assert "retention" not in scheduled({"PROVISIONER_RETENTION_DAYS": "0"})

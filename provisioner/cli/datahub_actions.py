@@ -18,10 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from provisioner.cli.wiring import resolve_database, tokenize_options
 from provisioner.errors import SettingsError
 from provisioner.logs import configure_logging, log_event
 from provisioner.settings import Settings
+from provisioner.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +70,22 @@ def cmd_datahub_actions(args: argparse.Namespace) -> int:
     except Exception as exc:  # the loader raises ConfigurationError, YAML errors, KeyError for a missing ${VAR}
         raise SettingsError(f"cannot read pipeline file {path}: {exc}") from None
     parts = worker.pipeline_parts(pipeline_dict)
-    database_url = parts.action.database_url or resolve_database(settings)
-    # The action reads its database from its own config: give it the one the worker uses.
-    pipeline_dict["action"]["config"] = {**(pipeline_dict["action"].get("config") or {}), "database_url": database_url}
+    with Site.open(
+        settings,
+        reconcile=False,
+        database_url=parts.action.database_url,
+        datahub_concurrency=0 if args.no_worker else args.concurrency,
+    ) as site:
+        # The action reads its database from its own config: give it the one the worker uses.
+        action = pipeline_dict["action"]
+        action["config"] = {**(action.get("config") or {}), "database_url": site.database_url}
+        app = None if args.no_worker else site.datahub_app(parts)
+        pipeline = None if args.worker_only else Pipeline.create(pipeline_dict)
+        return _run(args, pipeline_dict, pipeline, app, worker)
 
-    app = None
-    if not args.no_worker:
-        from provisioner.tokenize import Tenants
 
-        app = worker.build_app(
-            database_url=database_url,
-            graph=worker.graph_for(parts.datahub),
-            config=parts.action,
-            tenants=Tenants.from_mapping(settings.tenants),
-            options=tokenize_options(settings, settings.tokenize_key),
-            max_attempts=settings.job_max_attempts,
-        )
-    pipeline = None if args.worker_only else Pipeline.create(pipeline_dict)
+def _run(args: argparse.Namespace, pipeline_dict: dict[str, Any], pipeline: Any, app: Any, worker: Any) -> int:
+    """Run the pipeline and/or the worker as the arguments ask."""
     log_event(
         log,
         "datahub.actions_started",

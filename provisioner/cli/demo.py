@@ -29,14 +29,13 @@ from rich.console import Console
 from rich.table import Table
 
 from provisioner import jobs
-from provisioner.cli.wiring import Services, open_services, resolve_database
 from provisioner.logs import configure_logging
 from provisioner.names import Namespace
 from provisioner.persistence.state import StateStore
 from provisioner.settings import Settings
+from provisioner.site import Site, resolve_database
 from provisioner.testing.portal import PortalState, serve_standin
-from provisioner.web import create_app, open_pool
-from provisioner.web.auth import WebhookAuth, url_token
+from provisioner.web.auth import url_token
 
 PRODUCER, CONSUMER, THIRD = "customer-360", "marketing-insights", "finance-ledger"
 TENANT_DB, TENANT_ROLE = "demo_tenant", "demo_tokenizer"
@@ -102,9 +101,12 @@ def _run(console: Console, work: Path, args: argparse.Namespace) -> int:
         products_dir=work / "products",
         port=_free_port(),
         webhook_secret=secrets.token_urlsafe(24),
+        webhook_token_max_age=0,
+        status_token=None,
         tokenize_key=secrets.token_urlsafe(32),
         tokenize_mode="hmac",
         resync_seconds=0,
+        retention_days=0,  # a demo of seconds has nothing to prune
         worker_concurrency=2,
         log_level="WARNING",
     )
@@ -123,10 +125,10 @@ def _run(console: Console, work: Path, args: argparse.Namespace) -> int:
         settings = dataclasses.replace(
             settings, portal_url=standin.url, tokenize_policy=policy, tenants={"demo": {"DSN": tenant_dsn}}
         )
-        with open_services(settings, url) as services:
-            console.print(f"PostgreSQL: embedded; S3 store: {services.s3_endpoint}; portal stand-in: {standin.url}")
+        with Site.open(settings, database_url=url) as site:
+            console.print(f"PostgreSQL: embedded; S3 store: {site.s3_endpoint}; portal stand-in: {standin.url}")
             console.print(f"provisioner: http://127.0.0.1:{settings.port} (web intake + worker)")
-            return asyncio.run(_serve_and_play(console, services, portal_state, args))
+            return asyncio.run(_serve_and_play(console, site, portal_state, args))
 
 
 def _tenant_database(url: str) -> str:
@@ -149,28 +151,22 @@ def _tenant_database(url: str) -> str:
     return psycopg.conninfo.make_conninfo(url, dbname=TENANT_DB, user=TENANT_ROLE)
 
 
-async def _serve_and_play(console: Console, services: Services, portal: PortalState, args: argparse.Namespace) -> int:
-    s = services.settings
-    pool = await open_pool(services.database_url)
+async def _serve_and_play(console: Console, site: Site, portal: PortalState, args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
-    app = create_app(
-        pool=pool,
-        database_url=services.database_url,
-        auth=WebhookAuth(s.webhook_secret, token_max_age=0, tolerance_seconds=s.webhook_tolerance_seconds),
-        registry=registry,
-    )
+    async with site.open_web(registry) as app:
+        return await _play_beside(console, site, portal, args, app, registry)
+
+
+async def _play_beside(
+    console: Console, site: Site, portal: PortalState, args: argparse.Namespace, app: Any, registry: CollectorRegistry
+) -> int:
+    """Serve the web app and run a worker while the portal's users act (in a thread)."""
+    s = site.settings
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=s.port, access_log=False, log_config=None, lifespan="off")
     )
     server_task = asyncio.create_task(server.serve())
-    job_app = jobs.build_app(
-        services.database_url,
-        services.reconcilers,
-        max_attempts=s.job_max_attempts,
-        resync_seconds=0,
-        backoff_seconds=0.5,
-        metrics=jobs.JobMetrics(registry),
-    )
+    job_app = site.job_app(jobs.JobMetrics(registry), backoff_seconds=0.5)
     worker_task = asyncio.create_task(
         jobs.run_worker(job_app, concurrency=s.worker_concurrency, install_signal_handlers=False)
     )
@@ -180,7 +176,7 @@ async def _serve_and_play(console: Console, services: Services, portal: PortalSt
                 await server_task
                 return 1
             await asyncio.sleep(0.02)
-        ok = await asyncio.to_thread(_play, console, services, portal, args.timeout)
+        ok = await asyncio.to_thread(_play, console, site, portal, args.timeout)
         if args.keep:
             console.print("[bold]--keep[/]: everything keeps running; Ctrl+C to stop.")
             with contextlib.suppress(asyncio.CancelledError):
@@ -193,7 +189,6 @@ async def _serve_and_play(console: Console, services: Services, portal: PortalSt
             await worker_task
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await server_task
-        await pool.close()
 
 
 def _granted(state: StateStore, consumer_id: str) -> bool:
@@ -212,9 +207,9 @@ def _wait(check: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def _play(console: Console, services: Services, portal: PortalState, timeout: float) -> bool:
+def _play(console: Console, site: Site, portal: PortalState, timeout: float) -> bool:
     """Act as the portal's users, then show and check what the provisioner did."""
-    state = services.state
+    state = site.state
     checks: list[tuple[str, bool]] = []
     console.rule("1. three data products are created in the portal (webhooks: data_product.event)")
     products = {
@@ -234,10 +229,10 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
         ".env",
         "portal status",
         "finalizers",
-        title=f"projects in {services.settings.products_dir}",
+        title=f"projects in {site.settings.products_dir}",
     )
     for ns, product in products.items():
-        project = services.settings.products_dir / Namespace(ns).folder
+        project = site.settings.products_dir / Namespace(ns).folder
         env_file = project / ".env"
         projects.add_row(
             ns,
@@ -249,10 +244,10 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
     console.print(projects)
     checks.append(("status active and finalizer set", all(p.status == "active" for p in products.values())))
 
-    bucket = services.settings.s3_bucket
-    producer_s3 = _s3_client(services, PRODUCER)
+    bucket = site.settings.s3_bucket
+    producer_s3 = _s3_client(site, PRODUCER)
     producer_s3.put_object(Bucket=bucket, Key=f"{PRODUCER}/{PORT_FILE}", Body=b"segment,customers\nvip,2\nregular,3\n")
-    _s3_client(services, THIRD).put_object(Bucket=bucket, Key=f"{THIRD}/{LEDGER_FILE}", Body=b"total\n42\n")
+    _s3_client(site, THIRD).put_object(Bucket=bucket, Key=f"{THIRD}/{LEDGER_FILE}", Body=b"total\n42\n")
     console.print(
         "each producer published a file into an output port folder of its own prefix with its own key "
         f"(s3://{bucket}/<ns>/published/<output port>/)"
@@ -260,7 +255,7 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
 
     console.rule("2. the consumer requests access; the producer approves (webhook: input_port.event)")
     port = portal.create_output_port(products[PRODUCER].id, "Customers", namespace="customers", tags=["pii-email"])
-    old_key = _env(services.settings.products_dir / CONSUMER / ".env").get("S3_ACCESS_KEY")
+    old_key = _env(site.settings.products_dir / CONSUMER / ".env").get("S3_ACCESS_KEY")
     portal.request_access(products[CONSUMER].id, port.id)
     portal.approve(port.id, products[CONSUMER].id)
     granted = _wait(lambda: _granted(state, products[CONSUMER].id), timeout)
@@ -268,7 +263,7 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
     if not granted:
         return _report(console, checks)
 
-    rows = _tenant_rows(services)
+    rows = _tenant_rows(site)
     table = Table("id", "name", "email", "phone", title="producer's customers table after tokenization")
     for row in rows:
         table.add_row(*(str(v) for v in row))
@@ -280,8 +275,8 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
     )
 
     console.rule("3. the consumer reads with its own, new key")
-    env = _env(services.settings.products_dir / CONSUMER / ".env")
-    consumer_s3 = _s3_client(services, CONSUMER)
+    env = _env(site.settings.products_dir / CONSUMER / ".env")
+    consumer_s3 = _s3_client(site, CONSUMER)
     checks.append(("consumer key was rotated into its .env", env.get("S3_ACCESS_KEY") != old_key))
     folder = f"{bucket}/{PRODUCER}/published/customers/"
     checks.append(("S3_READ_PREFIXES lists the approved output port", env.get("S3_READ_PREFIXES") == folder))
@@ -305,29 +300,29 @@ def _play(console: Console, services: Services, portal: PortalState, timeout: fl
     )
     checks.append(("consumer key denied on a third product's prefix", third_denied))
     old_gone = old_key is not None and old_key not in {
-        k.access_key_id for k in services.store.list_keys(Namespace(CONSUMER))
+        k.access_key_id for k in site.store.list_keys(Namespace(CONSUMER))
     }
     checks.append(("consumer's old key deleted", old_gone))
 
     console.rule("4. the portal echoes every provisioner write back as an event; it settles")
-    settled = _wait(lambda: _quiet(services, portal), timeout)
+    settled = _wait(lambda: _quiet(site, portal), timeout)
     sent = len(portal.sent)
-    console.print(f"webhooks the portal sent in all: {sent}; provisioner runs: {_count_runs(services)}")
+    console.print(f"webhooks the portal sent in all: {sent}; provisioner runs: {_count_runs(site)}")
     checks.append(("no reconcile loop: queue empty and no new webhooks", settled and sent < 40))
     return _report(console, checks)
 
 
-def _quiet(services: Services, portal: PortalState) -> bool:
+def _quiet(site: Site, portal: PortalState) -> bool:
     """True when the job queue is empty and the portal sent nothing new for a second."""
     before = len(portal.sent)
     time.sleep(1.0)
-    with services.state.pool.connection() as conn:
+    with site.pool.connection() as conn:
         row = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')").fetchone()
     return bool(row and row[0] == 0 and len(portal.sent) == before)
 
 
-def _count_runs(services: Services) -> int:
-    with services.state.pool.connection() as conn:
+def _count_runs(site: Site) -> int:
+    with site.pool.connection() as conn:
         row = conn.execute("SELECT count(*) FROM provisioner_runs").fetchone()
     return int(row[0]) if row else 0
 
@@ -347,11 +342,11 @@ def _env(path: Path) -> dict[str, str]:
     return read_env(path) if path.exists() else {}
 
 
-def _s3_client(services: Services, namespace: str) -> Any:
+def _s3_client(site: Site, namespace: str) -> Any:
     """An S3 client with the key from the product's own .env, as the data team would use it."""
     from provisioner.storage.botocall import make_client
 
-    env = _env(services.settings.products_dir / Namespace(namespace).folder / ".env")
+    env = _env(site.settings.products_dir / Namespace(namespace).folder / ".env")
     return make_client(
         "s3",
         endpoint=env["S3_ENDPOINT"],
@@ -372,7 +367,7 @@ def _denied(call: Callable[[], object]) -> bool:
     return False
 
 
-def _tenant_rows(services: Services) -> list[tuple[Any, ...]]:
-    dsn = services.settings.tenants["demo"]["DSN"]
+def _tenant_rows(site: Site) -> list[tuple[Any, ...]]:
+    dsn = site.settings.tenants["demo"]["DSN"]
     with psycopg.connect(dsn) as conn:
         return list(conn.execute("SELECT id, name, email, phone FROM customers ORDER BY id"))

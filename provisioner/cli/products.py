@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from provisioner.cli.wiring import Services, names, open_services
 from provisioner.errors import ProvisionerError
 from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
 from provisioner.names import Namespace
 from provisioner.persistence.records import Parked
 from provisioner.settings import Settings
+from provisioner.site import Site
 from provisioner.storage.policy import ReadGrant
 
 
@@ -79,24 +80,24 @@ def _provision(args: argparse.Namespace) -> int:
     if bool(args.product) == bool(args.parked):
         console.print("[red]name one product (its id or namespace), or give --parked[/]")
         return 2
-    with open_services(Settings.from_env()) as services:
-        parking = services.reconcilers.products.parking
-        product_ids = sorted(parking.all()) if args.parked else [_product_id(services, args.product)]
+    with Site.open(Settings.from_env()) as site:
+        parking = site.reconcilers.products.parking
+        product_ids = sorted(parking.all()) if args.parked else [_product_id(site, args.product)]
         if args.parked and not product_ids:
             console.print("no parked product")
         failures = 0
         for product_id in product_ids:
             try:
                 # force: a parked product is tried again even though the portal shows it as when it failed.
-                follow = services.reconcilers.reconcile_product(product_id, force=True)
-                done = 1 + run_triggers(services, list(follow))
+                follow = site.reconcilers.reconcile_product(product_id, force=True)
+                done = 1 + run_triggers(site, list(follow))
             except ProvisionerError as exc:
                 if not args.parked:
                     raise
                 failures += 1
                 console.print(f"[red]{product_id}: {exc}[/]")
                 continue
-            runs = services.state.last_runs(product_id, limit=1)
+            runs = site.state.last_runs(product_id, limit=1)
             run = runs[0] if runs else {}
             console.print(
                 f"[bold]{product_id}[/]: {run.get('status', '?')} (namespace {run.get('namespace') or '-'}, "
@@ -105,23 +106,23 @@ def _provision(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _product_id(services: Services, given: str) -> str:
+def _product_id(site: Site, given: str) -> str:
     """The portal id ``given`` names: a provisioned namespace, a parked product's namespace, or an id."""
     try:
-        record = services.state.live_by_namespace(Namespace(given))
+        record = site.state.live_by_namespace(Namespace(given))
     except ProvisionerError:
         record = None
     if record is not None:
         return record.product_id
-    parked = services.reconcilers.products.parking.by_namespace(given)
+    parked = site.reconcilers.products.parking.by_namespace(given)
     return parked[0].product_id if len(parked) == 1 else given
 
 
-def run_triggers(services: Services, triggers: list[Trigger], progress: Progress | None = None) -> int:
+def run_triggers(site: Site, triggers: list[Trigger], progress: Progress | None = None) -> int:
     """Run ``triggers`` and their follow-ups in this process; return how many reconciles ran."""
     queue: deque[Trigger] = deque(triggers)
     seen: set[Trigger] = set()
-    handlers = services.reconcilers
+    handlers = site.reconcilers
     task = progress.add_task("reconciling", total=len(queue)) if progress else None
     count = 0
     while queue:
@@ -148,12 +149,12 @@ def run_triggers(services: Services, triggers: list[Trigger], progress: Progress
 
 def _resync(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    with open_services(Settings.from_env()) as services:
-        triggers = list(services.reconcilers.resync())
+    with Site.open(Settings.from_env()) as site:
+        triggers = list(site.reconcilers.resync())
         if args.enqueue:
             from provisioner.jobs import enqueue
 
-            with services.state.pool.connection() as conn, conn.transaction():
+            with site.pool.connection() as conn, conn.transaction():
                 enqueue(conn, triggers)
             console.print(f"enqueued {len(triggers)} reconcile(s)")
             return 0
@@ -162,7 +163,7 @@ def _resync(args: argparse.Namespace) -> int:
             task = progress.add_task("reconciling", total=len(triggers))
             for trigger in triggers:
                 try:
-                    run_triggers(services, [trigger])
+                    run_triggers(site, [trigger])
                 except ProvisionerError as exc:
                     failures += 1
                     console.print(f"[red]{trigger}: {exc}[/]")
@@ -173,10 +174,10 @@ def _resync(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     console = Console()
-    with open_services(Settings.from_env()) as services:
-        records = services.state.all_products()
-        last = services.state.last_run_per_subject()
-        bucket = services.settings.s3_bucket
+    with Site.open(Settings.from_env()) as site:
+        records = site.state.all_products()
+        last = site.state.last_run_per_subject()
+        bucket = site.settings.s3_bucket
         table = Table("product", "namespace", "prefix", "key id", "reads", "last run", "state")
         for r in records:
             if args.namespace and r.namespace != args.namespace:
@@ -193,7 +194,7 @@ def _status(args: argparse.Namespace) -> int:
                 r.state,
             )
         console.print(table)
-        parked = [p for p in services.reconcilers.products.parking.all().values() if _shows(args.namespace, p)]
+        parked = [p for p in site.reconcilers.products.parking.all().values() if _shows(args.namespace, p)]
         if parked:
             console.print(_parked_table(parked))
         if args.namespace:
@@ -204,7 +205,7 @@ def _status(args: argparse.Namespace) -> int:
                 console.print(f"namespace {args.namespace!r} is not provisioned here")
                 return 1
             runs = Table("run", "kind", "status", "steps", "error", "started")
-            for run in services.state.last_runs(record.product_id, limit=10):
+            for run in site.state.last_runs(record.product_id, limit=10):
                 runs.add_row(
                     str(run["id"]),
                     run["kind"],
@@ -237,18 +238,18 @@ def _parked_table(parked: list[Parked]) -> Table:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    with open_services(Settings.from_env()) as services:
-        key_id = services.reconcilers.rotate(args.namespace)
+    with Site.open(Settings.from_env()) as site:
+        key_id = site.reconcilers.rotate(args.namespace)
     Console().print(f"{args.namespace}: new key {key_id} written to .env; old key deleted")
     return 0
 
 
 def _grants(args: argparse.Namespace) -> int:
     console = Console()
-    with open_services(Settings.from_env()) as services:
-        products = {r.product_id: r for r in services.state.all_products()}
-        outcomes = services.state.tokenize_outcomes()
-        bucket = services.settings.s3_bucket
+    with Site.open(Settings.from_env()) as site:
+        products = {r.product_id: r for r in site.state.all_products()}
+        outcomes = site.state.tokenize_outcomes()
+        bucket = site.settings.s3_bucket
 
         def consumer_namespace(consumer_id: str) -> str:
             consumer = products.get(consumer_id)
@@ -258,7 +259,7 @@ def _grants(args: argparse.Namespace) -> int:
             return not args.namespace or args.namespace in (consumer_ns, producer_ns)
 
         table = Table("consumer", "reads", "output port", "last tokenization", "granted because")
-        for g in services.state.all_grants():
+        for g in site.state.all_grants():
             consumer_ns = consumer_namespace(g.consumer_id)
             if not wanted(consumer_ns, g.producer_namespace):
                 continue
@@ -277,7 +278,7 @@ def _grants(args: argparse.Namespace) -> int:
         # Approved ports without a grant, each with its reason on its own line (reasons are long; tables wrap them).
         waits = [
             w
-            for w in services.state.all_waits()
+            for w in site.state.all_waits()
             if (c := products.get(w.consumer_id)) is not None
             and c.state == "provisioned"
             and wanted(c.namespace, w.producer_namespace)
@@ -289,6 +290,11 @@ def _grants(args: argparse.Namespace) -> int:
             since = f" (since {w.since:%Y-%m-%d %H:%M:%S})" if w.since else ""
             console.print(f"  {consumer_namespace(w.consumer_id)} waits for {port}{since}: {w.reason}", soft_wrap=True)
     return 0
+
+
+def names(items: Sequence[str]) -> str:
+    """A comma-separated list, or a dash when empty (for tables)."""
+    return ", ".join(items) if items else "-"
 
 
 def _grant_prefix(producer: str, output_port: str) -> str:

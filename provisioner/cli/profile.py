@@ -15,12 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from provisioner.cli.tokenize import provisioner_database_url
 from provisioner.profile import ProfileInputError, ProfileOptions, ProfileProgress, TableName, TableProfile, profile
 from provisioner.profile.model import DEFAULT_SAMPLE_ROWS, MAX_SAMPLE_ROWS, ColumnProfile, parse_tenant
 from provisioner.profile.policy_proposal import check_writable, policy_text, write_policy
 from provisioner.settings import Settings
-from provisioner.tokenize import RunRecorder, Tenants, TokenFormat
+from provisioner.site import Site, tenants, tokenize_options
 
 
 def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is private
@@ -93,18 +92,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     """Profile the tables; print them (or JSON); write the proposed policy when asked."""
     tenant, tables, options = parse_arguments(args)
     settings = Settings.from_env()
-    tenants = Tenants.from_mapping(settings.tenants)
-    tenants[tenant]  # an unknown tenant stops here, naming the variables to set
-    fmt = TokenFormat(
-        mode=settings.tokenize_mode,  # type: ignore[arg-type]  # validated by Settings
-        prefix=settings.tokenize_prefix,
-        suffix=settings.tokenize_suffix,
-    )
-    options = replace(options, token_format=fmt)  # tokens of the configured format never count as PII
-    recorder = RunRecorder(provisioner_database_url(settings))
+    connect = tenants(settings)
+    connect[tenant]  # an unknown tenant stops here, naming the variables to set
+    # Tokens of the configured format never count as PII.
+    options = replace(options, token_format=tokenize_options(settings, key=None).format)
     err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages stay one line in logs and pipes
-    with _progress(err, len(tables)) as show:
-        result = profile(tenant, tables, connect=tenants, options=options, recorder=recorder, progress=show)
+    with Site.open(settings, reconcile=False) as site, _progress(err, len(tables)) as show:
+        result = profile(tenant, tables, connect=connect, options=options, recorder=site.run_recorder(), progress=show)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
     else:

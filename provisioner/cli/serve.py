@@ -15,12 +15,9 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from provisioner import jobs
-from provisioner.cli.runtime import Runtime, open_runtime, reconcile_handlers
 from provisioner.logs import log_event
-from provisioner.retention import RetentionPolicy
 from provisioner.settings import Settings
-from provisioner.web import create_app, open_pool
-from provisioner.web.auth import WebhookAuth
+from provisioner.site import Site, configure_process_logging
 from provisioner.web.health import ReadinessCheck, blocking_check, worker_check
 from provisioner.web.metrics import serve_worker_metrics
 
@@ -53,37 +50,36 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    handlers = None if args.no_worker else reconcile_handlers
-    with open_runtime(settings, handlers) as runtime, asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        _resync_at_start(runtime)
+    configure_process_logging(settings)
+    # A process that runs no worker builds no reconcilers (so no store or portal client either).
+    with (
+        Site.open(settings, reconcile=not args.no_worker) as site,
+        asyncio.Runner(loop_factory=_loop_factory()) as runner,
+    ):
+        site.enqueue_resync()
         runner.run(
-            serve(runtime, host=args.host or settings.host, port=args.port or settings.port, worker=not args.no_worker)
+            serve(site, host=args.host or settings.host, port=args.port or settings.port, worker=not args.no_worker)
         )
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    with open_runtime(settings) as runtime:
+    configure_process_logging(settings)
+    with Site.open(settings) as site:
         metrics = None
         if settings.worker_metrics_port is not None:
             # A worker apart from `serve` (serve --no-worker) has no web app: job metrics get their own endpoint.
             registry = CollectorRegistry()
             metrics = jobs.JobMetrics(registry)
             serve_worker_metrics(settings.worker_metrics_port, settings.host, registry, settings.status_token)
-        app = _job_app(runtime, metrics)
-        _resync_at_start(runtime)
+        app = site.job_app(metrics)
+        site.enqueue_resync()
         concurrency = args.concurrency or settings.worker_concurrency
         log_event(log, "worker.started", concurrency=concurrency)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(jobs.run_worker(app, concurrency=concurrency, recover_seconds=settings.worker_recover_seconds))
     return 0
-
-
-def _resync_at_start(runtime: Runtime) -> None:
-    """Queue a resync now (unless resync is off): events the portal sent while we were down are lost."""
-    if runtime.settings.resync_seconds > 0:
-        jobs.enqueue_resync(runtime.database_url)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -93,19 +89,6 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
-
-
-def _job_app(runtime: Runtime, metrics: jobs.JobMetrics | None) -> Any:
-    s = runtime.settings
-    assert runtime.handlers is not None, "a worker needs handlers"
-    return jobs.build_app(
-        runtime.database_url,
-        runtime.handlers,
-        max_attempts=s.job_max_attempts,
-        resync_seconds=s.resync_seconds,
-        metrics=metrics,
-        retention=RetentionPolicy(days=s.retention_days, keep_runs=s.retention_keep_runs),
-    )
 
 
 def _tune_gc() -> None:
@@ -152,35 +135,23 @@ def uvicorn_config(app: Any, *, host: str, port: int, body_timeout_seconds: floa
     )
 
 
-async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None:
-    """Serve the web app with uvicorn until SIGINT/SIGTERM; run a worker beside it when asked."""
-    s = runtime.settings
+async def serve(site: Site, *, host: str, port: int, worker: bool) -> None:
+    """Serve the site's web app with uvicorn until SIGINT/SIGTERM; run a worker beside it when asked."""
+    s = site.settings
     registry = CollectorRegistry()
-    pool = await open_pool(runtime.database_url, min_size=2, max_size=8)
     worker_health = jobs.WorkerHealth()
     readiness: dict[str, ReadinessCheck] = {}
-    if runtime.store_probe is not None:
-        readiness["store"] = blocking_check("object store", runtime.store_probe)
+    store_probe = site.store_probe()
+    if store_probe is not None:
+        readiness["store"] = blocking_check("object store", store_probe)
     if worker:
         readiness["worker"] = worker_check(worker_health)
-    try:
-        app = create_app(
-            pool=pool,
-            database_url=runtime.database_url,
-            auth=WebhookAuth(
-                s.webhook_secret, token_max_age=s.webhook_token_max_age, tolerance_seconds=s.webhook_tolerance_seconds
-            ),
-            registry=registry,
-            max_body_bytes=s.max_body_bytes,
-            readiness=readiness,
-            body_timeout_seconds=s.body_timeout_seconds,
-            status_token=s.status_token,
-        )
+    async with site.open_web(registry, readiness) as app:
         server = _Server(uvicorn_config(app, host=host, port=port, body_timeout_seconds=s.body_timeout_seconds))
         log_event(log, "serve.started", host=host, port=port, worker=worker, auth=s.webhook_secret is not None)
         worker_task = None
         if worker:
-            job_app = _job_app(runtime, jobs.JobMetrics(registry))
+            job_app = site.job_app(jobs.JobMetrics(registry))
             worker_task = asyncio.create_task(
                 jobs.run_worker(
                     job_app,
@@ -201,5 +172,3 @@ async def serve(runtime: Runtime, *, host: str, port: int, worker: bool) -> None
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task  # re-raises WorkerStopped when the worker gave up
-    finally:
-        await pool.close()

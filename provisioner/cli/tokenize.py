@@ -11,19 +11,10 @@ from typing import Any
 
 from rich.console import Console
 
-from provisioner import db
-from provisioner.cli.wiring import tokenize_options
 from provisioner.errors import SettingsError
 from provisioner.settings import Settings
-from provisioner.tokenize import (
-    RunRecorder,
-    TableProgress,
-    Tenants,
-    TokenizeOptions,
-    load_policy_file,
-    plan,
-    run,
-)
+from provisioner.site import Site, tenants, tokenize_options
+from provisioner.tokenize import TableProgress, TokenizeOptions, load_policy_file, plan, run
 
 
 def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is private
@@ -56,13 +47,6 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
     runs.set_defaults(func=cmd_runs)
 
 
-def provisioner_database_url(settings: Settings) -> str:
-    """The provisioner's own database: PROVISIONER_DATABASE_URL, else the embedded one (started and migrated)."""
-    url = settings.database_url or db.start_embedded(settings.data_dir / "postgres").url
-    db.migrate(url)  # as serve and worker do; run records need the processes table (sql/006)
-    return url
-
-
 def options_from(settings: Settings, key_env: str) -> TokenizeOptions:
     """Token options from the settings; the key comes from ``key_env`` when the policy file names another one."""
     key = settings.tokenize_key if key_env == "PROVISIONER_TOKENIZE_KEY" else os.environ.get(key_env) or None
@@ -78,11 +62,10 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         raise SettingsError(f"{args.policy} has no policy for tenant {args.tenant!r}")
     options = options_from(settings, policy_file.key_env)
     plans = [plan(p, options) for p in policies]  # a missing key fails here, before anything runs
-    tenants = Tenants.from_mapping(settings.tenants)
-    url = provisioner_database_url(settings)
+    connect = tenants(settings)
     # The run records carry this process's heartbeat id: if it is killed, its RUNNING records become FAILURE.
-    with db.ProcessHeartbeat(url) as heartbeat:
-        recorder = RunRecorder(url, owner=heartbeat.owner)
+    with Site.open(settings, reconcile=False, heartbeat=True) as site:
+        recorder = site.run_recorder()
         console = Console(stderr=False, highlight=False)
         mode = "dry run" if args.dry_run else "run"
         all_ok = True
@@ -100,7 +83,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
                 else:
                     console.print(f"{step} [red]failed[/red] after {event.seconds:.2f}s")
 
-            result = run(p, dry_run=args.dry_run, connect=tenants, recorder=recorder, progress=show)
+            result = run(p, dry_run=args.dry_run, connect=connect, recorder=recorder, progress=show)
             for column, count in result.rows_by_column.items():
                 console.print(f"    {column}: {count:,} values")
             if result.ok:
@@ -116,7 +99,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.last < 1:
         raise SettingsError("--last must be 1 or more")
     settings = Settings.from_env()
-    records = RunRecorder(provisioner_database_url(settings)).last(args.last)
+    with Site.open(settings, reconcile=False) as site:
+        records = site.run_recorder().last(args.last)
     if args.json:
         for r in records:
             print(json.dumps(vars(r), default=str))
