@@ -40,7 +40,7 @@ import psycopg
 from psycopg import sql
 
 from provisioner import db
-from provisioner.names import Identifier
+from provisioner.names import SqlName
 from provisioner.tokenize import TokenFormat, TokenizeOptions, TokenizePlan, TokenizePolicy, plan, run
 from provisioner.tokenize import statements as st
 from provisioner.tokenize.policy import TableTarget
@@ -116,7 +116,7 @@ def bench_shape(
 ) -> dict[str, Measure]:
     fmt = TokenFormat()
     policy = TokenizePolicy(
-        tenant="bench", tables=(TableTarget(Identifier("public"), Identifier("t"), (Identifier("a"), Identifier("b"))),)
+        tenant="bench", tables=(TableTarget(SqlName("public"), SqlName("t"), (SqlName("a"), SqlName("b"))),)
     )
     the_plan = plan(policy, TokenizeOptions(format=fmt, key=KEY, statement_timeout_ms=0))
     one_update = plan(policy, TokenizeOptions(format=fmt, key=KEY, statement_timeout_ms=0, batch_pages=0))
@@ -146,7 +146,7 @@ def bench_shape(
             with c.cursor() as cur, cur.copy(st.copy_key()) as cp:
                 cp.write_row((pads.ipad, pads.opad))
             q = sql.SQL("SELECT count(*), sum(length({ta}) + length({tb})) FROM t").format(
-                ta=st.token_expr(Identifier("a"), fmt), tb=st.token_expr(Identifier("b"), fmt)
+                ta=st.token_expr(SqlName("a"), fmt), tb=st.token_expr(SqlName("b"), fmt)
             )
             row = c.execute(q).fetchone()
             assert row

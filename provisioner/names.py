@@ -57,7 +57,7 @@ _PLAIN = re.compile(r"[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?")
 _LOSSY_CHARS = re.compile(r"[^a-z0-9_-]")
 _SQL_PLAIN = re.compile(r"[a-z_][a-z0-9_]*")
 _BUCKET = re.compile(r"[a-z0-9](?:[a-z0-9.-]{1,61}[a-z0-9])")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+_SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 USER_NAME_LIMIT = 64  # AWS IAM's limit on user names
@@ -195,7 +195,7 @@ class BucketName(str):
         return super().__new__(cls, value)
 
 
-class Identifier(str):
+class SqlName(str):
     """A SQL identifier (schema, table, column) that is safe to log and to quote.
 
     Quoting still goes through ``psycopg.sql.Identifier``; this type only refuses names
@@ -205,7 +205,7 @@ class Identifier(str):
     __slots__ = ()
 
     def __new__(cls, value: object) -> Self:
-        if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        if not isinstance(value, str) or not _SQL_NAME.fullmatch(value):
             raise InvalidName(
                 f"identifier {_show(value)} is invalid: use a letter or '_' followed by up to 62 "
                 "letters, digits, '_' or '$'"

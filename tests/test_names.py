@@ -6,8 +6,8 @@ import pytest
 from provisioner.errors import InvalidName
 from provisioner.names import (
     BucketName,
-    Identifier,
     Namespace,
+    SqlName,
     archive_prefix,
     shared_user_name,
 )
@@ -158,7 +158,7 @@ def test_bucket_rejects_invalid(bad: str) -> None:
 
 
 def test_identifier() -> None:
-    assert Identifier("customers") == "customers"
+    assert SqlName("customers") == "customers"
     for bad in ['a"b', "1abc", "a b", "x" * 64, "a;drop"]:
         with pytest.raises(InvalidName):
-            Identifier(bad)
+            SqlName(bad)

@@ -35,7 +35,7 @@ from provisioner.datahub.queue import RequestQueue
 from provisioner.datahub.report import RunReporter, run_instance
 from provisioner.errors import InvalidName, PermanentError, ProvisionerError, TemporaryError, classify
 from provisioner.logs import log_event
-from provisioner.names import Identifier
+from provisioner.names import SqlName
 from provisioner.persistence.datahub import DatahubRuns
 from provisioner.persistence.records import DatahubRun
 from provisioner.tokenize import (
@@ -180,7 +180,7 @@ class DatasetTokenizer:
 
     def _policy(self, name: DatasetName, tenant: str, columns: list[str]) -> TokenizePolicy:
         try:
-            target = TableTarget(Identifier(name.schema), Identifier(name.table), tuple(Identifier(c) for c in columns))
+            target = TableTarget(SqlName(name.schema), SqlName(name.table), tuple(SqlName(c) for c in columns))
         except InvalidName as exc:
             raise PermanentError(f"{name.urn}: {exc}") from None
         return TokenizePolicy(

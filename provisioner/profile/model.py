@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from provisioner.errors import InvalidName
-from provisioner.names import Identifier
+from provisioner.names import SqlName
 from provisioner.profile import queries as q
 from provisioner.profile.checks import TEMPORAL, CheckOptions
 from provisioner.profile.errors import ProfileInputError
@@ -39,8 +39,8 @@ def parse_tenant(value: str) -> str:
 class TableName:
     """A validated ``schema.table``."""
 
-    schema: Identifier
-    table: Identifier
+    schema: SqlName
+    table: SqlName
 
     @classmethod
     def parse(cls, text: str) -> TableName:
@@ -50,7 +50,7 @@ class TableName:
             raise ProfileInputError(f"table {text!r} is invalid: give schema.table")
         schema, table = parts if len(parts) == 2 else ("public", parts[0])
         try:
-            return cls(Identifier(schema), Identifier(table))
+            return cls(SqlName(schema), SqlName(table))
         except InvalidName as exc:
             raise ProfileInputError(f"table {text!r} is invalid: {exc}") from None
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from provisioner.errors import InvalidName
-from provisioner.names import Identifier
+from provisioner.names import SqlName
 from provisioner.profile.errors import ProfileInputError
 from provisioner.profile.model import TableProfile
 
@@ -41,7 +41,7 @@ def policy_text(tenant: str, tables: Sequence[TableProfile], run_id: str) -> str
         for column in proposed:
             comment = f"score {column.proposal.score:.2f}; {_why(column.proposal.evidence)}"
             try:
-                Identifier(column.name)
+                SqlName(column.name)
             except InvalidName:
                 lines.append(f"      # {json.dumps(column.name)} {list(column.proposal.tags)} ({comment}): not a")
                 lines.append("      # plain identifier, so it cannot be named in a policy; rename it or view it")

@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from provisioner.errors import InvalidName
-from provisioner.names import NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN, Identifier
+from provisioner.names import NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN, SqlName
 from provisioner.tokenize.errors import PolicyError
 from provisioner.tokenize.tokens import DEFAULT_KEY_ENV
 
@@ -75,9 +75,9 @@ def is_pii_tag(tag: str) -> bool:
 class TableTarget:
     """One table and the PII columns to tokenize in it."""
 
-    schema: Identifier
-    table: Identifier
-    columns: tuple[Identifier, ...]
+    schema: SqlName
+    table: SqlName
+    columns: tuple[SqlName, ...]
 
     @property
     def name(self) -> str:
@@ -89,10 +89,10 @@ class TableTarget:
 class TableSpec:
     """A table as the policy file declares it: explicit columns, or columns with their tags."""
 
-    schema: Identifier
-    table: Identifier
-    columns: tuple[Identifier, ...] = ()
-    column_tags: Mapping[Identifier, tuple[str, ...]] | None = None
+    schema: SqlName
+    table: SqlName
+    columns: tuple[SqlName, ...] = ()
+    column_tags: Mapping[SqlName, tuple[str, ...]] | None = None
 
     def target(self, port_tags: Sequence[str] = ()) -> TableTarget:
         """The columns to tokenize: explicit ones, or tagged ``pii-*`` ones narrowed by the port's pii tags.
@@ -355,9 +355,9 @@ def _residual_pii(value: object, where: str) -> str:
     return value.strip().lower()
 
 
-def _ident(value: object, where: str) -> Identifier:
+def _ident(value: object, where: str) -> SqlName:
     try:
-        return Identifier(value)
+        return SqlName(value)
     except InvalidName as exc:
         raise PolicyError(f"{where}: {exc}") from None
 
@@ -396,7 +396,7 @@ def _table_specs(data: Mapping[str, Any], where: str) -> tuple[TableSpec, ...]:
             tags = item["column_tags"]
             if not isinstance(tags, Mapping) or not tags:
                 raise PolicyError(f"{at}: 'column_tags' must map column names to lists of tags")
-            parsed: dict[Identifier, tuple[str, ...]] = {}
+            parsed: dict[SqlName, tuple[str, ...]] = {}
             for col, col_tags in tags.items():
                 if isinstance(col_tags, str):
                     col_tags = [col_tags]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from psycopg import sql
 
-from provisioner.names import Identifier
+from provisioner.names import SqlName
 from provisioner.tokenize.tokens import TokenFormat
 
 KEY_TABLE = "provisioner_tokenize_key"
@@ -40,12 +40,12 @@ def drop_key_table() -> sql.Composed:
     return sql.SQL("DROP TABLE IF EXISTS {}").format(_KEY)
 
 
-def table_ref(schema: Identifier, table: Identifier) -> sql.Composed:
+def table_ref(schema: SqlName, table: SqlName) -> sql.Composed:
     """The quoted ``schema.table``."""
     return sql.Identifier(schema, table)
 
 
-def needs_token(column: Identifier, fmt: TokenFormat) -> sql.Composed:
+def needs_token(column: SqlName, fmt: TokenFormat) -> sql.Composed:
     """True when the column's value must be tokenized: not NULL, not empty, not already a token.
 
     Same meaning as ``Tokenizer.is_token``, ordered for speed: the byte length and a LIKE of the token's
@@ -74,7 +74,7 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def token_expr(column: Identifier, fmt: TokenFormat) -> sql.Composed:
+def token_expr(column: SqlName, fmt: TokenFormat) -> sql.Composed:
     """The token of the column's value, computed in the database exactly as ``Tokenizer.token`` does.
 
     The value's UTF-8 bytes come from ``textsend()``, which converts to the session's client encoding: the
@@ -112,9 +112,7 @@ def key_loaded() -> sql.Composed:
     return sql.SQL("(SELECT count(*) FROM {}) = 1").format(_KEY)
 
 
-def update_statement(
-    schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat
-) -> sql.Composed:
+def update_statement(schema: SqlName, table: SqlName, columns: Sequence[SqlName], fmt: TokenFormat) -> sql.Composed:
     """One set-based UPDATE rewriting every PII column of the table; rows without work are not touched."""
     sets = sql.SQL(", ").join(
         sql.SQL("{c} = CASE WHEN {n} THEN {e} ELSE {tc} END").format(
@@ -130,9 +128,7 @@ def update_statement(
     )
 
 
-def count_statement(
-    schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat
-) -> sql.Composed:
+def count_statement(schema: SqlName, table: SqlName, columns: Sequence[SqlName], fmt: TokenFormat) -> sql.Composed:
     """One scan counting rows that would change, then values per column that would change (the dry run)."""
     needs = [needs_token(c, fmt) for c in columns]
     per_column = sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(n) for n in needs)
@@ -141,9 +137,7 @@ def count_statement(
     )
 
 
-def remaining_statement(
-    schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat
-) -> sql.Composed:
+def remaining_statement(schema: SqlName, table: SqlName, columns: Sequence[SqlName], fmt: TokenFormat) -> sql.Composed:
     """Values per column that are still not tokens: the check after a rewrite, one scan for all columns.
 
     The guard is ``needs_token``, the one that decides what the rewrite skips. Only rows that fail it reach the
@@ -156,7 +150,7 @@ def remaining_statement(
     )
 
 
-def token_batch(schema: Identifier, table: Identifier, columns: Sequence[Identifier], fmt: TokenFormat) -> sql.Composed:
+def token_batch(schema: SqlName, table: SqlName, columns: Sequence[SqlName], fmt: TokenFormat) -> sql.Composed:
     """The tokens of one page range, for the batched rewrite: rows, values per column, then the arrays.
 
     Parameters: ``page_start`` of the first page and of the page after the last. Returns one row: rows with
@@ -181,7 +175,7 @@ def token_batch(schema: Identifier, table: Identifier, columns: Sequence[Identif
     )
 
 
-def apply_tokens(schema: Identifier, table: Identifier, columns: Sequence[Identifier]) -> sql.Composed:
+def apply_tokens(schema: SqlName, table: SqlName, columns: Sequence[SqlName]) -> sql.Composed:
     """Write one batch of tokens by ``ctid``; parameters: the ctid array, one token array per column, the pages.
 
     A NULL token keeps the column's value. The page range lets PostgreSQL read only those pages (TID Range Scan).
@@ -208,7 +202,7 @@ def page_start(page: int) -> str:
     return f"({page},0)"
 
 
-def lock_statement(schema: Identifier, table: Identifier) -> sql.Composed:
+def lock_statement(schema: SqlName, table: SqlName) -> sql.Composed:
     """SHARE ROW EXCLUSIVE: readers go on, writers (and other tokenizer runs) wait until commit."""
     return sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table_ref(schema, table))
 
