@@ -1,7 +1,7 @@
 """The provisioner's own PostgreSQL: embedded default, connection pools, versioned migrations.
 
-Migrations are the ``persistence/migrations/NNN_name.sql`` files of the package, applied in order, each in its own
-transaction, under an advisory lock so several processes can start at once. procrastinate's schema is
+Migrations are the persistence room's ``migrations/NNN_name.sql`` files (persistence/schema.py), applied in order,
+each in its own transaction, under an advisory lock so several processes can start at once. procrastinate's schema is
 applied as migration ``000_procrastinate``.
 
 The embedded server is daemonised by ``pg_ctl``, so it cannot get a parent-death signal. Instead every start
@@ -41,7 +41,7 @@ from psycopg_pool import ConnectionPool
 
 from provisioner.errors import DatabaseUnavailable
 from provisioner.logs import log_event, redact_text
-from provisioner.persistence import processes
+from provisioner.persistence import processes, schema
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +143,6 @@ def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
     return bool(args) and Path(os.fsdecode(args[0])).name == "postgres" and os.fsencode(data_dir) in args
 
 
-def migration_files() -> list[tuple[str, str]]:
-    """The persistence room's migrations (``provisioner/persistence/migrations``) as ``(version, sql)``, in order.
-
-    The version is the file name without ``.sql``: a file keeps its name for ever, or databases apply it again.
-    """
-    folder = resources.files("provisioner") / "persistence" / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
-    return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
-
-
 def _procrastinate_schema() -> str:
     return (resources.files("procrastinate") / "sql" / "schema.sql").read_text(encoding="utf-8")
 
@@ -164,22 +154,19 @@ def migrate(url: str) -> list[str]:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
             try:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS provisioner_migrations ("
-                    " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                done = {r[0] for r in conn.execute("SELECT version FROM provisioner_migrations")}
-                pending = [(PROCRASTINATE_MIGRATION, _procrastinate_schema()), *migration_files()]
+                schema.ensure_ledger(conn)
+                done = schema.applied_versions(conn)
+                pending = [(PROCRASTINATE_MIGRATION, _procrastinate_schema()), *schema.migration_files()]
                 for version, text in pending:
                     if version in done:
                         continue
-                    if version == PROCRASTINATE_MIGRATION and _has_table(conn, "procrastinate_jobs"):
+                    if version == PROCRASTINATE_MIGRATION and schema.has_table(conn, "procrastinate_jobs"):
                         # Someone applied procrastinate's schema already (e.g. its own CLI).
                         text = ""
                     with conn.transaction():
                         if text:
                             conn.execute(sql.SQL(text))  # type: ignore[arg-type]  # trusted package file
-                        conn.execute("INSERT INTO provisioner_migrations (version) VALUES (%s)", (version,))
+                        schema.mark_applied(conn, version)
                     applied_now.append(version)
                     log_event(log, "db.migrated", version=version)
             finally:
@@ -191,16 +178,9 @@ def migrate(url: str) -> list[str]:
 
 def pending_migrations(conn: psycopg.Connection) -> list[str]:
     """Versions not yet applied on this database (for readiness checks)."""
-    if not _has_table(conn, "provisioner_migrations"):
-        return [PROCRASTINATE_MIGRATION, *(v for v, _ in migration_files())]
-    done = {r[0] for r in conn.execute("SELECT version FROM provisioner_migrations")}
-    wanted = [PROCRASTINATE_MIGRATION, *(v for v, _ in migration_files())]
+    done = schema.applied_versions(conn)
+    wanted = [PROCRASTINATE_MIGRATION, *(v for v, _ in schema.migration_files())]
     return [v for v in wanted if v not in done]
-
-
-def _has_table(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-    return bool(row and row[0])
 
 
 def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:

@@ -66,9 +66,8 @@ class Reconcilers:
         with self.state.entity_lock(product_lock(consumer_id)):
             why_not = self._not_a_consumer(consumer_id)
             if why_not is not None:
-                run = self.state.start_run("access", consumer_id)
-                run.detail.update(outcome="skipped", reason=why_not)
-                self.state.finish_run(run, "skipped")
+                with self.state.recording("access", consumer_id) as run:
+                    run.detail.update(outcome="skipped", reason=why_not)
                 return []
             return self.access.reconcile_access(consumer_id)
 
@@ -111,19 +110,14 @@ class Reconcilers:
         raise NotProvisioned(f"namespace {ns!r} is not provisioned here; see `provisioner status`")
 
     def _rotate(self, ns: Namespace, record: ProductRecord) -> str:
-        run = self.state.start_run("rotate", record.product_id, ns)
-        try:
+        with self.state.recording("rotate", record.product_id, ns) as run:
             # The grants the policy holds now (portal approvals ∩ decisions), as the rotated key's .env lists them.
             grants = current_grants(self.portal, self.state, record.product_id)
             read_prefixes = tuple(readable_prefixes(self.config.bucket, grants))
             keys = credentials.rotate(self.store, self.config, ns, read_prefixes)
             self.state.save_product(replace(record, access_key_id=keys.access_key_id, read_prefixes=read_prefixes))
-        except Exception as exc:
-            self.state.finish_run(run, "failure", str(exc))
-            raise
-        run.step("key_rotated")
-        run.detail["deleted_keys"] = list(keys.deleted)
-        self.state.finish_run(run, "success")
+            run.step("key_rotated")
+            run.detail["deleted_keys"] = list(keys.deleted)
         log_event(log, "product.rotated", namespace=ns, access_key_id=keys.access_key_id)
         assert keys.access_key_id is not None
         return keys.access_key_id

@@ -102,17 +102,12 @@ class AccessReconciler:
 
     def reconcile_access(self, consumer_id: str) -> list[Trigger]:
         """Converge the grants of ``consumer_id`` to its approved input ports."""
-        run = self.state.start_run("access", consumer_id)
         try:
-            self._converge(run, consumer_id)
+            with self.state.recording("access", consumer_id) as run:  # closed before the log line below
+                self._converge(run, consumer_id)
         except ProvisionerError as exc:
-            self.state.finish_run(run, "failure", str(exc))
             log_event(log, "access.failed", level=logging.ERROR, consumer_id=consumer_id, error=str(exc))
             raise
-        except Exception as exc:
-            self.state.finish_run(run, "failure", f"unexpected error: {type(exc).__name__}: {exc}")
-            raise
-        self.state.finish_run(run, "skipped" if run.detail.get("outcome") == "skipped" else "success")
         return []
 
     def _converge(self, run: Run, consumer_id: str) -> None:

@@ -64,37 +64,39 @@ class ProductReconciler:
         A product outside the scope is released instead (reconcile/scope.py); a parked product whose portal data
         has not changed since it failed is skipped, unless ``force`` (reconcile/parking.py).
         """
-        run = self.state.start_run("product", product_id)
         product: Product | None = None
         fetched = False
+        run: Run | None = None
         try:
-            product = self.portal.get_product(product_id)
-            fetched = True
-            record = self.state.product(product_id)
-            live = record is not None and record.state == "provisioned"
-            deleting = product is None or product.status == DELETING
-            excluded = None if product is None else self.config.scope.excluded_because(product)
-            parked = None if force else self.parking.get(product_id)
-            if excluded is not None and not (live and deleting):
-                # Never ours, or released: a deletion is cleaned up only for a product we still hold resources of.
-                follow_up = self._release(run, product, record, excluded)
-            elif parked is not None and holds(parked, product):
-                run.detail.update(outcome="skipped", parked=parked.reason, reason=parked.error)
-                log_event(log, "product.parked_skipped", product_id=product_id, reason=parked.reason)
-                return self._finish(run, [])
-            elif deleting:
-                run.kind = "delete"
-                follow_up = self._clean_up(run, product_id, product, record)
-                if run.detail.get("outcome") == "deleted" and run.namespace:
-                    # The namespace is free again: products parked because they wanted it may have it now.
-                    freed = self.parking.release_namespace(str(run.namespace), NamespaceConflict.__name__)
-                    follow_up = [*follow_up, *(ReconcileProduct(p) for p in freed)]
-            else:
-                follow_up = self._converge(run, product, record)  # type: ignore[arg-type]  # not deleting: present
-            if parked is not None or force:
-                self.parking.unpark(product_id)
+            # The block is the run: recorded at the start, closed at the end (a failure with its error) before the
+            # parking and the log line below.
+            with self.state.recording("product", product_id) as run:
+                product = self.portal.get_product(product_id)
+                fetched = True
+                record = self.state.product(product_id)
+                live = record is not None and record.state == "provisioned"
+                deleting = product is None or product.status == DELETING
+                excluded = None if product is None else self.config.scope.excluded_because(product)
+                parked = None if force else self.parking.get(product_id)
+                if excluded is not None and not (live and deleting):
+                    # Never ours, or released: a deletion is cleaned up only for a product we still hold resources of.
+                    follow_up = self._release(run, product, record, excluded)
+                elif parked is not None and holds(parked, product):
+                    run.detail.update(outcome="skipped", parked=parked.reason, reason=parked.error)
+                    log_event(log, "product.parked_skipped", product_id=product_id, reason=parked.reason)
+                    return []
+                elif deleting:
+                    run.kind = "delete"
+                    follow_up = self._clean_up(run, product_id, product, record)
+                    if run.detail.get("outcome") == "deleted" and run.namespace:
+                        # The namespace is free again: products parked because they wanted it may have it now.
+                        freed = self.parking.release_namespace(str(run.namespace), NamespaceConflict.__name__)
+                        follow_up = [*follow_up, *(ReconcileProduct(p) for p in freed)]
+                else:
+                    follow_up = self._converge(run, product, record)  # type: ignore[arg-type]  # not deleting: present
+                if parked is not None or force:
+                    self.parking.unpark(product_id)
         except ProvisionerError as exc:
-            self.state.finish_run(run, "failure", str(exc))
             parked_now = classify(exc).permanent and fetched  # the error policy: only a person can unblock it
             if parked_now:
                 self.parking.park(product_id, product, exc)
@@ -103,18 +105,10 @@ class ProductReconciler:
                 "product.parked" if parked_now else "product.failed",
                 level=logging.ERROR,
                 product_id=product_id,
-                namespace=run.namespace,
+                namespace=run.namespace if run is not None else None,
                 error=str(exc),
             )
             raise
-        except Exception as exc:
-            self.state.finish_run(run, "failure", f"unexpected error: {type(exc).__name__}: {exc}")
-            raise
-        return self._finish(run, follow_up)
-
-    def _finish(self, run: Run, follow_up: list[Trigger]) -> list[Trigger]:
-        status = "skipped" if run.detail.get("outcome") == "skipped" else "success"
-        self.state.finish_run(run, status)
         return follow_up
 
     def _release(self, run: Run, product: Product | None, record: ProductRecord | None, why: str) -> list[Trigger]:
