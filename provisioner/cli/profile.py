@@ -200,7 +200,7 @@ def evidence_text(column: ColumnProfile) -> str:
     return "; ".join(parts)
 
 
-def check_text(check: dict) -> str:
+def check_text(check: dict[str, Any]) -> str:
     """``column: function`` (with the list size or the range)."""
     args = check["check"]["arguments"]
     text = f"{args['column']}: {check['check']['function']}"

@@ -45,26 +45,34 @@ class CheckOptions:
 
 
 class ProfiledColumn(Protocol):
-    """What a check needs to know about a column."""
+    """What a check needs to know about a column (read-only: a frozen ``ColumnProfile`` is one)."""
 
-    name: str
-    category: str
-    nulls: int
-    empties: int | None
-    minimum: Any
-    maximum: Any
-    allowed: tuple[str, ...] | None
-
+    @property
+    def name(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def nulls(self) -> int: ...
+    @property
+    def empties(self) -> int | None: ...
+    @property
+    def minimum(self) -> Any: ...
+    @property
+    def maximum(self) -> Any: ...
+    @property
+    def allowed(self) -> tuple[str, ...] | None: ...
     @property
     def is_pii(self) -> bool: ...
 
 
-def suggest_checks(columns: Sequence[ProfiledColumn], rows: int, options: CheckOptions | None = None) -> list[dict]:
+def suggest_checks(
+    columns: Sequence[ProfiledColumn], rows: int, options: CheckOptions | None = None
+) -> list[dict[str, Any]]:
     """The DQX checks the profile supports, column by column, in DQX's order (null/empty, list, range)."""
     options = options or CheckOptions()
     if rows <= 0:
         return []
-    checks: list[dict] = []
+    checks: list[dict[str, Any]] = []
     for col in columns:
         null_ok = col.nulls / rows <= options.max_null_ratio
         if col.category == TEXT and col.empties is not None:
@@ -107,7 +115,7 @@ def suggest_checks(columns: Sequence[ProfiledColumn], rows: int, options: CheckO
     return checks
 
 
-def _check(column: str, function: str, arguments: dict[str, Any], name: str, options: CheckOptions) -> dict:
+def _check(column: str, function: str, arguments: dict[str, Any], name: str, options: CheckOptions) -> dict[str, Any]:
     return {
         "check": {"function": function, "arguments": {"column": column, **arguments}},
         "name": name,

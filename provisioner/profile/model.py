@@ -134,7 +134,7 @@ class TableProfile:
     sample_method: str
     statistics: str  # analyzed | fresh | stale: <why> | none (views and foreign tables have no pg_stats)
     columns: tuple[ColumnProfile, ...]
-    checks: tuple[dict, ...]
+    checks: tuple[dict[str, Any], ...]
     seconds: float
 
     @property

@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from provisioner.errors import InvalidName
 from provisioner.names import SqlName
@@ -62,7 +63,7 @@ def policy_text(tenant: str, tables: Sequence[TableProfile], run_id: str) -> str
     return "\n".join(head + blocks) + "\n"
 
 
-def _why(evidence: dict) -> str:
+def _why(evidence: dict[str, Any]) -> str:
     parts = []
     if evidence.get("matches"):
         parts.append("values: " + ", ".join(f"{k} {v}" for k, v in evidence["matches"].items()))

@@ -88,7 +88,7 @@ class DatabricksTenant:
             client_secret=upper.get("CLIENT_SECRET"),
             secret_scope=scope,
             secret_key=key,
-            mac=mac,  # type: ignore[arg-type]  # checked against MAC_CHOICES above
+            mac=mac,  # checked against MAC_CHOICES above
         )
 
     @property
@@ -118,7 +118,7 @@ class DatabricksTenant:
             options["access_token"] = self.token
         else:
             options["credentials_provider"] = self._sdk_credentials()
-        return dbsql.connect(**options)  # type: ignore[no-any-return]
+        return dbsql.connect(**options)
 
     def _sdk_credentials(self) -> Any:
         """A connector credentials provider backed by databricks-sdk (OAuth M2M, or its unified auth)."""

@@ -64,7 +64,10 @@ from provisioner.tokenize.tokens import DEFAULT_KEY_ENV, TokenFormat, Tokenizer
 log = logging.getLogger("provisioner.tokenize")
 
 Status = Literal["SUCCESS", "FAILURE"]
-Connect = Callable[[str], psycopg.Connection] | Tenants | TenantConnector | PlanExecutor | str
+#: What opens PostgreSQL connections as a tenant's role: a ``Tenants`` set, a connector, a conninfo or a callable.
+PostgresConnect = Callable[[str], psycopg.Connection] | Tenants | TenantConnector | str
+#: What ``run`` takes: the above, or the executor of a tenant of another kind (a Databricks warehouse).
+Connect = PostgresConnect | PlanExecutor
 _TEXT_TYPES = frozenset({"text", "character varying"})
 
 
@@ -217,9 +220,11 @@ def run(
     error: str | None = None
     retryable = False
     try:
-        other = connect.executor(plan.tenant) if isinstance(connect, Tenants) else connect
-        if isinstance(other, PlanExecutor):  # a tenant of another kind (Databricks): same records and events
-            other.execute_plan(plan, dry_run, done, progress)
+        # A tenant of another kind (Databricks) runs the plan itself: same records and events.
+        if isinstance(connect, PlanExecutor):
+            connect.execute_plan(plan, dry_run, done, progress)
+        elif isinstance(connect, Tenants) and (executor := connect.executor(plan.tenant)) is not None:
+            executor.execute_plan(plan, dry_run, done, progress)
         else:
             _execute(plan, dry_run, _opener(connect), done, progress)
     except ProvisionerError as exc:
@@ -284,7 +289,7 @@ def run(
     return result
 
 
-def _opener(connect: Connect) -> Callable[[str], psycopg.Connection]:
+def _opener(connect: PostgresConnect) -> Callable[[str], psycopg.Connection]:
     if isinstance(connect, Tenants):
         return connect.connect
     if isinstance(connect, TenantConnector):

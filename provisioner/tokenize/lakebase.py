@@ -130,7 +130,7 @@ class DatabricksOAuth:
                 if _SDK_LOG_FILTER not in sdk_log.filters:
                     sdk_log.addFilter(_SDK_LOG_FILTER)
 
-                kwargs = {
+                kwargs: dict[str, Any] = {
                     k: v
                     for k, v in (
                         ("host", self.host),

@@ -40,7 +40,7 @@ def drop_key_table() -> sql.Composed:
     return sql.SQL("DROP TABLE IF EXISTS {}").format(_KEY)
 
 
-def table_ref(schema: SqlName, table: SqlName) -> sql.Composed:
+def table_ref(schema: SqlName, table: SqlName) -> sql.Identifier:
     """The quoted ``schema.table``."""
     return sql.Identifier(schema, table)
 
@@ -193,7 +193,7 @@ def apply_tokens(schema: SqlName, table: SqlName, columns: Sequence[SqlName]) ->
     )
 
 
-def _page_range() -> sql.Composed:
+def _page_range() -> sql.SQL:
     return sql.SQL("t.ctid >= %s::tid AND t.ctid < %s::tid")
 
 

@@ -114,7 +114,7 @@ class TenantConnector:
         except psycopg.ProgrammingError as exc:
             raise TenantError(f"tenant {tenant}: connection string is invalid: {redact_text(str(exc))}") from None
         password = params.pop("password", None)
-        return cls(tenant, params, credentials or StaticPassword(password))
+        return cls(tenant, params, credentials or StaticPassword(None if password is None else str(password)))
 
     @classmethod
     def from_fields(cls, tenant: str, fields: Mapping[str, str]) -> TenantConnector:

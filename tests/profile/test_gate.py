@@ -107,3 +107,16 @@ def test_tenants_that_are_not_postgresql_are_skipped_or_refused() -> None:
     assert not skipped.blocked and skipped.findings == () and skipped.error is None
     refused = residual_pii_gate(policy("fail"), connect=warehouse, token_format=TokenFormat())
     assert refused.blocked and "scans PostgreSQL tenants only" in refused.message
+
+
+class _Warehouse:
+    """The executor of a tenant of another kind (as a DatabricksExecutor is), given where a connection is expected."""
+
+    def execute_plan(self, plan: object, dry_run: bool, done: list[object], progress: object) -> None:
+        raise AssertionError("the gate never runs a plan")
+
+
+def test_an_executor_given_directly_is_refused_by_name_not_as_an_internal_error() -> None:
+    refused = residual_pii_gate(policy("fail"), connect=_Warehouse(), token_format=TokenFormat())
+    assert refused.blocked and "tenant 'sales' is not a PostgreSQL database" in refused.message
+    assert "internal error" not in refused.message
