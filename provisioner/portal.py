@@ -226,7 +226,7 @@ def parse_output_port(obj: Any, where: str = "an output port") -> OutputPort:
 
 
 def _list_of(body: Any, key: str, where: str) -> list[Any]:
-    items = _field(body, key, where, list)
+    items: list[Any] = _field(body, key, where, list)
     return items
 
 

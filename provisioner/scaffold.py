@@ -90,14 +90,14 @@ class CompiledTemplates:
                 self.hits += 1
             return code
 
-        StrictEnvironment.compile = compile_cached  # type: ignore[method-assign]
+        StrictEnvironment.compile = compile_cached
         try:
             yield
         finally:
             if own is None:
                 del StrictEnvironment.compile
             else:
-                StrictEnvironment.compile = own  # type: ignore[method-assign]
+                StrictEnvironment.compile = own
 
 
 def _syntax_of(env: Any) -> tuple[object, ...]:
@@ -380,7 +380,7 @@ def _merge_env(old: str | None, assignments: Mapping[str, str]) -> str:
     for line in lines:
         parsed = _parse_env_line(line)
         key = parsed[0] if parsed else None
-        if key in assignments:
+        if key is not None and key in assignments:
             if key in seen:
                 continue  # a later duplicate of one of our keys would shadow the value we set
             seen.add(key)

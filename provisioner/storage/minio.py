@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
-from minio.credentials import StaticProvider
+from minio.credentials.providers import StaticProvider
 from minio.crypto import decrypt, encrypt
 from minio.error import MinioAdminException
 from minio.minioadmin import _COMMAND, MinioAdmin

@@ -37,8 +37,10 @@ async def readyz(request: Request) -> JSONResponse:
     """GET /readyz: 200 when the database is ready and every added check holds, else 503 saying why."""
     url: str = request.app.state.database_url
     checks: Mapping[str, ReadinessCheck] = request.app.state.readiness
-    results = await asyncio.gather(_database(url), *(_bounded(check) for check in checks.values()))
-    (db_problem, pending), others = results[0], results[1:]
+    # Two awaitables, so the result is typed: (the database's answer, the added checks' answers in order).
+    (db_problem, pending), others = await asyncio.gather(
+        _database(url), asyncio.gather(*(_bounded(check) for check in checks.values()))
+    )
     problems = {"database": db_problem, **dict(zip(checks, others, strict=True))}
     failed = {name: reason for name, reason in problems.items() if reason is not None}
     if not failed:

@@ -174,7 +174,7 @@ async def receive_webhook(request: Request) -> JSONResponse:
         return _answer(refused)
     config.metrics.delivery(delivery.generation, delivery.event_type, outcome)
     config.metrics.latency.observe(time.perf_counter() - started)
-    fields = {
+    fields: dict[str, Any] = {
         "inbox_id": inbox_id,
         "generation": delivery.generation,
         "type": delivery.event_type,
