@@ -42,6 +42,7 @@ from psycopg_pool import ConnectionPool
 from provisioner.errors import DatabaseUnavailable
 from provisioner.logs import log_event, redact_text
 from provisioner.persistence import processes, schema
+from provisioner.persistence.connections import ConnectionSource, connection
 
 log = logging.getLogger(__name__)
 
@@ -212,18 +213,19 @@ class ProcessHeartbeat:
 
     Use it as a context manager around the work that records runs, and give ``owner`` to the run recorders.
     Entering registers the process and fails the runs of dead ones; every beat repeats both. Leaving fails the
-    process's own runs still open (they cannot finish any more) and removes its entry.
+    process's own runs still open (they cannot finish any more) and removes its entry. Each beat borrows a
+    connection from ``connections``, the process's pool (or connects to a conninfo).
     """
 
     def __init__(
         self,
-        url: str,
+        connections: ConnectionSource,
         *,
         interval: float = HEARTBEAT_SECONDS,
         stale_after: float = STALE_AFTER_SECONDS,
         command: str | None = None,
     ) -> None:
-        self.url = url
+        self.connections = connections
         self.interval = interval
         self.stale_after = stale_after
         self.command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]])
@@ -243,14 +245,14 @@ class ProcessHeartbeat:
         if self._thread is not None:
             self._thread.join(timeout=10)
         try:
-            with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn, conn.transaction():
+            with connection(self.connections, autocommit=True, timeout=5) as conn, conn.transaction():
                 processes.leave(conn, self.owner)
         except psycopg.Error as exc:  # the database is away: the next process's sweep fails those runs
             log_event(log, "process.unregister_failed", level=logging.WARNING, error=redact_text(str(exc)).strip())
 
     def beat(self) -> None:
         """Say this process is alive (registering it again if a sweep forgot it), then fail dead processes' runs."""
-        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+        with connection(self.connections, autocommit=True, timeout=5) as conn:
             processes.register(conn, self.owner, socket.gethostname(), os.getpid(), self.command)
             fail_dead_runs(conn, stale_after=self.stale_after, alive=self.owner)
 

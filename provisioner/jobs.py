@@ -34,6 +34,7 @@ import psycopg
 from procrastinate import JobContext, RetryDecision, signals
 from procrastinate.retry import BaseRetryStrategy
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from psycopg_pool import ConnectionPool
 
 from provisioner.errors import ProvisionerError, classify
 from provisioner.events import (
@@ -46,6 +47,7 @@ from provisioner.events import (
 )
 from provisioner.logs import log_event, redact_text
 from provisioner.persistence import queue as job_queue
+from provisioner.persistence.connections import ConnectionSource, connection
 from provisioner.retention import RetentionPolicy, prune
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ RETENTION_CRON = "41 * * * *"
 RESYNC_LOCK = "resync"
 #: Backoff of the n-th retry is ``backoff_seconds * 2**(n-1)``, capped here.
 MAX_BACKOFF_SECONDS = 3600
+#: Connections of the queue connector's async pool (procrastinate's default: LISTEN, job fetches, status updates).
+QUEUE_POOL_SIZE = 4
 
 
 class JobHandlers(Protocol):
@@ -147,13 +151,13 @@ def enqueue(conn: psycopg.Connection[Any], triggers: Sequence[Trigger], *, wake:
     return _outcomes(triggers, job_queue.defer(conn, defer_payload(triggers), QUEUE, wake))
 
 
-def enqueue_resync(database_url: str) -> bool:
+def enqueue_resync(connections: ConnectionSource) -> bool:
     """Queue one resync (coalesced with a waiting one); True when a new job was queued.
 
     ``serve`` and ``worker`` call it at start: the portal neither retries nor replays, so whatever it sent while
     the provisioner was down is only found by comparing with its API.
     """
-    with psycopg.connect(database_url) as conn:
+    with connection(connections) as conn:
         (outcome,) = enqueue(conn, [ResyncAll()])
     log_event(log, "job.resync_at_start", enqueued=not outcome.coalesced)
     return not outcome.coalesced
@@ -204,15 +208,22 @@ def build_app(
     metrics: JobMetrics | None = None,
     stalled_after_seconds: float = 30.0,
     retention: RetentionPolicy | None = None,
+    pool: ConnectionPool | None = None,
+    queue_pool_size: int = QUEUE_POOL_SIZE,
 ) -> procrastinate.App:
-    """A procrastinate App whose four tasks call ``handlers``; resync runs periodically unless 0."""
+    """A procrastinate App whose four tasks call ``handlers``; resync runs periodically unless 0.
+
+    Follow-ups and retention borrow from ``pool`` (the process's sync pool) when given, else connect to
+    ``database_url``; the queue's connector keeps its own async pool of ``queue_pool_size`` connections.
+    """
     # A bounded wait for a pooled connection: while the database is away, the worker's calls fail after seconds
     # (and run_worker restarts it) instead of hanging for psycopg's default 30 s each.
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url, timeout=POOL_WAIT_SECONDS))
+    app = procrastinate.App(connector=_connector(database_url, queue_pool_size))
     retry = _Backoff(max_attempts, backoff_seconds)
+    connections: ConnectionSource = pool if pool is not None else database_url
 
     def enqueue_logged(event: str, triggers: Sequence[Trigger], *, wake: bool = True, **fields: object) -> None:
-        with psycopg.connect(database_url) as conn:
+        with connection(connections) as conn:
             outcomes = enqueue(conn, triggers, wake=wake)
         log_event(log, event, triggers=len(outcomes), coalesced=sum(o.coalesced for o in outcomes), **fields)
 
@@ -258,11 +269,18 @@ def build_app(
     if resync_seconds > 0:
         app.periodic(cron=resync_cron(resync_seconds), periodic_id="resync")(resync)
     if retention is not None:
-        add_retention_task(app, database_url, retention)
+        add_retention_task(app, connections, retention)
     return app
 
 
-def add_retention_task(app: procrastinate.App, database_url: str, policy: RetentionPolicy) -> None:
+def _connector(database_url: str, pool_size: int) -> procrastinate.PsycopgConnector:
+    """The queue's connector: its own async pool (``run_worker`` closes and reopens it after a lost database)."""
+    return procrastinate.PsycopgConnector(
+        conninfo=database_url, timeout=POOL_WAIT_SECONDS, min_size=pool_size, max_size=pool_size
+    )
+
+
+def add_retention_task(app: procrastinate.App, connections: ConnectionSource, policy: RetentionPolicy) -> None:
     """Register the hourly task that deletes old inbox rows, finished jobs and run records (provisioner.retention).
 
     One at a time (a queueing lock and a lock), so two workers never prune at once; with ``days`` 0 it is not
@@ -271,7 +289,7 @@ def add_retention_task(app: procrastinate.App, database_url: str, policy: Retent
 
     @app.task(name=TASK_RETENTION, queue=QUEUE, queueing_lock=TASK_RETENTION, lock=TASK_RETENTION, pass_context=True)
     def prune_old_records(context: JobContext, timestamp: int | None = None) -> None:
-        prune(database_url, policy)
+        prune(connections, policy)
 
     if policy.enabled:
         app.periodic(cron=RETENTION_CRON, periodic_id="retention")(prune_old_records)
@@ -304,7 +322,7 @@ def build_datahub_app(
 ) -> procrastinate.App:
     """A procrastinate App for the ``datahub`` queue: ``tokenize_dataset`` jobs (queued by the plugin's act(),
     locked per dataset), the lost-event scan every ``scan_seconds`` (0: never) and the stalled-job repair."""
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url, timeout=POOL_WAIT_SECONDS))
+    app = procrastinate.App(connector=_connector(database_url, QUEUE_POOL_SIZE))
     retry = _Backoff(max_attempts, backoff_seconds)
     runner = _Runner(max_attempts, metrics)
 

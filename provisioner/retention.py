@@ -24,10 +24,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import psycopg
-
 from provisioner.logs import log_event
 from provisioner.persistence import retention as tables
+from provisioner.persistence.connections import ConnectionSource, connection
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +63,13 @@ class PruneReport:
     tokenize_runs: int = 0
 
 
-def prune(conninfo: str, policy: RetentionPolicy) -> PruneReport:
-    """Delete what ``policy`` no longer keeps from the database at ``conninfo``; return how many rows went."""
+def prune(connections: ConnectionSource, policy: RetentionPolicy) -> PruneReport:
+    """Delete what ``policy`` no longer keeps from the database (the pool's, or a conninfo's); return how many rows
+    went."""
     if not policy.enabled:
         return PruneReport()
     days, keep, batch = policy.days, policy.keep_runs, policy.batch_size
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connection(connections, autocommit=True) as conn:
         report = PruneReport(
             inbox=tables.delete_old_inbox(conn, days=days, batch=batch),
             inbox_keys=tables.delete_old_inbox_keys(conn, days=days, batch=batch),

@@ -15,7 +15,8 @@ Connection pools, sized here and nowhere else (``pool_sizes``):
 
 * one sync pool per process (``Site.pool``) for everything that runs in threads: the reconcilers' state (each
   running job holds one connection for its product's lock and borrows a second for its reads and writes), the
-  enqueueing of follow-ups and of the resync at start, and the CLI commands. Its largest size is
+  run records of tokenization, the heartbeat, retention, the enqueueing of follow-ups and of the resync at start,
+  the DataHub worker's rows, and the CLI commands. Its largest size is
   ``2 * jobs that may run at once + 2``: the jobs are ``PROVISIONER_WORKER_CONCURRENCY`` when the site reconciles
   (a CLI command reconciles one at a time but shares the rule), the DataHub worker's concurrency in
   ``datahub-actions``, none otherwise; the two spare connections serve what runs beside the jobs (the heartbeat, an
@@ -74,7 +75,7 @@ class PoolSizes:
     sync_min: int = 1
     web_min: int = 2
     web_max: int = 8
-    queue: int = 4
+    queue: int = jobs.QUEUE_POOL_SIZE
 
 
 def pool_sizes(settings: Settings, *, reconcile: bool, datahub_concurrency: int = 0) -> PoolSizes:
@@ -187,8 +188,13 @@ def job_app(
     *,
     metrics: jobs.JobMetrics | None = None,
     backoff_seconds: float = 2.0,
+    pool: ConnectionPool | None = None,
+    sizes: PoolSizes | None = None,
 ) -> procrastinate.App:
-    """The job queue's app over ``handlers``: retries, resync period and retention from the settings."""
+    """The job queue's app over ``handlers``: retries, resync period and retention from the settings.
+
+    Follow-ups and retention borrow from ``pool`` (the site's sync pool; None: they connect to ``database_url``).
+    """
     return jobs.build_app(
         database_url,
         handlers,
@@ -197,6 +203,8 @@ def job_app(
         backoff_seconds=backoff_seconds,
         metrics=metrics,
         retention=RetentionPolicy(days=settings.retention_days, keep_runs=settings.retention_keep_runs),
+        pool=pool,
+        queue_pool_size=sizes.queue if sizes is not None else jobs.QUEUE_POOL_SIZE,
     )
 
 
@@ -244,11 +252,12 @@ class Site:
         url = database_url or resolve_database(settings)
         sizes = pool_sizes(settings, reconcile=reconcile, datahub_concurrency=datahub_concurrency)
         with ExitStack() as stack:
-            # First in, last out: runs recorded below carry this process's id; it fails the runs of dead processes.
+            pool = stack.enter_context(_open_sync_pool(url, sizes))
+            # Before the parts that record runs, and closed after them: the runs carry this process's id, and the
+            # heartbeat fails the runs of dead processes (and, on exit, this process's runs left open).
             owner = None
             if reconcile if heartbeat is None else heartbeat:
-                owner = stack.enter_context(db.ProcessHeartbeat(url)).owner
-            pool = stack.enter_context(_open_sync_pool(url, sizes))
+                owner = stack.enter_context(db.ProcessHeartbeat(pool)).owner
             site = cls(settings, url, pool, sizes, owner)
             if reconcile:
                 site = replace(site, reconciling=stack.enter_context(site._open_reconciling()))
@@ -330,6 +339,8 @@ class Site:
             handlers or self.reconcilers,
             metrics=metrics,
             backoff_seconds=backoff_seconds,
+            pool=self.pool,
+            sizes=self.sizes,
         )
 
     def enqueue_resync(self) -> bool:
@@ -339,7 +350,7 @@ class Site:
         """
         if self.settings.resync_seconds <= 0:
             return False
-        return jobs.enqueue_resync(self.database_url)
+        return jobs.enqueue_resync(self.pool)
 
     # -- tokenization ---------------------------------------------------------------------------------------------
 
@@ -347,7 +358,7 @@ class Site:
         """Records tokenization (and profile, gate) runs in this site's database, as this process."""
         from provisioner.tokenize import RunRecorder
 
-        return RunRecorder(self.database_url, owner=self.owner)
+        return RunRecorder(self.pool, owner=self.owner)
 
     # -- the web app and the DataHub worker ---------------------------------------------------------------------
 
@@ -388,6 +399,7 @@ class Site:
             tenants=tenants(self.settings),
             options=tokenize_options(self.settings, self.settings.tokenize_key),
             max_attempts=self.settings.job_max_attempts,
+            pool=self.pool,
         )
 
 

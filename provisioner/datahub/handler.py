@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg_pool import ConnectionPool
+
 from provisioner.datahub.columns import datahub_error, pii_columns, read_field_tags
 from provisioner.datahub.config import DatasetName, TokenizeActionConfig
 from provisioner.datahub.events import TokenizeRequest
@@ -78,7 +80,7 @@ class ReportPending(TemporaryError):
 class _Recorder(RunRecorder):
     """The engine's run recorder, remembering the run id and adding where the request came from to the record."""
 
-    def __init__(self, conninfo: str, detail: Mapping[str, Any]) -> None:
+    def __init__(self, conninfo: str | ConnectionPool, detail: Mapping[str, Any]) -> None:
         super().__init__(conninfo)
         self.run_id: str | None = None
         self._detail = dict(detail)
@@ -101,7 +103,8 @@ class DatasetTokenizer:
 
     Takes plain parts (``worker.py`` builds them): the provisioner's database, the DataHub graph client (any
     object with the SDK's ``get_aspect``, ``get_entity_raw``, ``get_urns_by_filter`` and ``emit``), the tenants
-    and token options of the provisioner's settings, and the plugin config.
+    and token options of the provisioner's settings, and the plugin config. The request rows and run records borrow
+    from ``pool`` (the process's sync pool) when given, else connect to ``database_url``.
     """
 
     def __init__(
@@ -113,13 +116,15 @@ class DatasetTokenizer:
         tenants: Tenants,
         options: TokenizeOptions,
         reporter: RunReporter | None = None,
+        pool: ConnectionPool | None = None,
     ) -> None:
         self.database_url = database_url
+        self._records: str | ConnectionPool = pool if pool is not None else database_url
         self.graph = graph
         self.config = config
         self.tenants = tenants
         self.options = options
-        self.runs = DatahubRuns(database_url)
+        self.runs = DatahubRuns(self._records)
         self.reporter = reporter or RunReporter(graph, attempts=config.emit_attempts)
 
     # -- the job ---------------------------------------------------------------------------------------------
@@ -191,7 +196,7 @@ class DatasetTokenizer:
         )
 
     def _execute(self, row: DatahubRun, detail: dict[str, Any], policy: TokenizePolicy) -> None:
-        recorder = _Recorder(self.database_url, {"source": "datahub", **_public(detail)})
+        recorder = _Recorder(self._records, {"source": "datahub", **_public(detail)})
         result = run(plan(policy, self.options), dry_run=self.config.dry_run, connect=self.tenants, recorder=recorder)
         detail.update(
             columns=[f"{t.name}.{c}" for t in policy.tables for c in t.columns],
@@ -215,7 +220,7 @@ class DatasetTokenizer:
         run_id = str(uuid.uuid4())
         error = str(failure)
         tenant = detail.get("tenant") or "-"
-        recorder = RunRecorder(self.database_url)
+        recorder = RunRecorder(self._records)
         now = datetime.now(UTC)
         name = DatasetName.parse(row.dataset_urn)
         recorder.start(

@@ -13,6 +13,7 @@ from typing import Any
 import procrastinate
 from datahub.ingestion.graph.client import DataHubGraph
 from datahub.ingestion.graph.config import DatahubClientConfig
+from psycopg_pool import ConnectionPool
 
 from provisioner import jobs
 from provisioner.datahub.config import TokenizeActionConfig
@@ -63,14 +64,18 @@ def build_app(
     max_attempts: int,
     backoff_seconds: float = 2.0,
     metrics: jobs.JobMetrics | None = None,
+    pool: ConnectionPool | None = None,
 ) -> procrastinate.App:
-    """The ``datahub`` queue's procrastinate app over a ``DatasetTokenizer`` built from these parts."""
+    """The ``datahub`` queue's procrastinate app over a ``DatasetTokenizer`` built from these parts (its rows and run
+    records borrow from ``pool`` when given)."""
     unknown = sorted({rule.tenant for rule in config.tenants} - {*tenants.connectors, *tenants.executors})
     if unknown:
         raise SettingsError(
             f"the plugin's tenant rules name {', '.join(unknown)}, which PROVISIONER_TENANT_<ID>_* does not define"
         )
-    handler = DatasetTokenizer(database_url=database_url, graph=graph, config=config, tenants=tenants, options=options)
+    handler = DatasetTokenizer(
+        database_url=database_url, graph=graph, config=config, tenants=tenants, options=options, pool=pool
+    )
     return jobs.build_datahub_app(
         database_url,
         handler,

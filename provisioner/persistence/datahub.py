@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from provisioner.persistence.connections import ConnectionSource, connection
 from provisioner.persistence.records import DatahubRun
 
 _ENQUEUE = "SELECT provisioner_datahub_enqueue(%s, %s, %s, %s, %s)"
@@ -32,14 +33,15 @@ def enqueue(
 
 
 class DatahubRuns:
-    """The worker's access to the request rows, each call on its own short autocommit connection."""
+    """The worker's access to the request rows, each call on its own short autocommit connection (borrowed from the
+    process's pool, or opened on a conninfo)."""
 
-    def __init__(self, database_url: str) -> None:
-        self._url = database_url
+    def __init__(self, connections: ConnectionSource) -> None:
+        self._connections = connections
 
     def get(self, dataset_urn: str, stamp: int) -> DatahubRun | None:
         """The row of a request, or None."""
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with connection(self._connections, autocommit=True) as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM provisioner_datahub_runs WHERE dataset_urn = %s AND stamp = %s",
                 (dataset_urn, stamp),
@@ -48,7 +50,7 @@ class DatahubRuns:
 
     def for_dataset(self, dataset_urn: str) -> list[DatahubRun]:
         """Every request of a dataset, newest stamp first."""
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with connection(self._connections, autocommit=True) as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM provisioner_datahub_runs WHERE dataset_urn = %s ORDER BY stamp DESC",
                 (dataset_urn,),
@@ -57,7 +59,7 @@ class DatahubRuns:
 
     def unreported(self) -> list[DatahubRun]:
         """Runs that ended but whose end DataHub has not accepted yet."""
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with connection(self._connections, autocommit=True) as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM provisioner_datahub_runs WHERE NOT reported AND state = 'complete'"
                 " ORDER BY created_at"
@@ -66,7 +68,7 @@ class DatahubRuns:
 
     def start(self, dataset_urn: str, stamp: int, dpi_urn: str, detail: Mapping[str, Any]) -> DatahubRun:
         """Mark a request running (again, after a crash) and return it with the fields its job absorbed."""
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with connection(self._connections, autocommit=True) as conn:
             row = conn.execute(
                 "UPDATE provisioner_datahub_runs SET state = 'running', dpi_urn = %s, detail = %s"
                 f" WHERE dataset_urn = %s AND stamp = %s RETURNING {_COLUMNS}",
@@ -86,7 +88,7 @@ class DatahubRuns:
         detail: Mapping[str, Any],
     ) -> None:
         """Record a run's end before anything is posted to DataHub: the local record comes first."""
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with connection(self._connections, autocommit=True) as conn:
             conn.execute(
                 "UPDATE provisioner_datahub_runs SET state = 'complete', result = %s, retryable = %s, run_id = %s,"
                 " detail = %s, reported = false, finished_at = now() WHERE dataset_urn = %s AND stamp = %s",
@@ -95,7 +97,7 @@ class DatahubRuns:
 
     def mark_reported(self, dataset_urn: str, stamp: int) -> None:
         """DataHub accepted the run's end."""
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with connection(self._connections, autocommit=True) as conn:
             conn.execute(
                 "UPDATE provisioner_datahub_runs SET reported = true WHERE dataset_urn = %s AND stamp = %s",
                 (dataset_urn, stamp),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from provisioner.logs import redact_text
 from provisioner.tokenize.errors import RecorderError
@@ -69,9 +70,12 @@ class RunRecord:
 
 
 class RunRecorder:
-    """Writes and reads run records in the database at ``conninfo`` (the provisioner's own, usually)."""
+    """Writes and reads run records in the database at ``conninfo`` (the provisioner's own, usually).
 
-    def __init__(self, conninfo: str, owner: str | None = None) -> None:
+    ``conninfo`` is a connection string (each record connects anew) or a pool to borrow from (the provisioner's).
+    """
+
+    def __init__(self, conninfo: str | ConnectionPool, owner: str | None = None) -> None:
         """``owner``: the id of the process's heartbeat, written on every run it starts (None: no owner)."""
         self._conninfo = conninfo
         self._owner = owner
@@ -80,7 +84,7 @@ class RunRecorder:
     @contextmanager
     def _connect(self) -> Iterator[psycopg.Connection]:
         try:
-            with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10) as conn:
+            with self._connection() as conn:
                 if not self._ready:
                     with conn.transaction():
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
@@ -90,6 +94,12 @@ class RunRecorder:
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RecorderError(f"cannot write the tokenization run record: {redact_text(first)}") from None
+
+    def _connection(self) -> AbstractContextManager[psycopg.Connection]:
+        """A new autocommit connection, or one borrowed from the pool (its work commits when given back)."""
+        if isinstance(self._conninfo, str):
+            return psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+        return self._conninfo.connection(timeout=10)
 
     def start(
         self,
