@@ -111,6 +111,8 @@ def open_store(settings: Settings) -> Iterator[tuple[StoreAdmin, str]]:
             stack.callback(embedded.stop)
             endpoint, access, secret, kind = embedded.endpoint, embedded.access_key, embedded.secret_key, "aws-iam"
         else:
+            # Settings refuse an endpoint without its keys.
+            assert settings.s3_endpoint is not None
             assert settings.s3_access_key is not None and settings.s3_secret_key is not None
             endpoint, access, secret = settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key
             kind = settings.store_kind
