@@ -31,6 +31,8 @@ from rich.table import Table
 from provisioner import jobs
 from provisioner.logs import configure_logging
 from provisioner.names import Namespace
+from provisioner.persistence import queue as job_queue
+from provisioner.persistence import runs as run_records
 from provisioner.persistence.state import StateStore
 from provisioner.settings import Settings
 from provisioner.site import Site, resolve_database
@@ -317,14 +319,13 @@ def _quiet(site: Site, portal: PortalState) -> bool:
     before = len(portal.sent)
     time.sleep(1.0)
     with site.pool.connection() as conn:
-        row = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')").fetchone()
-    return bool(row and row[0] == 0 and len(portal.sent) == before)
+        left = job_queue.jobs_left(conn)
+    return left == 0 and len(portal.sent) == before
 
 
 def _count_runs(site: Site) -> int:
     with site.pool.connection() as conn:
-        row = conn.execute("SELECT count(*) FROM provisioner_runs").fetchone()
-    return int(row[0]) if row else 0
+        return run_records.count_runs(conn)
 
 
 def _report(console: Console, checks: list[tuple[str, bool]]) -> bool:

@@ -178,6 +178,12 @@ def _status(args: argparse.Namespace) -> int:
         records = site.state.all_products()
         last = site.state.last_run_per_subject()
         bucket = site.settings.s3_bucket
+        # What a product reads is its grant decisions (the one source of it), as its .env's S3_READ_PREFIXES names them.
+        reads: dict[str, set[str]] = {}
+        for g in site.state.all_grants():
+            reads.setdefault(g.consumer_id, set()).add(
+                f"{bucket}/{_grant_prefix(g.producer_namespace, g.output_port_namespace)}"
+            )
         table = Table("product", "namespace", "prefix", "key id", "reads", "last run", "state")
         for r in records:
             if args.namespace and r.namespace != args.namespace:
@@ -189,7 +195,7 @@ def _status(args: argparse.Namespace) -> int:
                 r.namespace,
                 f"s3://{bucket}/{Namespace(r.namespace).prefix}",
                 r.access_key_id or "-",
-                names(r.read_prefixes),
+                names(sorted(reads.get(r.product_id, ()))),
                 f"{run.get('kind', '-')} {run.get('status', '-')} {when:%Y-%m-%d %H:%M:%S}" if when else "-",
                 r.state,
             )

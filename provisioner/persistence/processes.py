@@ -58,17 +58,6 @@ def fail_runs_of_dead(conn: psycopg.Connection[Any], stale_after: float, alive: 
     return how many (runs, tokenization runs). Then forget processes silent for a day (they have no run left)."""
     params = {"stale": stale_after, "self": alive}
     runs = len(conn.execute(_FAIL_RUNS, params).fetchall())
-    tokenize = 0
-    if _has_column(conn, "tokenize_runs", "owner"):  # the engine creates its table on first use
-        tokenize = len(conn.execute(_FAIL_TOKENIZE_RUNS, params).fetchall())
+    tokenize = len(conn.execute(_FAIL_TOKENIZE_RUNS, params).fetchall())  # its table is migration 012's
     conn.execute("DELETE FROM provisioner_processes WHERE heartbeat_at < now() - interval '1 day'")
     return runs, tokenize
-
-
-def _has_column(conn: psycopg.Connection[Any], table: str, column: str) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s"
-        " AND NOT attisdropped)",
-        (table, column),
-    ).fetchone()
-    return bool(row and row[0])

@@ -1,4 +1,4 @@
-"""``provisioner_products``: what the provisioner has converged each data product to (migration 003)."""
+"""``provisioner_products``: what the provisioner has converged each data product to (migrations 003 and 012)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from provisioner.persistence.records import ProductRecord
 
 _SAVE = """
 INSERT INTO provisioner_products
-    (product_id, namespace, name, state, access_key_id, read_prefixes, seeded, fingerprint, verified_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now(), now())
+    (product_id, namespace, name, state, access_key_id, seeded, fingerprint, verified_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, now(), now())
 ON CONFLICT (product_id) DO UPDATE SET
     namespace = EXCLUDED.namespace, name = EXCLUDED.name, state = EXCLUDED.state,
-    access_key_id = EXCLUDED.access_key_id, read_prefixes = EXCLUDED.read_prefixes,
-    seeded = EXCLUDED.seeded, fingerprint = EXCLUDED.fingerprint,
+    access_key_id = EXCLUDED.access_key_id, seeded = EXCLUDED.seeded, fingerprint = EXCLUDED.fingerprint,
     verified_at = now(), updated_at = now()
 """
 
@@ -49,7 +48,6 @@ def save_product(conn: psycopg.Connection[Any], record: ProductRecord) -> None:
             record.name,
             record.state,
             record.access_key_id,
-            list(record.read_prefixes),
             record.seeded,
             record.fingerprint,
         ),
@@ -70,7 +68,6 @@ def _select(conn: psycopg.Connection[Any], query: str, params: Sequence[object])
                 name=r["name"],
                 state=r["state"],
                 access_key_id=r["access_key_id"],
-                read_prefixes=tuple(r["read_prefixes"]),
                 seeded=r["seeded"],
                 fingerprint=r["fingerprint"],
                 verified_at=r["verified_at"],

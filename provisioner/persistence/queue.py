@@ -21,6 +21,12 @@ def defer(conn: psycopg.Connection[Any], jobs: str, queue: str, wake: bool) -> l
     return list(row[0]) if row and row[0] is not None else None
 
 
+def jobs_left(conn: psycopg.Connection[Any]) -> int:
+    """How many jobs wait or run (``todo`` or ``doing``), in every queue."""
+    row = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')").fetchone()
+    return int(row[0]) if row else 0
+
+
 async def jobs_by_status(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
     """How many jobs each status holds (statuses without a job are absent)."""
     cur = await conn.execute("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY status")

@@ -13,14 +13,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ProductRecord:
-    """One row of ``provisioner_products``: what a data product was converged to."""
+    """One row of ``provisioner_products``: what a data product was converged to.
+
+    What it may read is not here: its grant decisions (``GrantRecord``) are the one source of that (migration 012).
+    """
 
     product_id: str
     namespace: str
     name: str
     state: str
     access_key_id: str | None
-    read_prefixes: tuple[str, ...]  # as the .env's S3_READ_PREFIXES lists them: <bucket>/<producer>/published/<port>/
     seeded: bool
     fingerprint: str | None
     verified_at: datetime | None = None

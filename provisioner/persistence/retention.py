@@ -92,9 +92,7 @@ def delete_old_runs(conn: psycopg.Connection[Any], *, days: int, keep: int, batc
 
 def delete_old_tokenize_runs(conn: psycopg.Connection[Any], *, days: int, keep: int, batch: int) -> int:
     """Tokenization runs older than ``days`` beyond the newest ``keep`` of their tenant and policy, unless running
-    or named by a grant or an outcome; how many went (0 when the engine's table does not exist yet)."""
-    if not _exists(conn, "tokenize_runs"):
-        return 0
+    or named by a grant or an outcome; how many went."""
     return _in_batches(conn, _TOKENIZE_RUNS, {"days": days, "keep": keep, "batch": batch})
 
 
@@ -105,8 +103,3 @@ def _in_batches(conn: psycopg.Connection[Any], statement: str, params: dict[str,
         total += deleted
         if deleted < int(params["batch"]):
             return total
-
-
-def _exists(conn: psycopg.Connection[Any], table: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    return bool(row and row[0])

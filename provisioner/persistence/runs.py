@@ -103,6 +103,12 @@ def finish_run(conn: psycopg.Connection[Any], run: Run, status: str, error: str 
     )
 
 
+def count_runs(conn: psycopg.Connection[Any]) -> int:
+    """How many runs are recorded."""
+    row = conn.execute("SELECT count(*) FROM provisioner_runs").fetchone()
+    return int(row[0]) if row else 0
+
+
 def last_runs(conn: psycopg.Connection[Any], subject: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """The newest runs, optionally of one subject."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -115,7 +115,7 @@ class Reconcilers:
             grants = current_grants(self.portal, self.state, record.product_id)
             read_prefixes = tuple(readable_prefixes(self.config.bucket, grants))
             keys = credentials.rotate(self.store, self.config, ns, read_prefixes)
-            self.state.save_product(replace(record, access_key_id=keys.access_key_id, read_prefixes=read_prefixes))
+            self.state.save_product(replace(record, access_key_id=keys.access_key_id))
             run.step("key_rotated")
             run.detail["deleted_keys"] = list(keys.deleted)
         log_event(log, "product.rotated", namespace=ns, access_key_id=keys.access_key_id)

@@ -332,8 +332,8 @@ class AccessReconciler:
         elif keys.deleted:
             run.step("stale_keys_deleted")
         self.state.keep_only_grants(consumer_id, [g.output_port_id for g in final])  # 4.
-        if (record.access_key_id, record.read_prefixes) != (keys.access_key_id, tuple(prefixes)):
-            self.state.save_product(replace(record, access_key_id=keys.access_key_id, read_prefixes=tuple(prefixes)))
+        if record.access_key_id != keys.access_key_id:  # what it reads is its grant rows, written above
+            self.state.save_product(replace(record, access_key_id=keys.access_key_id))
 
 
 def _names_ok(g: GrantRecord) -> bool:

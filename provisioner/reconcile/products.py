@@ -217,7 +217,6 @@ class ProductReconciler:
             name=product.name,
             state="provisioned",
             access_key_id=keys.access_key_id,
-            read_prefixes=tuple(read_prefixes),
             seeded=seeded,
             fingerprint=fingerprint(namespace, final_status, True, product.name),
         )
@@ -295,7 +294,7 @@ class ProductReconciler:
         self._remove_resources(run, product_id, namespace)
         consumers = self.state.consumers_of(record.product_id)
         self.state.replace_grants(record.product_id, [])
-        self.state.save_product(replace(record, state="deleted", access_key_id=None, read_prefixes=()))
+        self.state.save_product(replace(record, state="deleted", access_key_id=None))
         if product is not None and cfg.finalizer in product.finalizers:
             self.portal.remove_finalizer(product.id, cfg.finalizer)
             run.step("finalizer_removed")

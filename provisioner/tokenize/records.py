@@ -1,7 +1,10 @@
 """Run records in PostgreSQL: one row per run, RUNNING then COMPLETE with SUCCESS or FAILURE.
 
-The table ``tokenize_runs`` is created on first use (idempotently, under an advisory lock), so the engine
-needs no migration of its own. Records hold counts, timings and error messages; never values or keys.
+The table ``tokenize_runs`` belongs to this library. Inside the provisioner it is created by a versioned migration
+of the provisioner's database (``persistence/migrations/012_*``); used on its own, the library creates it on first
+use when it is missing or lacks a column (``SCHEMA``, idempotent, under an advisory lock), so it needs no migration
+tool. Both make the same table (tests/test_db.py compares them). Records hold counts, timings and error messages;
+never values or keys.
 ``kind`` tells tokenization runs (``tokenize``) from the runs of tools built on the engine (``profile``, the
 residual-PII ``gate``), whose counts go in ``detail``.
 """
@@ -86,9 +89,10 @@ class RunRecorder:
         try:
             with self._connection() as conn:
                 if not self._ready:
-                    with conn.transaction():
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-                        conn.execute(SCHEMA)
+                    if not _table_ready(conn):  # no DDL (and its table lock) where the table is complete
+                        with conn.transaction():
+                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+                            conn.execute(SCHEMA)
                     self._ready = True
                 yield conn
         except psycopg.Error as exc:
@@ -168,6 +172,35 @@ _COLUMNS = (
     "run_id::text, tenant, policy, dry_run, state, result, tables, rows_by_column, total_rows, error,"
     " started_at, finished_at, duration_ms, kind, detail"
 )
+
+#: Every column ``SCHEMA`` makes: when the table has them all, nothing is left to create.
+TABLE_COLUMNS = (
+    "run_id",
+    "tenant",
+    "policy",
+    "dry_run",
+    "state",
+    "result",
+    "tables",
+    "rows_by_column",
+    "total_rows",
+    "error",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "kind",
+    "detail",
+    "owner",
+)
+
+
+def _table_ready(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('tokenize_runs') AND attname = ANY(%s)"
+        " AND NOT attisdropped",
+        (list(TABLE_COLUMNS),),
+    ).fetchone()
+    return bool(row and row[0] == len(TABLE_COLUMNS))
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:

@@ -92,6 +92,10 @@ def test_resync_repairs_a_missed_approval_and_grants_shows_it(
     assert f"{unique_name}-c" in out and f"{unique_name}-p/published/orders/" in out
     assert "untokenized" in out and "not granted yet" not in out
 
+    # What the consumer reads, in `status`, comes from its grant decisions (one source since migration 012).
+    assert main(["status", f"{unique_name}-c"]) == 0
+    assert f"{unique_name}/{unique_name}-p/published/orders/" in capsys.readouterr().out.replace("\n", "")
+
 
 def test_grants_says_why_an_approved_port_waits(
     cli_env: Path, portal: Any, unique_name: str, capsys: pytest.CaptureFixture[str]
