@@ -7,7 +7,7 @@ stand-in over HTTP. Baselines measured in the same run:
 - provisioning: the same reconciles called one after another in this process, without the queue;
 - resync: the bare portal reads a resync cannot avoid (one list + one input-port read per product);
 - lock hand-off (issue 12 §6): the gap between the end of a product's job and the start of the job queued behind
-  its lock, with the notify-on-finish trigger of sql/005 and, in the same run, with that trigger disabled.
+  its lock, with the notify-on-finish trigger of migration 005 and, in the same run, with that trigger disabled.
 Targets: >= 20 products/s through the worker; a no-op resync of 10,000 products in <= 30 s.
 """
 
@@ -141,7 +141,7 @@ async def lock_handoff(reconcilers: Reconcilers, state: PortalState, url: str, n
 
 
 def set_lock_notify(url: str, enabled: bool) -> None:
-    """Turn sql/005's notify-on-finish trigger on or off (the A/B of the hand-off measurement)."""
+    """Turn migration 005's notify-on-finish trigger on or off (the A/B of the hand-off measurement)."""
     with psycopg.connect(url, autocommit=True) as conn:
         action = "ENABLE" if enabled else "DISABLE"
         conn.execute(f"ALTER TABLE procrastinate_jobs {action} TRIGGER provisioner_notify_lock_freed")  # fixed text
