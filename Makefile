@@ -26,6 +26,9 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy --strict provisioner
+	@# The configuration reference in the README is generated from provisioner/settings (--write regenerates it).
+	$(BIN)/python -m provisioner.settings --check README.md
 
 # Coverage: lines of provisioner/ run by the suite in its own process (code run only in the subprocesses some tests
 # start, such as `provisioner serve`, is not counted); files at 100% are left out of the table. No threshold.

@@ -225,7 +225,9 @@ def build_app(
     def enqueue_logged(event: str, triggers: Sequence[Trigger], *, wake: bool = True, **fields: object) -> None:
         with connection(connections) as conn:
             outcomes = enqueue(conn, triggers, wake=wake)
-        log_event(log, event, triggers=len(outcomes), coalesced=sum(o.coalesced for o in outcomes), **fields)
+        # level given, so that no key of ``fields`` can be taken for it (mypy checks the call).
+        coalesced = sum(o.coalesced for o in outcomes)
+        log_event(log, event, level=logging.INFO, triggers=len(outcomes), coalesced=coalesced, **fields)
 
     def follow_up(triggers: Sequence[Trigger]) -> None:
         enqueue_logged("job.follow_up_enqueued", triggers, entities=[entity_of(t) for t in triggers])
@@ -396,7 +398,7 @@ class _Runner:
     def run(self, context: JobContext, task: str, call: Callable[[], object], **ids: str) -> None:
         job = context.job
         attempt = job.attempts + 1
-        log_event(log, "job.started", job_id=job.id, task=task, attempt=attempt, **ids)
+        log_event(log, "job.started", level=logging.INFO, job_id=job.id, task=task, attempt=attempt, **ids)
         started = time.perf_counter()
         try:
             result = call()
@@ -420,7 +422,7 @@ class _Runner:
             )
             raise
         self._observe(task, "succeeded", started)
-        log_event(log, "job.succeeded", job_id=job.id, task=task, attempt=attempt, **ids)
+        log_event(log, "job.succeeded", level=logging.INFO, job_id=job.id, task=task, attempt=attempt, **ids)
 
     def _observe(self, task: str, outcome: str, started: float) -> None:
         if self.metrics is not None:
