@@ -74,7 +74,9 @@ class Server:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited with {self.proc.returncode}: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+                with self.proc.stderr:  # type: ignore[union-attr]
+                    stderr = self.proc.stderr.read()  # type: ignore[union-attr]
+                raise AssertionError(f"serve exited with {self.proc.returncode}: {stderr!r}")
             try:
                 wait_http(f"{self.base}/healthz", timeout=0.5)
                 return
