@@ -3,10 +3,9 @@
 The table ``tokenize_runs`` belongs to this library. Inside the provisioner it is created by a versioned migration
 of the provisioner's database (``persistence/migrations/012_*``); used on its own, the library creates it on first
 use when it is missing or lacks a column (``SCHEMA``, idempotent, under an advisory lock), so it needs no migration
-tool. Both make the same table (tests/test_db.py compares them). Records hold counts, timings and error messages;
-never values or keys.
-``kind`` tells tokenization runs (``tokenize``) from the runs of tools built on the engine (``profile``, the
-residual-PII ``gate``), whose counts go in ``detail``.
+tool. Both make the same table (tests/test_persistence.py compares them). Records hold counts, timings and error
+messages; never values or keys. ``kind`` tells tokenization runs (``tokenize``) from the runs of tools built on the
+engine (``profile``, the residual-PII ``gate``), whose counts go in ``detail``.
 """
 
 from __future__ import annotations
