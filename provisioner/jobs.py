@@ -503,7 +503,9 @@ async def run_worker(
                     ran_since = time.monotonic()
                     await _run_until_stopped(worker, stop)
                 finally:
-                    health.running = False
+                    # Say why before anyone can see "not running": closing the connector yields to the event loop,
+                    # and readiness must never read a stopped worker with no reason. The paths below refine it.
+                    health.running, health.reason = False, "the worker lost the database and is reconnecting"
                     await app.connector.close_async()
             except asyncio.CancelledError:
                 health.reason = "the worker was stopped"
