@@ -179,7 +179,9 @@ async def test_the_worker_prunes_hourly_through_its_periodic_task(pg_url: str) -
         pruned = conn.execute(
             "SELECT status::text FROM procrastinate_jobs WHERE task_name = %s", (jobs.TASK_RETENTION,)
         ).fetchall()
-    assert pruned == [("succeeded",)]
+    # The deferred job, and possibly the hourly one: the worker's periodic deferrer also queues a run whose time
+    # passed less than ten minutes ago, so near the scheduled minute two retention jobs run.
+    assert pruned and set(pruned) == {("succeeded",)}
 
 
 def test_retention_off_is_not_scheduled(pg_url: str) -> None:
