@@ -87,7 +87,12 @@ async def test_slow_clients_are_cut_off_and_the_intake_keeps_serving(make_web: W
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
             await asyncio.sleep(0.05)  # the client's pace, not a wait for an event
-        received = await reading
+        try:
+            received = await reading
+        except ConnectionResetError:
+            # The server closed on a body it had not read; a byte the client sent after the 408 makes the kernel
+            # answer with a reset that can discard the 408 before it is read. Cut off either way.
+            received = b"reset by the server"
         writer.close()
         return received
 
@@ -99,7 +104,9 @@ async def test_slow_clients_are_cut_off_and_the_intake_keeps_serving(make_web: W
         await writer.drain()
         good = await answer(reader)
         writer.close()
-    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 408 Request Timeout"] * SLOW_CLIENTS
+    cut_off = {b"HTTP/1.1 408 Request Timeout", b"reset by the server"}
+    assert all(a.split(b"\r\n", 1)[0] in cut_off for a in answers), answers
+    assert any(a.startswith(b"HTTP/1.1 408 ") for a in answers)
     assert good.startswith(b"HTTP/1.1 202 ")
     assert web.count("provisioner_inbox") == 1
 
