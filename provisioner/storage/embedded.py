@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 ADMIN_NAME = "provisioner-admin"
 REGION = "us-east-1"
 PID_FILE = "store.pid"
+#: Seconds a busy port gets to come free before a start gives up (a left-over store may be exiting).
+PORT_GRACE = 5.0
 _INTERNAL_PORTS = (
     "master.port",
     "master.port.grpc",
@@ -107,7 +111,7 @@ def start_embedded_store(data_dir: Path, port: int = 9000, *, timeout: float = 3
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     stop_stale_process(data_dir)
-    if not _port_free(port):
+    if not _await_port_free(port, PORT_GRACE):
         raise StorageUnavailable(
             f"cannot start the embedded object store: 127.0.0.1:{port} is already in use; stop what listens "
             "there, choose another port, or configure an external store endpoint"
@@ -255,7 +259,8 @@ def stop_stale_process(data_dir: Path, timeout: float = 10.0) -> bool:
     """Stop a store process left running for ``data_dir`` by a provisioner that died; True if there was one.
 
     The pid file names the process and the command line it was started with; a process is ours only when both
-    still match (a reused pid belongs to someone else and is left alone).
+    still match (a reused pid belongs to someone else and is left alone). Returns once the process has
+    exited, its sockets closed, so that its port can be taken at once.
     """
     path = data_dir / PID_FILE
     try:
@@ -263,22 +268,75 @@ def stop_stale_process(data_dir: Path, timeout: float = 10.0) -> bool:
         pid, args = int(saved["pid"]), [str(a) for a in saved["args"]]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    if _cmdline(pid) != args:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return False
-    log_event(logger, "storage.embedded.stale_stopped", level=logging.WARNING, pid=pid, data_dir=str(data_dir))
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while _cmdline(pid) == args and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with _process_handle(pid) as handle:
+        # Checked after taking the handle: signals then reach this process even if its pid is reused later.
         if _cmdline(pid) != args:
             with contextlib.suppress(OSError):
                 path.unlink()
-            return True
+            return False
+        log_event(logger, "storage.embedded.stale_stopped", level=logging.WARNING, pid=pid, data_dir=str(data_dir))
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            handle.send(sig)
+            if handle.wait_exit(wait):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                return True
     raise StorageUnavailable(f"a store process of {data_dir} (pid {pid}) left by an earlier run does not stop")
+
+
+class _ProcessHandle:
+    """A process that is not our child: signal it and wait for its exit.
+
+    On Linux a pidfd pins the process: a signal never reaches a later process that reuses the pid, and the
+    pidfd turns readable only once the process has exited and closed its files (its listening socket
+    included). Elsewhere, the pid and its /proc entry stand in.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: int | None = None
+        with contextlib.suppress(OSError, AttributeError):
+            self.fd = os.pidfd_open(pid)
+
+    def send(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, sig)
+            else:
+                os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout: float) -> bool:
+        if self.fd is not None:
+            return bool(select.select([self.fd], [], [], timeout)[0])
+        deadline = time.monotonic() + timeout
+        while _running(self.pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+@contextlib.contextmanager
+def _process_handle(pid: int) -> Iterator[_ProcessHandle]:
+    handle = _ProcessHandle(pid)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def _running(pid: int) -> bool:
+    """True while process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -404,6 +462,16 @@ def _port_free(port: int) -> bool:
             s.bind(("127.0.0.1", port))
         except OSError:
             return False
+    return True
+
+
+def _await_port_free(port: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``port`` to be free: a store killed with its parent may still be exiting."""
+    deadline = time.monotonic() + timeout
+    while not _port_free(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
     return True
 
 

@@ -56,7 +56,8 @@ def test_falls_back_to_moto_with_a_warning_when_seaweedfs_cannot_start(
     assert store.process is not None and store.process.poll() is not None
 
 
-def test_a_busy_port_is_reported_not_silently_reused(tmp_path: Path) -> None:
+def test_a_busy_port_is_reported_not_silently_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded_module, "PORT_GRACE", 0.3)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -114,13 +115,40 @@ def test_seaweedfs_dies_with_the_process_that_started_it(tmp_path: Path) -> None
 
 
 def test_a_start_stops_a_store_process_left_for_its_data_dir(tmp_path: Path) -> None:
-    args = [sys.executable, "-c", "import sys; sys.stdin.read()", "store-of", str(tmp_path)]
-    with subprocess.Popen(args, stdin=subprocess.PIPE) as left:
+    args = [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()", "store-of", str(tmp_path)]
+    with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as left:
         try:
+            # Popen returns before the kernel has set up the new command line: wait until the child runs.
+            assert left.stdout is not None and left.stdout.readline() == b"up\n"
             embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, left.pid, args)
             assert embedded_module.stop_stale_process(tmp_path) is True
             assert left.wait(timeout=5) == -signal.SIGTERM
             assert not (tmp_path / embedded_module.PID_FILE).exists()
+        finally:
+            left.kill()
+            left.wait()
+
+
+_SLOW_TO_STOP = """
+import signal, socket, sys, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_stale_store_has_let_go_of_its_port_when_the_stop_returns(tmp_path: Path) -> None:
+    args = [sys.executable, "-c", _SLOW_TO_STOP, "store-of", str(tmp_path)]
+    with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as left:
+        try:
+            assert left.stdout is not None
+            port = int(left.stdout.readline())
+            embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, left.pid, args)
+            assert embedded_module.stop_stale_process(tmp_path) is True
+            assert embedded_module._port_free(port)
         finally:
             left.kill()
             left.wait()
