@@ -184,6 +184,40 @@ def pending_migrations(conn: psycopg.Connection) -> list[str]:
     return [v for v in wanted if v not in done]
 
 
+def probe(url: str, timeout: int = 5, *, pending_ok: bool = False) -> str:
+    """One line when the database answers and is at this version's latest migration (``provisioner check``).
+
+    Applies nothing: a database behind is named with its pending migrations (a failure unless ``pending_ok``), one
+    ahead (a newer provisioner migrated it) with the versions this one does not know. DatabaseUnavailable otherwise.
+    """
+    try:
+        with psycopg.connect(url, connect_timeout=timeout) as conn:
+            applied = schema.applied_versions(conn)
+    except psycopg.Error as exc:
+        first = (redact_text(str(exc)).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseUnavailable(f"cannot reach PostgreSQL: {first}") from None
+    known = [PROCRASTINATE_MIGRATION, *(v for v, _ in schema.migration_files())]
+    pending = [v for v in known if v not in applied]
+    unknown = sorted(applied - set(known))
+    if pending and pending_ok and not unknown:
+        return f"reachable; {len(pending)} migration(s) pending, applied by the next command that opens it"
+    if pending:
+        raise DatabaseUnavailable(
+            f"{len(pending)} migration(s) pending ({_some(pending)}): any command that opens the database "
+            "(`provisioner serve`, `worker`, `status`) applies them"
+        )
+    if unknown:
+        raise DatabaseUnavailable(
+            f"the database has migrations this provisioner does not know ({', '.join(unknown)}): "
+            "a newer version migrated it; run that version"
+        )
+    return f"reachable; at the latest migration ({known[-1]})"
+
+
+def _some(versions: list[str], shown: int = 3) -> str:
+    return ", ".join(versions[:shown]) + (f" and {len(versions) - shown} more" if len(versions) > shown else "")
+
+
 def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:
     """A sync pool for workers and the CLI; closed by the caller (use it as a context manager)."""
     pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False)

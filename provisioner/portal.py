@@ -47,6 +47,8 @@ from provisioner.names import Namespace
 logger = logging.getLogger(__name__)
 
 API = "/api/v2/data_products"
+#: The product id the doctor's write probes address: the nil UUID, which no portal product has.
+PROBE_PRODUCT_ID = "00000000-0000-0000-0000-000000000000"
 # Longest wait we honour from a Retry-After header; a portal asking for more is treated as down.
 _MAX_RETRY_AFTER = 30.0
 
@@ -362,6 +364,57 @@ class PortalClient:
         path = f"{API}/{_seg(product_id)}/status"
         if self._request("PUT", path, json={"status": status}, allow_404=True) is None:
             raise PortalNotFound(f"cannot set status {status!r}: data product {product_id} is gone (404)")
+
+    # -- the doctor's probe -----------------------------------------------------------------------
+
+    def probe(self) -> str:
+        """One line saying the portal answers, accepts our key and lets us write finalizers and status.
+
+        Raises PortalUnavailable (no answer) or PortalError (the key is refused, or writes are not allowed, named as
+        such). The writes change nothing: each is sent with an empty body for the nil product id
+        (``PROBE_PRODUCT_ID``). In the portal's source (``data_products/router.py``) both routes carry
+        ``Authorization.enforce(...)`` as a route dependency, and FastAPI runs dependencies before it validates the
+        body: a caller without the permission gets 403, one with it gets 422 for the missing field, and the handler
+        (the only code that writes) never runs. The portal still sends its v1 webhook for the refused call, which
+        the intake ignores (a failed portal call triggers nothing).
+        """
+        reading = self._probe_call("GET", API)
+        if reading.status_code in (401, 403):
+            raise PortalError(
+                f"portal at {self._client.base_url} refused our API key on GET {API} ({reading.status_code}): "
+                "set PROVISIONER_PORTAL_API_KEY to the portal's PORTAL_API_KEY"
+            )
+        if reading.status_code >= 300:
+            raise PortalError(_client_error("GET", API, reading))
+        refused = []
+        for method, path, what in (
+            ("POST", f"{API}/{PROBE_PRODUCT_ID}/finalizers", "finalizer"),
+            ("PUT", f"{API}/{PROBE_PRODUCT_ID}/status", "status"),
+        ):
+            answer = self._probe_call(method, path)
+            if answer.status_code in (401, 403):
+                refused.append(what)
+            elif answer.status_code != 422:
+                raise PortalError(
+                    f"portal answered the {what} write probe ({method} {path}, empty body) with "
+                    f"{answer.status_code} where 403 or 422 was expected: the portal version may not match"
+                )
+        if refused:
+            raise PortalError(
+                f"portal at {self._client.base_url}: the API key can read but not write ({' and '.join(refused)} "
+                "writes answer 403): give the portal's systemaccount_bot user its admin role (a freshly seeded portal "
+                "database has none: its seed truncates the global role assignments)"
+            )
+        return f"{self._client.base_url} answers; API key accepted; finalizer and status writes allowed"
+
+    def _probe_call(self, method: str, path: str) -> httpx.Response:
+        try:
+            return self._client.request(method, path, json=None if method == "GET" else {})
+        except httpx.TransportError as exc:
+            raise PortalUnavailable(
+                f"portal at {self._client.base_url} could not be reached ({type(exc).__name__}): "
+                "check PROVISIONER_PORTAL_URL and that the portal is up"
+            ) from None
 
     # -- plumbing ---------------------------------------------------------------------------------
 

@@ -178,6 +178,27 @@ def render_project(
     return added
 
 
+def probe_template(template: Path) -> str:
+    """One line when ``template`` renders for a sample product (into a temporary folder, then deleted)."""
+    with tempfile.TemporaryDirectory(prefix="provisioner-check-") as tmp:
+        added = render_project(
+            template,
+            Path(tmp) / "project",
+            {
+                "namespace": "provisioner-check",
+                "product_id": "00000000-0000-0000-0000-000000000000",
+                "product_name": "Provisioner check",
+                "description": "rendered by provisioner check",
+                "bucket": "provisioner-check",
+                "s3_endpoint": "http://127.0.0.1:9000",
+                "region": "us-east-1",
+            },
+        )
+    if not added:
+        raise ScaffoldError(f"{template} rendered no file")
+    return f"{template} renders ({len(added)} files)"
+
+
 def env_values(
     *,
     endpoint: str,

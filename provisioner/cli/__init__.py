@@ -15,7 +15,7 @@ from provisioner import __version__
 from provisioner.errors import ProvisionerError, SettingsError
 from provisioner.logs import redact_text
 
-COMMAND_MODULES = ("serve", "products", "tokenize", "profile", "webhook_url", "demo", "datahub_actions")
+COMMAND_MODULES = ("serve", "products", "tokenize", "profile", "webhook_url", "check", "demo", "datahub_actions")
 
 
 def build_parser() -> argparse.ArgumentParser:

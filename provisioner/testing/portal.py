@@ -253,6 +253,9 @@ class PortalState:
         self.webhook_v1_secret = webhook_v1_secret
         self.webhook_v2_url = webhook_v2_url
         self.echo_writes = echo_writes
+        #: True: the API key reads but may not write (the portal's authorization answers 403 before it validates
+        #: the body), as on a freshly seeded portal database whose system account lost its admin role.
+        self.refuse_writes = False
         self.duplicate_v2_events = duplicate_v2_events
         self.lag = 0.0
         self.lock = threading.RLock()
@@ -660,6 +663,8 @@ class _Api:
                 await asyncio.sleep(s.lag)
             if s.api_key is not None and not hmac.compare_digest(request.headers.get("x-key", ""), s.api_key):
                 status, payload = _error(403, "Not authenticated: a valid x-key header is required")
+            elif s.refuse_writes and method in ("POST", "PUT", "DELETE"):
+                status, payload = _error(403, "You don't have permission to perform this action")
             elif fault is not None:
                 if fault[2] is not None:
                     return Response(fault[2], status_code=fault[0], media_type="text/html")

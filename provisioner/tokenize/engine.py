@@ -371,6 +371,18 @@ def _find(conn: psycopg.Connection, table: TableTarget) -> _Found | None:
     return _Found(int(oid), str(relkind), bool(has_children), bool(row_security), bool(forced), str(role))
 
 
+def preflight(conn: psycopg.Connection, tables: tuple[TableTarget, ...], fmt: TokenFormat) -> None:
+    """Check, without writing, what a run checks before its first write, for every table (``provisioner check``).
+
+    Raises the run's own error for the first problem: a missing table or column, a column of the wrong type or
+    too short, a missing SELECT or UPDATE privilege, row-level security in force.
+    """
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        for table in tables:
+            _preflight(conn, table, fmt)
+
+
 def _preflight(conn: psycopg.Connection, table: TableTarget, fmt: TokenFormat) -> _Found:
     found = _find(conn, table)
     if found is None:
