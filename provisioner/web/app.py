@@ -1,4 +1,4 @@
-"""The Starlette application: webhook intake, health, metrics and status, wired from explicit inputs."""
+"""The Starlette application: webhook intake, health, metrics, the status API and page, wired from explicit inputs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from provisioner.errors import ProvisionerError, classify
-from provisioner.web import health, status
+from provisioner.web import health, page, status
 from provisioner.web.auth import StatusTokenGuard, WebhookAuth
 from provisioner.web.intake import GroupCommitter, IntakeConfig, receive_webhook
 from provisioner.web.metrics import WebMetrics, metrics_endpoint
@@ -43,6 +43,7 @@ def create_app(
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/status/products", status.products, methods=["GET"]),
+        Route("/", page.status_page, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
