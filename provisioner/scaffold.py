@@ -181,22 +181,31 @@ def render_project(
 def probe_template(template: Path) -> str:
     """One line when ``template`` renders for a sample product (into a temporary folder, then deleted)."""
     with tempfile.TemporaryDirectory(prefix="provisioner-check-") as tmp:
-        added = render_project(
-            template,
-            Path(tmp) / "project",
-            {
-                "namespace": "provisioner-check",
-                "product_id": "00000000-0000-0000-0000-000000000000",
-                "product_name": "Provisioner check",
-                "description": "rendered by provisioner check",
-                "bucket": "provisioner-check",
-                "s3_endpoint": "http://127.0.0.1:9000",
-                "region": "us-east-1",
-            },
-        )
+        try:
+            added = _render_sample(template, Path(tmp))
+        except ScaffoldError:
+            raise
+        except Exception as exc:  # a Jinja syntax error escapes render_project untyped: name the template here
+            raise ScaffoldError(f"{template} does not render: {type(exc).__name__}: {exc}") from exc
     if not added:
         raise ScaffoldError(f"{template} rendered no file")
     return f"{template} renders ({len(added)} files)"
+
+
+def _render_sample(template: Path, tmp: Path) -> list[str]:
+    return render_project(
+        template,
+        tmp / "project",
+        {
+            "namespace": "provisioner-check",
+            "product_id": "00000000-0000-0000-0000-000000000000",
+            "product_name": "Provisioner check",
+            "description": "rendered by provisioner check",
+            "bucket": "provisioner-check",
+            "s3_endpoint": "http://127.0.0.1:9000",
+            "region": "us-east-1",
+        },
+    )
 
 
 def env_values(

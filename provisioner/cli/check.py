@@ -90,12 +90,17 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     secrets = _secret_values(settings)
     # The probes' own log events (a store started, a database taken over) are not the doctor's output.
-    logging.getLogger("provisioner").setLevel(logging.ERROR)
-    with ExitStack() as stack:
-        failed = False
-        for outcome in run_checks(build_checks(settings, stack, base=args.base)):
-            _show(out, outcome, secrets)
-            failed = failed or outcome.status == "FAIL"
+    logger = logging.getLogger("provisioner")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with ExitStack() as stack:
+            failed = False
+            for outcome in run_checks(build_checks(settings, stack, base=args.base)):
+                _show(out, outcome, secrets)
+                failed = failed or outcome.status == "FAIL"
+    finally:
+        logger.setLevel(level)
     return 1 if failed else 0
 
 
