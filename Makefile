@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,databricks,spark,datahub]'
 	@# Spark (the spark extra's tests) needs a Java runtime: Debian's default one (OpenJDK 17 or 21).
 	command -v java >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends default-jre-headless; }
+	@# The status page's browser tests (tests/web/test_status_page.py) run Debian's chromium headless.
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 	touch $@
 
 install: $(VENV)/.installed
