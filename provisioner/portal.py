@@ -386,6 +386,7 @@ class PortalClient:
             )
         if reading.status_code >= 300:
             raise PortalError(_client_error("GET", API, reading))
+        _list_of(_json(reading, API), "data_products", f"GET {API}")  # the portal's answer, not a look-alike's
         refused = []
         for method, path, what in (
             ("POST", f"{API}/{PROBE_PRODUCT_ID}/finalizers", "finalizer"),
