@@ -378,10 +378,14 @@ class PortalClient:
         (the only code that writes) never runs. The portal still sends its v1 webhook for the refused call, which
         the intake ignores (a failed portal call triggers nothing).
         """
+        keyed = "x-key" in self._client.headers
         reading = self._probe_call("GET", API)
         if reading.status_code in (401, 403):
             raise PortalError(
                 f"portal at {self._client.base_url} refused our API key on GET {API} ({reading.status_code}): "
+                "set PROVISIONER_PORTAL_API_KEY to the portal's PORTAL_API_KEY"
+                if keyed
+                else f"portal at {self._client.base_url} wants an API key (GET {API} answered {reading.status_code}): "
                 "set PROVISIONER_PORTAL_API_KEY to the portal's PORTAL_API_KEY"
             )
         if reading.status_code >= 300:
@@ -401,12 +405,18 @@ class PortalClient:
                     f"{answer.status_code} where 403 or 422 was expected: the portal version may not match"
                 )
         if refused:
-            raise PortalError(
-                f"portal at {self._client.base_url}: the API key can read but not write ({' and '.join(refused)} "
-                "writes answer 403): give the portal's systemaccount_bot user its admin role (a freshly seeded portal "
-                "database has none: its seed truncates the global role assignments)"
+            who = (
+                "the API key can read but not write"
+                if keyed
+                else "we can read but not write (no PROVISIONER_PORTAL_API_KEY is set: the portal's default user acts)"
             )
-        return f"{self._client.base_url} answers; API key accepted; finalizer and status writes allowed"
+            raise PortalError(
+                f"portal at {self._client.base_url}: {who} ({' and '.join(refused)} writes answer 403): give the "
+                "portal's systemaccount_bot user its admin role (a freshly seeded portal database has none: its seed "
+                "truncates the global role assignments)" + ("" if keyed else ", and set PROVISIONER_PORTAL_API_KEY")
+            )
+        key = "API key accepted" if keyed else "no API key needed"
+        return f"{self._client.base_url} answers; {key}; finalizer and status writes allowed"
 
     def _probe_call(self, method: str, path: str) -> httpx.Response:
         try:

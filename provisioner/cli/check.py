@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from provisioner import db, scaffold
 from provisioner.errors import SettingsError, StorageUnavailable
@@ -41,6 +41,9 @@ from provisioner.site import tenants, tokenize_options
 from provisioner.storage import build_store
 from provisioner.storage.probe import probe_admin
 from provisioner.web.auth import url_token
+
+if TYPE_CHECKING:
+    from provisioner.tokenize import PolicyFile, Tenants
 
 
 class Skipped(Exception):
@@ -195,31 +198,36 @@ def _tenant_checks(settings: Settings) -> list[Check]:
     try:
         configured = tenants(settings)
     except Exception as exc:  # a tenant's settings that cannot be read: one failing line, the others still run
-        message = str(exc)
-
-        def unreadable() -> str:
-            raise SettingsError(message)
-
-        return [Check("tenants", unreadable)]
+        return [Check("tenants", _fail(str(exc)))]
     policies = None
     if settings.tokenize_policy is not None:
         from provisioner.tokenize import load_policy_file
 
-        policies = load_policy_file(settings.tokenize_policy)
+        try:
+            policies = load_policy_file(settings.tokenize_policy)
+        except Exception as exc:  # the policy's own line; the tenants are still checked for connecting
+            return [Check("tokenize policy", _fail(str(exc))), *_tenant_lines(settings, configured, None, ())]
+    wanted = sorted({e.tenant for e in policies.entries if e.tokenize}) if policies is not None else []
+    return _tenant_lines(settings, configured, policies, wanted)
+
+
+def _tenant_lines(
+    settings: Settings, configured: Tenants, policies: PolicyFile | None, wanted: Iterable[str]
+) -> list[Check]:
+    """A line per configured tenant, and a failing one per tenant the policy file names without settings."""
     names = sorted([*configured.connectors, *configured.executors])
-    checks: list[Check] = []
-    if policies is not None:
-        missing = sorted({e.tenant for e in policies.entries if e.tokenize} - set(names))
-        for name in missing:
-            checks.append(Check(f"tenant {name}", _no_settings(name, str(settings.tokenize_policy))))
+    checks = [
+        Check(f"tenant {name}", _no_settings(name, str(settings.tokenize_policy)))
+        for name in wanted
+        if name not in names
+    ]
     if not names and not checks:
         return [Check("tenants", _skip("none configured (PROVISIONER_TENANT_<ID>_DSN): tokenization has no target"))]
-    for name in names:
-        checks.append(Check(f"tenant {name}", _tenant_probe(settings, configured, policies, name)))
+    checks.extend(Check(f"tenant {name}", _tenant_probe(settings, configured, policies, name)) for name in names)
     return checks
 
 
-def _tenant_probe(settings: Settings, configured: Any, policies: Any, name: str) -> Callable[[], str]:
+def _tenant_probe(settings: Settings, configured: Tenants, policies: PolicyFile | None, name: str) -> Callable[[], str]:
     def probe() -> str:
         if name in configured.executors:
             raise Skipped("a Databricks warehouse: not checked here (its runs say what it refuses)")
@@ -242,6 +250,13 @@ def _no_settings(name: str, source: str) -> Callable[[], str]:
     def fail() -> str:
         var = f"PROVISIONER_TENANT_{name.upper()}"
         raise SettingsError(f"{source} tokenizes in tenant {name!r}, which has no connection settings: set {var}_DSN")
+
+    return fail
+
+
+def _fail(message: str) -> Callable[[], str]:
+    def fail() -> str:
+        raise SettingsError(message)
 
     return fail
 

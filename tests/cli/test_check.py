@@ -281,6 +281,19 @@ def test_each_tenant_connects_with_the_privileges_tokenization_needs(
     assert lines["tenant unset"].startswith(f"FAIL {policy} tokenizes in tenant 'unset', which has no connection")
 
 
+def test_a_policy_file_that_does_not_parse_is_its_own_line(
+    check_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("policies: [")
+
+    code, lines = in_process({**check_env, "PROVISIONER_TOKENIZE_POLICY": str(policy)}, monkeypatch, capsys)
+
+    assert code == 1
+    assert lines["tokenize policy"].startswith(f"FAIL {policy} is not valid YAML")
+    assert lines["tenants"].startswith("skip none configured")
+
+
 def test_a_tenant_role_without_temporary_fails_in_hmac_mode(
     check_env: dict[str, str],
     pg_empty_url: str,
