@@ -42,7 +42,8 @@ FROM provisioner_runs ORDER BY id DESC LIMIT %s
 
 @dataclass(frozen=True)
 class Overview:
-    """Rows for each section of the status page (dicts keyed by column name) and the queue's counts by status."""
+    """Rows for each section of the status page (dicts keyed by column name), the queue's counts by status and the
+    jobs that run or wait."""
 
     products: list[dict[str, Any]]
     grants: list[dict[str, Any]]
@@ -50,6 +51,7 @@ class Overview:
     runs: list[dict[str, Any]]
     parked: list[dict[str, Any]]
     queue: dict[str, int]
+    jobs: list[dict[str, Any]]
 
 
 async def overview(conn: psycopg.AsyncConnection[Any]) -> Overview:
@@ -61,6 +63,7 @@ async def overview(conn: psycopg.AsyncConnection[Any]) -> Overview:
         runs=await _rows(conn, _RUNS, RECENT_RUNS),
         parked=await parked.parked_for_status(conn),
         queue=await queue.jobs_by_status(conn),
+        jobs=await queue.waiting_jobs(conn, RECENT_RUNS),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 _DEFER = "SELECT provisioner_defer(%s::jsonb, %s, %s)"
 
@@ -31,3 +32,15 @@ async def jobs_by_status(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
     """How many jobs each status holds (statuses without a job are absent)."""
     cur = await conn.execute("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY status")
     return dict(await cur.fetchall())
+
+
+async def waiting_jobs(conn: psycopg.AsyncConnection[Any], limit: int = 25) -> list[dict[str, Any]]:
+    """The jobs that run or wait (``doing`` first, then ``todo`` by id): queue, task, lock (the entity), attempts and
+    when it is due, for the status page."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT id, queue_name, task_name, lock, status::text AS status, attempts, scheduled_at"
+        " FROM procrastinate_jobs WHERE status IN ('todo', 'doing') ORDER BY status <> 'doing', id LIMIT %s",
+        (limit,),
+    )
+    return await cur.fetchall()

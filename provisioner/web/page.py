@@ -64,6 +64,24 @@ def render(seen: Overview, now: datetime) -> str:
         f"<h1>Provisioner status</h1><p>Read at {_e(_when(now))}. Read only; reload for fresh figures.</p>",
         _section("Queue", "queue", ["status", "jobs"], _queue_rows(seen.queue), "no job"),
         _section(
+            "Jobs running or waiting",
+            "jobs",
+            ["job", "queue", "task", "entity", "status", "attempts", "due"],
+            (
+                [
+                    _e(j["id"]),
+                    _e(j["queue_name"]),
+                    _e(j["task_name"]),
+                    _code(j["lock"]),
+                    _e(j["status"]),
+                    _e(j["attempts"]),
+                    _e(_when(j["scheduled_at"]) or "now"),
+                ]
+                for j in seen.jobs
+            ),
+            "none",
+        ),
+        _section(
             "Products",
             "products",
             ["product", "namespace", "state", "key id", "changed"],

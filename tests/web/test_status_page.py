@@ -63,6 +63,8 @@ async def test_the_page_shows_every_section_escaped(make_web: WebFactory) -> Non
     assert "untokenized &quot;ok&quot;" in page
     for shown in ("AKIDSALES1", "AKIDMKT2", "sales/published/orders/", "invalid_name", "todo"):
         assert shown in page
+    # The job waiting in the queue, with the entity it is about.
+    assert '<table id="jobs-table">' in page and "<code>product:p1</code>" in page
 
 
 async def test_the_page_is_guarded_like_the_status_api(make_web: WebFactory) -> None:
