@@ -32,11 +32,12 @@ _URL_PASSWORD = re.compile(
 _BARE_PASSWORD = re.compile(r"(?P<head>(?:^|(?<=[\s'\"=]))[\w.%+-]{1,64}:)(?P<pw>[^@\s/'\"]{1,256})(?P<at>@[\w.-])")
 # key=value pairs whose key names a secret (libpq DSN keywords, URL query parameters, VAR=value). A name counts
 # when it *ends* in the secret word, so ``tokenize_mode=`` and ``access_key_id=`` are left alone. libpq allows
-# spaces around "=", so the password family may have them; for the rest a value must follow "=" directly, or
-# prose such as "a ?token= in the URL" would lose its next word.
+# spaces around "=", so the password family may have them, but only on both sides ("password = x"): a value
+# must otherwise follow "=" directly, or prose such as "a ?token= in the URL" or "password= in the URL" would
+# lose its next word.
 _NAME_END = r"(?![\w-])"
 _KV_SPACED = re.compile(
-    rf"(?P<head>(?<![\w.-])[\w.-]{{0,128}}(?:password|passwd|pwd){_NAME_END}\s*=\s*)"
+    rf"(?P<head>(?<![\w.-])[\w.-]{{0,128}}(?:password|passwd|pwd){_NAME_END}(?:\s+=\s*|=))"
     r"(?P<pw>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&]+?)(?P<tail>['\"]*)(?=[\s&]|$)",
     re.IGNORECASE,
 )

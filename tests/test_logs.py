@@ -48,6 +48,17 @@ def test_redact_text_leaves_prose_alone_and_masks_only_real_values() -> None:
     assert redact_text("token=&x=1") == "token=&x=1"  # an empty value has nothing to mask
 
 
+def test_redact_text_masks_only_the_value_after_a_secret_name_up_to_its_delimiter() -> None:
+    # "password= in the URL" used to become "password= **** the URL": a space after "=" ends an empty value unless
+    # the "=" has spaces on both sides, as libpq writes it ("password = hunter2").
+    for prose in ("set password= in the URL", "a ?token= in the URL", "the secret= here", "sslpassword=\tnext"):
+        assert redact_text(prose) == prose
+    assert redact_text("?token=abc&next=1 and more") == "?token=****&next=1 and more"
+    assert redact_text("u?password=pw1&user=bob") == "u?password=****&user=bob"
+    assert redact_text("password=hunter2 in the URL") == "password=**** in the URL"
+    assert redact_text("host=db password = hunter2 user=u") == "host=db password = **** user=u"
+
+
 def test_redact_text_masks_dsns_keys_and_bearer_tokens() -> None:
     cases = {
         "host=db password = hunter2 user=u": "host=db password = **** user=u",

@@ -84,7 +84,8 @@ class RunRecorder:
         self._ready = False
 
     @contextmanager
-    def _connect(self) -> Iterator[psycopg.Connection]:
+    def _connect(self, purpose: str = "write the tokenization run record") -> Iterator[psycopg.Connection]:
+        """A connection to the records' database; its errors become a RecorderError saying what could not be done."""
         try:
             with self._connection() as conn:
                 if not self._ready:
@@ -96,7 +97,7 @@ class RunRecorder:
                 yield conn
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RecorderError(f"cannot write the tokenization run record: {redact_text(first)}") from None
+            raise RecorderError(f"cannot {purpose}: {redact_text(first)}") from None
 
     def _connection(self) -> AbstractContextManager[psycopg.Connection]:
         """A new autocommit connection, or one borrowed from the pool (its work commits when given back)."""
@@ -154,13 +155,13 @@ class RunRecorder:
 
     def get(self, run_id: str) -> RunRecord | None:
         """One run by id, or None."""
-        with self._connect() as conn:
+        with self._connect("read the tokenization run records") as conn:
             row = conn.execute(f"SELECT {_COLUMNS} FROM tokenize_runs WHERE run_id = %s", (run_id,)).fetchone()
         return _record(row) if row else None
 
     def last(self, n: int = 20) -> list[RunRecord]:
         """The ``n`` most recent runs, newest first."""
-        with self._connect() as conn:
+        with self._connect("read the tokenization run records") as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM tokenize_runs ORDER BY started_at DESC, run_id LIMIT %s", (n,)
             ).fetchall()

@@ -80,3 +80,18 @@ def test_batch_pages_setting_reaches_the_engine(
     assert main(["tokenize", "--policy", str(env)]) == 0
     # The default (256 pages) would rewrite this small table in one UPDATE, and print no batches.
     assert re.search(r"public\.many changed 1,000 rows in [0-9.]+s \(\d+ batches\)", capsys.readouterr().out)
+
+
+def test_reading_run_records_that_cannot_be_reached_says_read_not_write() -> None:
+    # `provisioner runs` only reads; its error used to say "cannot write the tokenization run record".
+    from datetime import UTC, datetime
+
+    from provisioner.tokenize import RecorderError, RunRecorder
+
+    unreachable = RunRecorder("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(RecorderError, match=r"^cannot read the tokenization run records: "):
+        unreachable.last(5)
+    with pytest.raises(RecorderError, match=r"^cannot read the tokenization run records: "):
+        unreachable.get("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(RecorderError, match=r"^cannot write the tokenization run record: "):
+        unreachable.start(run_id="r", tenant="t", policy="p", dry_run=True, tables=[], started_at=datetime.now(UTC))
