@@ -36,8 +36,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PROVISIONER_PORT=8090 \
     PROVISIONER_DATA_DIR=/data \
     PROVISIONER_PRODUCTS_DIR=/data/products \
-    PROVISIONER_TEMPLATE=/app/templates/sqlmesh
-# Wheels come from a bind mount of the builder stage, so none stays in a layer.
+    PROVISIONER_ALLOW_EMBEDDED=false
+# Wheels come from a bind mount of the builder stage, so none stays in a layer. The package is installed without its
+# `embedded` extra: no embedded PostgreSQL, SeaweedFS or moto (and so no Flask, sympy or cfn-lint) in the image; it
+# needs PROVISIONER_DATABASE_URL and PROVISIONER_S3_ENDPOINT, and PROVISIONER_ALLOW_EMBEDDED=false says so at start.
+# The project template is package data (provisioner/templates/sqlmesh): no PROVISIONER_TEMPLATE needed.
 # /run/provisioner: where one-shot steps leave files for other containers (compose: the signed v2 webhook URL).
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels provisioner \
@@ -45,8 +48,6 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
  && useradd --uid "${UID}" --gid "${GID}" --home-dir /home/provisioner --create-home --shell /usr/sbin/nologin provisioner \
  && mkdir -p /data/products /app /run/provisioner \
  && chown -R provisioner:provisioner /data /run/provisioner
-# The package finds its template beside itself only in a source checkout; in the image it lives here.
-COPY --chown=root:root templates /app/templates
 WORKDIR /app
 USER provisioner:provisioner
 EXPOSE 8090

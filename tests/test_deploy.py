@@ -609,11 +609,20 @@ def test_image_has_a_readyz_health_check_and_the_template() -> None:
     assert re.search(r"^HEALTHCHECK .*?/readyz", final, re.MULTILINE | re.DOTALL)
     assert re.search(r'^ENTRYPOINT \["provisioner"\]', final, re.MULTILINE)
     assert re.search(r'^CMD \["serve"\]', final, re.MULTILINE)
-    assert re.search(r"^COPY .*templates /app/templates", final, re.MULTILINE)
-    template = re.search(r"PROVISIONER_TEMPLATE=(\S+)", final)
-    assert template and template.group(1) == "/app/templates/sqlmesh"
+    # The template is package data of the wheel (tests/test_packaging.py): no copy beside it, no path to set.
+    assert "templates" not in final and "PROVISIONER_TEMPLATE" not in final
     for var in re.findall(r"\b(PROVISIONER_[A-Z_]+)=", final):
         assert is_known_setting(var), f"Dockerfile sets unknown {var}"
+
+
+def test_image_installs_no_embedded_servers_and_refuses_to_start_without_external_ones() -> None:
+    builder, final = dockerfile_stages()[0], dockerfile_stages()[-1]
+    # The builder makes wheels of the package without extras; the runtime installs `provisioner`, not
+    # `provisioner[embedded]`: no embedded PostgreSQL, SeaweedFS or moto in the image.
+    assert re.search(r"pip wheel --wheel-dir /wheels \.$", builder, re.MULTILINE)
+    installs = re.findall(r"pip install [^\n&]*", final)
+    assert installs and all(re.search(r"\sprovisioner(\s|$)", i) and "[" not in i for i in installs), installs
+    assert re.search(r"\bPROVISIONER_ALLOW_EMBEDDED=false\b", final)
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context() -> None:
@@ -681,6 +690,43 @@ def test_k8s_settings_are_real_and_mirror_compose(
         sources = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
         assert {"configMapRef": {"name": "provisioner-config"}} in sources, name
         assert {"secretRef": {"name": "provisioner-secrets"}} in sources, name
+
+
+def k8s_web_environment(k8s_docs: list[dict[str, Any]]) -> dict[str, str]:
+    """What a web pod's environment holds: the ConfigMap, the Secret template, then the container's own env."""
+    env = {
+        **by_kind(k8s_docs, "ConfigMap")["provisioner-config"]["data"],
+        **by_kind(k8s_docs, "Secret")["provisioner-secrets"]["stringData"],
+    }
+    web = by_kind(k8s_docs, "Deployment")["provisioner-web"]["spec"]["template"]["spec"]["containers"][0]
+    env.update({e["name"]: e["value"] for e in web.get("env", [])})
+    env["PROVISIONER_TOKENIZE_POLICY"] = str(POLICY)  # mounted from a ConfigMap in the pod
+    return env
+
+
+def test_k8s_web_pods_refuse_to_start_without_a_database_url(k8s_docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    # A web pod without PROVISIONER_DATABASE_URL used to start its own embedded PostgreSQL and answer 202 for work
+    # that no worker would ever see. Now `provisioner serve --no-worker` stops at once: one line, exit 1.
+    env = k8s_web_environment(k8s_docs)
+    assert Settings.from_env(env).allow_embedded is False
+    del env["PROVISIONER_DATABASE_URL"]
+    env["PROVISIONER_DATA_DIR"] = str(tmp_path / "data")
+    web = by_kind(k8s_docs, "Deployment")["provisioner-web"]["spec"]["template"]["spec"]["containers"][0]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", *web["args"]],
+        env={**clean, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "PROVISIONER_DATABASE_URL" in lines[0] and "PROVISIONER_ALLOW_EMBEDDED=false" in lines[0]
+    assert not (tmp_path / "data").exists(), "nothing was started"
 
 
 def test_k8s_secret_is_a_template_never_applied_as_is(k8s_docs: list[dict[str, Any]]) -> None:

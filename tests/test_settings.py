@@ -170,3 +170,21 @@ def test_cli_masks_secrets_in_any_error_it_prints(
     assert main([]) == 1
     err = capsys.readouterr().err
     assert "hunter2" not in err and "password=****" in err
+
+
+def test_allow_embedded_false_needs_an_external_database_and_store() -> None:
+    external = {
+        "PROVISIONER_ALLOW_EMBEDDED": "false",
+        "PROVISIONER_DATABASE_URL": "postgresql://p@db/p",
+        "PROVISIONER_S3_ENDPOINT": "http://store:9000",
+        "PROVISIONER_S3_ACCESS_KEY": "admin",
+        "PROVISIONER_S3_SECRET_KEY": "admin-secret",
+    }
+    assert Settings.from_env(external).allow_embedded is False
+    for missing in ("PROVISIONER_DATABASE_URL", "PROVISIONER_S3_ENDPOINT"):
+        env = {k: v for k, v in external.items() if k != missing}
+        if missing == "PROVISIONER_S3_ENDPOINT":
+            env = {k: v for k, v in env.items() if not k.startswith("PROVISIONER_S3_")}
+        with pytest.raises(SettingsError, match=f"^{missing} must be set: PROVISIONER_ALLOW_EMBEDDED=false"):
+            Settings.from_env(env)
+    assert Settings.from_env({}).allow_embedded is True  # a single local process starts its own

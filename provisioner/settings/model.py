@@ -28,8 +28,8 @@ _SECRET_VAR = re.compile(r"(SECRET|PASSWORD|TOKEN|_KEY|_DSN)$")
 
 
 def default_template() -> Path:
-    """The template shipped in this repository (``templates/sqlmesh`` beside the package)."""
-    return Path(__file__).resolve().parents[2] / "templates" / "sqlmesh"
+    """The template shipped inside the package (``provisioner/templates/sqlmesh``, package data of the wheel)."""
+    return Path(__file__).resolve().parents[1] / "templates" / "sqlmesh"
 
 
 def _products_dir(read: Mapping[str, Any]) -> Path:
@@ -47,6 +47,14 @@ class Settings:
     )
     database_url: str | None = setting(
         None, kinds.URL, "PostgreSQL URL; unset starts embedded PostgreSQL", area="process", shown="(embedded)"
+    )
+    # Production pods set it to false: a web pod that silently ran its own PostgreSQL would answer 202 for work that
+    # no worker ever sees.
+    allow_embedded: bool = setting(
+        True,
+        kinds.BOOL,
+        "false: refuse to start without PROVISIONER_DATABASE_URL and PROVISIONER_S3_ENDPOINT (no embedded servers)",
+        area="process",
     )
 
     # ---------------------------------------------------------------------------------- web server and webhooks
@@ -277,6 +285,17 @@ class Settings:
                     f"{var.name}={shown_value(var.name, raw)} is invalid: {redact_text(str(exc))}"
                 ) from None
         settings = cls(**read, tenants=read_tenants(env))
+        if not settings.allow_embedded:
+            embedded = {
+                "PROVISIONER_DATABASE_URL": settings.embedded_database,
+                "PROVISIONER_S3_ENDPOINT": settings.embedded_store,
+            }
+            missing = [name for name, unset in embedded.items() if unset]
+            if missing:
+                raise SettingsError(
+                    f"{' and '.join(missing)} must be set: PROVISIONER_ALLOW_EMBEDDED=false refuses embedded servers "
+                    "(a pod with its own PostgreSQL would accept webhooks that no worker ever sees)"
+                )
         if (settings.s3_access_key is None) != (settings.s3_secret_key is None):
             raise SettingsError("PROVISIONER_S3_ACCESS_KEY and PROVISIONER_S3_SECRET_KEY must be set together")
         if settings.s3_endpoint and settings.s3_access_key is None:

