@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
             "succeeded, 1 otherwise."
         ),
     )
-    tok.add_argument("--policy", required=True, metavar="FILE", help="YAML policy file (see the README)")
+    tok.add_argument("--policy", required=True, metavar="FILE", help="YAML policy file (see docs/tokenization.md)")
     tok.add_argument(
         "--dry-run", action="store_true", help="count the rows and values that would change; write nothing"
     )

@@ -56,7 +56,7 @@ def policy_text(tenant: str, tables: Sequence[TableProfile], run_id: str) -> str
     head = [
         f"# Tokenization policy proposed by `provisioner profile` (run {run_id}) for tenant {tenant}.",
         "# Nothing was applied. Review every column (the profile's evidence says why it is here), then copy the",
-        "# tables under a `policies:` entry with its producer and output_port (README, 'Policy file').",
+        "# tables under a `policies:` entry with its producer and output_port (docs/tokenization.md, 'Policy file').",
         f"tenant: {json.dumps(tenant)}",
         "tables:",
     ]

@@ -171,8 +171,8 @@ class AccessReconciler:
         if plan.too_large:
             raise PolicyTooLarge(
                 f"output port(s) {', '.join(plan.too_large)} were not granted to {namespace}: its store policy would "
-                "exceed the 2,048-character inline policy limit (README, 'How many grants fit'); every other grant "
-                "and revocation was applied"
+                "exceed the 2,048-character inline policy limit (docs/storage.md, 'How many grants fit'); every "
+                "other grant and revocation was applied"
             )
 
     # -- deciding, port by port -------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Each setting is declared once, as a field of :class:`Settings` (``model.py``): name, type, default, unit, area
 and one line of documentation. Tenant settings are a family (``PROVISIONER_TENANT_<ID>_<FIELD>``) whose fields are
-declared in ``tenants.py``. Parsing and validation (``Settings.from_env``) and the configuration reference in the
-README (``python -m provisioner.settings --write README.md``, checked by the tests) are built from them.
+declared in ``tenants.py``. Parsing and validation (``Settings.from_env``) and the configuration reference in
+docs/configuration.md (``python -m provisioner.settings --write docs/configuration.md``, checked by the tests) are
+built from them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The configuration reference, generated from the declarations: one Markdown table per area.
 
-Documents carry it between two markers; ``python -m provisioner.settings --write README.md`` regenerates it there,
-``--check`` (and tests/test_settings.py) fails when it differs from the declarations.
+Documents carry it between two markers; ``python -m provisioner.settings --write docs/configuration.md``
+regenerates it there, ``--check`` (and tests/test_settings.py) fails when it differs from the declarations.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def product_policy(
         raise PolicyTooLarge(
             f"the store policy of {namespace.user_name} with {len(granted)} read grant(s) would be {size} characters, "
             f"over the {limit}-character inline policy limit: it was not changed; fewer output ports can be granted "
-            "to this product (see README, 'How many grants fit')"
+            "to this product (see docs/storage.md, 'How many grants fit')"
         )
     return document
 
