@@ -35,11 +35,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PROVISIONER_HOST=0.0.0.0 \
     PROVISIONER_PORT=8090 \
     PROVISIONER_DATA_DIR=/data \
-    PROVISIONER_PRODUCTS_DIR=/data/products \
-    PROVISIONER_ALLOW_EMBEDDED=false
+    PROVISIONER_PRODUCTS_DIR=/data/products
 # Wheels come from a bind mount of the builder stage, so none stays in a layer. The package is installed without its
 # `embedded` extra: no embedded PostgreSQL, SeaweedFS or moto (and so no Flask, sympy or cfn-lint) in the image; it
-# needs PROVISIONER_DATABASE_URL and PROVISIONER_S3_ENDPOINT, and PROVISIONER_ALLOW_EMBEDDED=false says so at start.
+# needs PROVISIONER_DATABASE_URL and PROVISIONER_S3_ENDPOINT (one line at start names the missing one). Long-running
+# services also set PROVISIONER_ALLOW_EMBEDDED=false (compose, the k8s ConfigMap); the image does not, because
+# one-shot commands such as `provisioner webhook-url` need neither.
 # The project template is package data (provisioner/templates/sqlmesh): no PROVISIONER_TEMPLATE needed.
 # /run/provisioner: where one-shot steps leave files for other containers (compose: the signed v2 webhook URL).
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \

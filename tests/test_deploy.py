@@ -615,14 +615,37 @@ def test_image_has_a_readyz_health_check_and_the_template() -> None:
         assert is_known_setting(var), f"Dockerfile sets unknown {var}"
 
 
-def test_image_installs_no_embedded_servers_and_refuses_to_start_without_external_ones() -> None:
+def test_image_installs_no_embedded_servers() -> None:
     builder, final = dockerfile_stages()[0], dockerfile_stages()[-1]
     # The builder makes wheels of the package without extras; the runtime installs `provisioner`, not
     # `provisioner[embedded]`: no embedded PostgreSQL, SeaweedFS or moto in the image.
     assert re.search(r"pip wheel --wheel-dir /wheels \.$", builder, re.MULTILINE)
     installs = re.findall(r"pip install [^\n&]*", final)
     assert installs and all(re.search(r"\sprovisioner(\s|$)", i) and "[" not in i for i in installs), installs
-    assert re.search(r"\bPROVISIONER_ALLOW_EMBEDDED=false\b", final)
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The ENV of the image's final stage."""
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV\s+(.+)$", dockerfile_stages()[-1], re.MULTILINE):
+        env.update(pair.split("=", 1) for pair in line.split() if "=" in pair)
+    return env
+
+
+def test_every_compose_service_running_the_provisioner_starts_with_its_settings(
+    services: dict[str, dict[str, Any]], env_example: dict[str, str]
+) -> None:
+    # The image's ENV plus the service's own: a one-shot step such as `provisioner webhook-url` must not be refused
+    # for lacking a database it never uses (an image-wide PROVISIONER_ALLOW_EMBEDDED=false would do that).
+    own = [name for name, service in services.items() if uses_own_image(service)]
+    assert "portal-webhook-url" in own
+    for name in own:
+        env = {**dockerfile_env(), **provisioner_env(services, env_example, name)}
+        if "PROVISIONER_TOKENIZE_POLICY" in env:
+            env["PROVISIONER_TOKENIZE_POLICY"] = str(POLICY)
+        Settings.from_env(env)  # raises SettingsError with the reason
+    services_env = provisioner_env(services, env_example, "provisioner")
+    assert services_env["PROVISIONER_ALLOW_EMBEDDED"] == "false", "the long-running services refuse embedded servers"
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context() -> None:
