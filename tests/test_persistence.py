@@ -39,6 +39,12 @@ def test_recording_writes_one_run_with_its_steps_detail_and_outcome(state: State
     assert row["finished_at"] is not None
 
 
+def test_a_run_that_learns_its_kind_on_the_way_is_recorded_with_it(state: StateStore) -> None:
+    with state.recording("product", "p-4") as run:
+        run.kind = "delete"  # what reconcile_product does when it finds the product deleting
+    assert _only_run(state, "p-4")["kind"] == "delete"
+
+
 def test_a_run_whose_outcome_is_skipped_is_recorded_skipped(state: StateStore) -> None:
     with state.recording("access", "c-1") as run:
         run.detail.update(outcome="skipped", reason="the consumer is parked")

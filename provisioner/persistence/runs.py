@@ -92,14 +92,15 @@ def start_run(
 
 
 def finish_run(conn: psycopg.Connection[Any], run: Run, status: str, error: str | None = None) -> None:
-    """Close a run with ``status`` (success, failure, skipped), its steps, detail, namespace and error.
+    """Close a run with ``status`` (success, failure, skipped), its kind, steps, detail, namespace and error.
 
-    The kind stays as the run was started (a product run that turned into a deletion keeps ``product``).
+    The kind is written again because a run may learn what it is on the way: a product run that finds the product
+    deleting becomes a ``delete`` run.
     """
     conn.execute(
-        "UPDATE provisioner_runs SET status = %s, steps = %s, detail = %s, error = %s, namespace = %s, "
+        "UPDATE provisioner_runs SET status = %s, kind = %s, steps = %s, detail = %s, error = %s, namespace = %s, "
         "finished_at = now() WHERE id = %s",
-        (status, json.dumps(run.steps), json.dumps(run.detail, default=str), error, run.namespace, run.id),
+        (status, run.kind, json.dumps(run.steps), json.dumps(run.detail, default=str), error, run.namespace, run.id),
     )
 
 

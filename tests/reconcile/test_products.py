@@ -150,6 +150,8 @@ def test_deletion_removes_keys_and_user_archives_project_and_releases_finalizer(
     assert site.s3.client("s3").get_object(Bucket=site.config.bucket, Key=kept)["Body"].read() == b"data"
     record = site.state.product(pid)
     assert record is not None and record.state == "deleted"
+    (deletion,) = site.state.last_runs(pid, limit=1)
+    assert (deletion["kind"], deletion["status"]) == ("delete", "success")  # provisioner runs shows a deletion
     # Running it again (a replayed delete event: the product is now 404) is a no-op.
     site.reconcilers.reconcile_product(pid)
     assert site.state.last_runs(pid, limit=1)[0]["status"] == "skipped"
