@@ -216,10 +216,7 @@ def build_app(
     Follow-ups and retention borrow from ``pool`` (the process's sync pool) when given, else connect to
     ``database_url``; the queue's connector keeps its own async pool of ``queue_pool_size`` connections.
     """
-    # A bounded wait for a pooled connection: while the database is away, the worker's calls fail after seconds
-    # (and run_worker restarts it) instead of hanging for psycopg's default 30 s each.
-    app = procrastinate.App(connector=_connector(database_url, queue_pool_size))
-    retry = _Backoff(max_attempts, backoff_seconds)
+    app, retry = _queue_app(database_url, queue_pool_size, max_attempts, backoff_seconds)
     connections: ConnectionSource = pool if pool is not None else database_url
 
     def enqueue_logged(event: str, triggers: Sequence[Trigger], *, wake: bool = True, **fields: object) -> None:
@@ -263,11 +260,7 @@ def build_app(
     def resync(context: JobContext, timestamp: int | None = None) -> None:
         runner.run(context, TASK_RESYNC, resync_and_enqueue)
 
-    @app.periodic(cron="* * * * *", periodic_id="retry_stalled")
-    @app.task(name=TASK_STALLED, queue=QUEUE, queueing_lock=TASK_STALLED, pass_context=True)
-    async def retry_stalled_jobs_task(context: JobContext, timestamp: int) -> None:
-        await retry_stalled_jobs(app, stalled_after_seconds)
-
+    _add_stalled_repair(app, TASK_STALLED, QUEUE, "retry_stalled", stalled_after_seconds)
     if resync_seconds > 0:
         app.periodic(cron=resync_cron(resync_seconds), periodic_id="resync")(resync)
     if retention is not None:
@@ -275,11 +268,33 @@ def build_app(
     return app
 
 
+def _queue_app(
+    database_url: str, pool_size: int, max_attempts: int, backoff_seconds: float
+) -> tuple[procrastinate.App, _Backoff]:
+    """A procrastinate App on its own connector, and the retry strategy its retried tasks share (both queues)."""
+    return procrastinate.App(connector=_connector(database_url, pool_size)), _Backoff(max_attempts, backoff_seconds)
+
+
 def _connector(database_url: str, pool_size: int) -> procrastinate.PsycopgConnector:
-    """The queue's connector: its own async pool (``run_worker`` closes and reopens it after a lost database)."""
+    """The queue's connector: its own async pool (``run_worker`` closes and reopens it after a lost database).
+
+    A bounded wait for a pooled connection: while the database is away, the worker's calls fail after seconds (and
+    run_worker restarts it) instead of hanging for psycopg's default 30 s each.
+    """
     return procrastinate.PsycopgConnector(
         conninfo=database_url, timeout=POOL_WAIT_SECONDS, min_size=pool_size, max_size=pool_size
     )
+
+
+def _add_stalled_repair(
+    app: procrastinate.App, task: str, queue: str, periodic_id: str, stalled_after_seconds: float
+) -> None:
+    """Register the every-minute task that requeues the jobs of ``queue``'s dead workers (``retry_stalled_jobs``)."""
+
+    @app.periodic(cron="* * * * *", periodic_id=periodic_id)
+    @app.task(name=task, queue=queue, queueing_lock=task, pass_context=True)
+    async def retry_stalled(context: JobContext, timestamp: int) -> None:
+        await retry_stalled_jobs(app, stalled_after_seconds)
 
 
 def add_retention_task(app: procrastinate.App, connections: ConnectionSource, policy: RetentionPolicy) -> None:
@@ -324,8 +339,7 @@ def build_datahub_app(
 ) -> procrastinate.App:
     """A procrastinate App for the ``datahub`` queue: ``tokenize_dataset`` jobs (queued by the plugin's act(),
     locked per dataset), the lost-event scan every ``scan_seconds`` (0: never) and the stalled-job repair."""
-    app = procrastinate.App(connector=_connector(database_url, QUEUE_POOL_SIZE))
-    retry = _Backoff(max_attempts, backoff_seconds)
+    app, retry = _queue_app(database_url, QUEUE_POOL_SIZE, max_attempts, backoff_seconds)
     runner = _Runner(max_attempts, metrics)
 
     @app.task(name=TASK_TOKENIZE_DATASET, queue=DATAHUB_QUEUE, retry=retry, pass_context=True)
@@ -348,11 +362,7 @@ def build_datahub_app(
     def datahub_scan(context: JobContext, timestamp: int | None = None) -> None:
         runner.run(context, TASK_DATAHUB_SCAN, handlers.scan)
 
-    @app.periodic(cron="* * * * *", periodic_id="datahub_retry_stalled")
-    @app.task(name=TASK_DATAHUB_STALLED, queue=DATAHUB_QUEUE, queueing_lock=TASK_DATAHUB_STALLED, pass_context=True)
-    async def retry_stalled(context: JobContext, timestamp: int) -> None:
-        await retry_stalled_jobs(app, stalled_after_seconds)
-
+    _add_stalled_repair(app, TASK_DATAHUB_STALLED, DATAHUB_QUEUE, "datahub_retry_stalled", stalled_after_seconds)
     if scan_seconds > 0:
         app.periodic(cron=resync_cron(scan_seconds), periodic_id="datahub_scan")(datahub_scan)
     return app

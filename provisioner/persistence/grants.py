@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from provisioner.persistence.records import GrantRecord, GrantWait
+from provisioner.persistence.rows import select_records
 
 # An unchanged decision is not written again (no dead tuple, no WAL for a converged consumer).
 _UPSERT_GRANT = """
@@ -53,14 +54,17 @@ ON CONFLICT (output_port_id) DO UPDATE SET producer_id = EXCLUDED.producer_id,
 
 def grants_of(conn: psycopg.Connection[Any], consumer_id: str) -> list[GrantRecord]:
     """The grant decisions of one consumer, by output port."""
-    return _grants(
-        conn, "SELECT * FROM provisioner_grants WHERE consumer_id = %s ORDER BY output_port_id", [consumer_id]
+    return select_records(
+        conn,
+        GrantRecord,
+        "SELECT * FROM provisioner_grants WHERE consumer_id = %s ORDER BY output_port_id",
+        [consumer_id],
     )
 
 
 def all_grants(conn: psycopg.Connection[Any]) -> list[GrantRecord]:
     """Every grant decision."""
-    return _grants(conn, "SELECT * FROM provisioner_grants ORDER BY consumer_id, output_port_id", [])
+    return select_records(conn, GrantRecord, "SELECT * FROM provisioner_grants ORDER BY consumer_id, output_port_id")
 
 
 def consumers_of(conn: psycopg.Connection[Any], producer_id: str) -> list[str]:
@@ -96,23 +100,6 @@ def upsert_grants(conn: psycopg.Connection[Any], consumer_id: str, grants: Seque
         )
 
 
-def _grants(conn: psycopg.Connection[Any], query: str, params: Sequence[object]) -> list[GrantRecord]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        return [
-            GrantRecord(
-                consumer_id=r["consumer_id"],
-                output_port_id=r["output_port_id"],
-                producer_id=r["producer_id"],
-                producer_namespace=r["producer_namespace"],
-                output_port_namespace=r["output_port_namespace"],
-                tokenize_run_id=r["tokenize_run_id"],
-                tokenize_note=r["tokenize_note"],
-            )
-            for r in cur.fetchall()
-        ]
-
-
 # -- ports waiting for their grant -------------------------------------------------------------------------------
 
 
@@ -131,20 +118,9 @@ def replace_waits(conn: psycopg.Connection[Any], consumer_id: str, waits: Sequen
 
 def all_waits(conn: psycopg.Connection[Any]) -> list[GrantWait]:
     """Every approved port that waits for its grant, oldest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT * FROM provisioner_grant_waits ORDER BY since, consumer_id, output_port_id")
-        return [
-            GrantWait(
-                consumer_id=r["consumer_id"],
-                output_port_id=r["output_port_id"],
-                producer_id=r["producer_id"],
-                producer_namespace=r["producer_namespace"],
-                output_port_namespace=r["output_port_namespace"],
-                reason=r["reason"],
-                since=r["since"],
-            )
-            for r in cur.fetchall()
-        ]
+    return select_records(
+        conn, GrantWait, "SELECT * FROM provisioner_grant_waits ORDER BY since, consumer_id, output_port_id"
+    )
 
 
 # -- last tokenization outcome per output port -------------------------------------------------------------------

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from provisioner.persistence.records import Parked
+from provisioner.persistence.rows import select_records
 
 _PARK = """
 INSERT INTO provisioner_parked (product_id, namespace, fingerprint, reason, error)
@@ -63,6 +64,6 @@ async def parked_for_status(conn: psycopg.AsyncConnection[Any]) -> list[dict[str
 
 
 def _select(conn: psycopg.Connection[Any], where: str, params: tuple[Any, ...]) -> list[Parked]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT * FROM provisioner_parked {where} ORDER BY parked_at, product_id", params)
-        return [Parked(**row) for row in cur.fetchall()]
+    return select_records(
+        conn, Parked, f"SELECT * FROM provisioner_parked {where} ORDER BY parked_at, product_id", params
+    )

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from provisioner.persistence.records import ProductRecord
+from provisioner.persistence.rows import select_records
 
 _SAVE = """
 INSERT INTO provisioner_products
@@ -59,19 +59,4 @@ def _first(rows: list[ProductRecord]) -> ProductRecord | None:
 
 
 def _select(conn: psycopg.Connection[Any], query: str, params: Sequence[object]) -> list[ProductRecord]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        return [
-            ProductRecord(
-                product_id=r["product_id"],
-                namespace=r["namespace"],
-                name=r["name"],
-                state=r["state"],
-                access_key_id=r["access_key_id"],
-                seeded=r["seeded"],
-                fingerprint=r["fingerprint"],
-                verified_at=r["verified_at"],
-                updated_at=r["updated_at"],
-            )
-            for r in cur.fetchall()
-        ]
+    return select_records(conn, ProductRecord, query, params)

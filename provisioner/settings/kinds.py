@@ -16,6 +16,7 @@ from provisioner.names import BucketName
 
 # Covariant: a Kind[str] also declares a setting of type ``str | None`` (unset by default).
 T_co = TypeVar("T_co", covariant=True)
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
@@ -47,32 +48,23 @@ def _base_url(raw: str) -> str:
     return _url(raw).rstrip("/")
 
 
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 < value < 65536:
-        raise ValueError("expected a port between 1 and 65535")
-    return value
+def _checked(convert: Callable[[str], N], ok: Callable[[N], bool], expected: str) -> Callable[[str], N]:
+    """A parser that converts the text (its own ValueError stands) and refuses a value outside ``ok``."""
+
+    def parse(raw: str) -> N:
+        value = convert(raw)
+        if not ok(value):
+            raise ValueError(expected)
+        return value
+
+    return parse
 
 
-def _positive(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("expected a whole number above 0")
-    return value
-
-
-def _non_negative(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected a whole number of 0 or more")
-    return value
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("expected a number above 0")
-    return value
+_port = _checked(int, lambda v: 0 < v < 65536, "expected a port between 1 and 65535")
+_positive = _checked(int, lambda v: v > 0, "expected a whole number above 0")
+_non_negative = _checked(int, lambda v: v >= 0, "expected a whole number of 0 or more")
+_positive_float = _checked(float, lambda v: v > 0, "expected a number above 0")
+_seconds = _checked(int, lambda v: v >= 0, "expected a whole number of seconds (0 or more) or off")
 
 
 def _bool(raw: str) -> bool:
@@ -85,12 +77,7 @@ def _bool(raw: str) -> bool:
 
 
 def _seconds_or_off(raw: str) -> int | None:
-    if raw.strip().lower() == "off":
-        return None
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected a whole number of seconds (0 or more) or off")
-    return value
+    return None if raw.strip().lower() == "off" else _seconds(raw)
 
 
 def _comma_list(raw: str) -> tuple[str, ...]:
