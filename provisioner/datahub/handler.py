@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg_pool import ConnectionPool
@@ -49,6 +47,7 @@ from provisioner.tokenize import (
     plan,
     run,
 )
+from provisioner.tokenize.recording import recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -217,30 +216,18 @@ class DatasetTokenizer:
 
     def _fail_before_run(self, row: DatahubRun, detail: dict[str, Any], failure: ProvisionerError) -> None:
         """A run that ends before the engine starts still gets a local record, a log line and a FAILURE report."""
-        run_id = str(uuid.uuid4())
         error = str(failure)
         tenant = detail.get("tenant") or "-"
-        recorder = RunRecorder(self._records)
-        now = datetime.now(UTC)
         name = DatasetName.parse(row.dataset_urn)
-        recorder.start(
-            run_id=run_id,
+        with recorded_run(
+            RunRecorder(self._records),
             tenant=tenant,
             policy=f"datahub:{row.dataset_urn}",
             dry_run=self.config.dry_run,
             tables=[f"{name.schema}.{name.table}"],
-            started_at=now,
-        )
-        recorder.finish(
-            run_id=run_id,
-            result="FAILURE",
-            rows_by_column={},
-            total_rows=0,
-            error=error,
-            finished_at=now,
-            duration_ms=0.0,
-            detail={"source": "datahub", **_public(detail)},
-        )
+        ) as opened:
+            opened.close("FAILURE", error=error, detail={"source": "datahub", **_public(detail)})
+        run_id = opened.run_id
         detail.update(rows_by_column={}, total_rows=0, error=error, run_id=run_id, finished_ms=_now_ms())
         retryable = classify(failure).temporary  # the error policy: a failure declared to pass runs again
         log_event(

@@ -23,10 +23,7 @@ Records and logs hold table and column names, kinds and counts: never a value.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -47,6 +44,7 @@ from provisioner.profile.profiler import (
 from provisioner.profile.proposals import propose
 from provisioner.tokenize import RunRecorder, Tenants, TokenFormat, TokenizePolicy
 from provisioner.tokenize.engine import Connect
+from provisioner.tokenize.recording import INTERNAL_ERROR, recorded_run
 
 log = logging.getLogger("provisioner.profile.gate")
 
@@ -124,47 +122,33 @@ def residual_pii_gate(
     if unsupported and mode == "warn":
         log_event(log, "gate.skipped", tenant=policy.tenant, policy=policy.name, mode=mode, reason=unsupported)
         return GateResult(mode, ())
-    run_id = str(uuid.uuid4())
-    started_at = datetime.now(UTC)
-    clock = time.perf_counter()
     tables = [t.name for t in policy.tables]
-    if recorder:
-        recorder.start(
-            run_id=run_id,
-            tenant=policy.tenant,
-            policy=policy.name,
-            dry_run=False,
-            tables=tables,
-            started_at=started_at,
-            kind="gate",
-        )
-    findings: list[Finding] = []
-    scanned: dict[str, dict[str, int]] = {}
-    error: str | None = None
-    retryable = False
-    try:
-        if unsupported:
-            raise GateUnsupported(unsupported + "; set residual_pii: warn for it")
-        options = ProfileOptions(sample_rows=sample_rows, token_format=token_format)
-        _scan(policy, opener(connect), options, findings, scanned)
-    except ProvisionerError as exc:
-        error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
-    except psycopg.Error as exc:
-        error, retryable = describe_error(exc, policy.tenant), isinstance(exc, psycopg.OperationalError)
-    except Exception as exc:  # a defect: still decide (fail closed in fail mode) and close the record
-        log.exception("gate.internal_error")
-        error = f"internal error ({type(exc).__name__}); see the provisioner's log"
-    result = GateResult(mode, tuple(findings), error, retryable, run_id if recorder else None)
-    duration = time.perf_counter() - clock
-    if recorder:
-        recorder.finish(
-            run_id=run_id,
-            result="FAILURE" if result.blocked or error else "SUCCESS",
-            rows_by_column={},
+    with recorded_run(
+        recorder, tenant=policy.tenant, policy=policy.name, dry_run=False, tables=tables, kind="gate"
+    ) as opened:
+        findings: list[Finding] = []
+        scanned: dict[str, dict[str, int]] = {}
+        error: str | None = None
+        retryable = False
+        try:
+            if unsupported:
+                raise GateUnsupported(unsupported + "; set residual_pii: warn for it")
+            options = ProfileOptions(sample_rows=sample_rows, token_format=token_format)
+            _scan(policy, opener(connect), options, findings, scanned)
+        except ProvisionerError as exc:
+            error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
+        except psycopg.Error as exc:
+            error, retryable = describe_error(exc, policy.tenant), isinstance(exc, psycopg.OperationalError)
+        except Exception as exc:  # a defect: still decide (fail closed in fail mode) and close the record
+            log.exception("gate.internal_error")
+            error = INTERNAL_ERROR.format(type(exc).__name__)
+        run_id = opened.run_id
+        result = GateResult(mode, tuple(findings), error, retryable, run_id if recorder else None)
+        failed = result.blocked or bool(error)
+        _, duration = opened.close(
+            "FAILURE" if failed else "SUCCESS",
+            error=result.message if failed else None,
             total_rows=sum(t["sampled_rows"] for t in scanned.values()),
-            error=result.message if (result.blocked or error) else None,
-            finished_at=datetime.now(UTC),
-            duration_ms=duration * 1000,
             detail={
                 "mode": mode,
                 "blocked": result.blocked,

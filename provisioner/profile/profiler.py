@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -50,6 +48,7 @@ from provisioner.profile.proposals import Proposal, propose
 from provisioner.profile.scan import ColumnScan, estimate_distinct, scan_column, token_matcher
 from provisioner.tokenize import RunRecorder
 from provisioner.tokenize.engine import Connect
+from provisioner.tokenize.recording import INTERNAL_ERROR, recorded_run
 
 log = logging.getLogger("provisioner.profile")
 
@@ -72,75 +71,62 @@ def profile(
     """Profile ``tables`` as ``tenant``'s role; record and log the run. Never raises for a failed run (the result
     says why); errors of the recorder itself do propagate."""
     options = options or ProfileOptions()
-    run_id = str(uuid.uuid4())
-    started_at = datetime.now(UTC)
-    clock = time.perf_counter()
     names = [str(t) for t in tables]
-    if recorder:
-        recorder.start(
-            run_id=run_id,
+    with recorded_run(recorder, tenant=tenant, policy="profile", dry_run=False, tables=names, kind="profile") as opened:
+        log_event(
+            log,
+            "profile.started",
+            run_id=opened.run_id,
             tenant=tenant,
-            policy="profile",
-            dry_run=False,
             tables=names,
-            started_at=started_at,
-            kind="profile",
+            sample_rows=options.sample_rows,
         )
-    log_event(log, "profile.started", run_id=run_id, tenant=tenant, tables=names, sample_rows=options.sample_rows)
-    done: list[TableProfile] = []
-    error: str | None = None
-    retryable = False
-    try:
-        conn = opener(connect)(tenant)
+        done: list[TableProfile] = []
+        error: str | None = None
+        retryable = False
         try:
-            prepare_session(conn, options)
-            for index, name in enumerate(tables, start=1):
-                if progress:
-                    progress(ProfileProgress(index, len(tables), str(name), "started"))
-                table_clock = time.perf_counter()
-                try:
-                    done.append(profile_table(conn, name, options, on_sampled=_sampled(progress, index, tables)))
-                except BaseException:
+            conn = opener(connect)(tenant)
+            try:
+                prepare_session(conn, options)
+                for index, name in enumerate(tables, start=1):
                     if progress:
-                        elapsed = time.perf_counter() - table_clock
-                        progress(ProfileProgress(index, len(tables), str(name), "failed", elapsed))
-                    raise
-                if progress:
-                    progress(ProfileProgress(index, len(tables), str(name), "finished", done[-1].seconds))
-        finally:
-            conn.close()
-    except ProvisionerError as exc:
-        error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
-    except psycopg.Error as exc:
-        error, retryable = describe_error(exc, tenant), _retryable(exc)
-    except Exception as exc:  # a defect: still close the run record rather than leave it RUNNING
-        log.exception("profile.internal_error")
-        error = f"internal error ({type(exc).__name__}); see the provisioner's log"
-    finished_at = datetime.now(UTC)
-    duration = time.perf_counter() - clock
+                        progress(ProfileProgress(index, len(tables), str(name), "started"))
+                    table_clock = time.perf_counter()
+                    try:
+                        done.append(profile_table(conn, name, options, on_sampled=_sampled(progress, index, tables)))
+                    except BaseException:
+                        if progress:
+                            elapsed = time.perf_counter() - table_clock
+                            progress(ProfileProgress(index, len(tables), str(name), "failed", elapsed))
+                        raise
+                    if progress:
+                        progress(ProfileProgress(index, len(tables), str(name), "finished", done[-1].seconds))
+            finally:
+                conn.close()
+        except ProvisionerError as exc:
+            error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
+        except psycopg.Error as exc:
+            error, retryable = describe_error(exc, tenant), _retryable(exc)
+        except Exception as exc:  # a defect: still close the run record rather than leave it RUNNING
+            log.exception("profile.internal_error")
+            error = INTERNAL_ERROR.format(type(exc).__name__)
+        rows = sum(t.rows for t in done)
+        status: Literal["SUCCESS", "FAILURE"] = "FAILURE" if error else "SUCCESS"
+        finished_at, duration = opened.close(
+            status, error=error, total_rows=rows, detail={"tables": {t.table: t.record() for t in done}}
+        )
+    run_id = opened.run_id
     result = ProfileResult(
         run_id=run_id,
-        status="FAILURE" if error else "SUCCESS",
+        status=status,
         tenant=tenant,
         tables=tuple(done),
         error=error,
         retryable=retryable,
-        started_at=started_at,
+        started_at=opened.started_at,
         finished_at=finished_at,
         duration_s=duration,
     )
-    rows = sum(t.rows for t in done)
-    if recorder:
-        recorder.finish(
-            run_id=run_id,
-            result=result.status,
-            rows_by_column={},
-            total_rows=rows,
-            error=error,
-            finished_at=finished_at,
-            duration_ms=duration * 1000,
-            detail={"tables": {t.table: t.record() for t in done}},
-        )
     if error:
         log_event(
             log,

@@ -35,10 +35,9 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
@@ -57,6 +56,7 @@ from provisioner.tokenize.errors import (
     TenantUnavailable,
 )
 from provisioner.tokenize.policy import TableTarget, TokenizePolicy
+from provisioner.tokenize.recording import INTERNAL_ERROR, recorded_run
 from provisioner.tokenize.records import RunRecorder
 from provisioner.tokenize.tenants import PlanExecutor, TenantConnector, Tenants
 from provisioner.tokenize.tokens import DEFAULT_KEY_ENV, TokenFormat, Tokenizer
@@ -192,82 +192,63 @@ def run(
     ``connect`` opens a connection for a tenant id: a ``Tenants`` set, one ``TenantConnector``, a conninfo
     string, or a callable. Errors of the recorder itself (RecorderError) do propagate.
     """
-    run_id = str(uuid.uuid4())
-    started_at = datetime.now(UTC)
-    clock = time.perf_counter()
     tables = [t.name for t in plan.tables]
-    if recorder:
-        recorder.start(
-            run_id=run_id,
+    policy = plan.policy.name
+    with recorded_run(recorder, tenant=plan.tenant, policy=policy, dry_run=dry_run, tables=tables) as opened:
+        log_event(
+            log,
+            "run.started",
+            run_id=opened.run_id,
             tenant=plan.tenant,
-            policy=plan.policy.name,
+            policy=policy,
             dry_run=dry_run,
             tables=tables,
-            started_at=started_at,
+            columns=plan.column_count,
+            tokenize_mode=plan.tokenizer.format.mode,
         )
-    log_event(
-        log,
-        "run.started",
-        run_id=run_id,
-        tenant=plan.tenant,
-        policy=plan.policy.name,
-        dry_run=dry_run,
-        tables=tables,
-        columns=plan.column_count,
-        tokenize_mode=plan.tokenizer.format.mode,
-    )
-    done: list[TableResult] = []
-    error: str | None = None
-    retryable = False
-    try:
-        # A tenant of another kind (Databricks) runs the plan itself: same records and events.
-        if isinstance(connect, PlanExecutor):
-            connect.execute_plan(plan, dry_run, done, progress)
-        elif isinstance(connect, Tenants) and (executor := connect.executor(plan.tenant)) is not None:
-            executor.execute_plan(plan, dry_run, done, progress)
-        else:
-            _execute(plan, dry_run, _opener(connect), done, progress)
-    except ProvisionerError as exc:
-        error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
-    except psycopg.Error as exc:  # outside a table (e.g. connection lost while loading the key)
-        error, retryable = _describe(exc, plan, None), _retryable(exc)
-    except Exception as exc:  # a defect: still close the run record rather than leave it RUNNING
-        log.exception("tokenize.internal_error")
-        error = f"internal error ({type(exc).__name__}); see the provisioner's log"
-    finished_at = datetime.now(UTC)
-    duration = time.perf_counter() - clock
-    rows_by_column = {k: v for t in done for k, v in t.rows_by_column.items()}
+        done: list[TableResult] = []
+        error: str | None = None
+        retryable = False
+        try:
+            # A tenant of another kind (Databricks) runs the plan itself: same records and events.
+            if isinstance(connect, PlanExecutor):
+                connect.execute_plan(plan, dry_run, done, progress)
+            elif isinstance(connect, Tenants) and (executor := connect.executor(plan.tenant)) is not None:
+                executor.execute_plan(plan, dry_run, done, progress)
+            else:
+                _execute(plan, dry_run, _opener(connect), done, progress)
+        except ProvisionerError as exc:
+            error, retryable = str(exc), classify(exc).temporary  # the error policy: declared to pass
+        except psycopg.Error as exc:  # outside a table (e.g. connection lost while loading the key)
+            error, retryable = _describe(exc, plan, None), _retryable(exc)
+        except Exception as exc:  # a defect: still close the run record rather than leave it RUNNING
+            log.exception("tokenize.internal_error")
+            error = INTERNAL_ERROR.format(type(exc).__name__)
+        rows_by_column = {k: v for t in done for k, v in t.rows_by_column.items()}
+        status: Literal["SUCCESS", "FAILURE"] = "FAILURE" if error else "SUCCESS"
+        total_rows = sum(t.rows for t in done)
+        finished_at, duration = opened.close(status, error=error, total_rows=total_rows, rows_by_column=rows_by_column)
     result = RunResult(
-        run_id=run_id,
-        status="FAILURE" if error else "SUCCESS",
+        run_id=opened.run_id,
+        status=status,
         dry_run=dry_run,
         tenant=plan.tenant,
-        policy=plan.policy.name,
+        policy=policy,
         rows_by_column=rows_by_column,
-        total_rows=sum(t.rows for t in done),
+        total_rows=total_rows,
         tables=tuple(done),
         error=error,
         retryable=retryable,
-        started_at=started_at,
+        started_at=opened.started_at,
         finished_at=finished_at,
         duration_s=duration,
     )
-    if recorder:
-        recorder.finish(
-            run_id=run_id,
-            result=result.status,
-            rows_by_column=rows_by_column,
-            total_rows=result.total_rows,
-            error=error,
-            finished_at=finished_at,
-            duration_ms=duration * 1000,
-        )
     if error:
         log_event(
             log,
             "tokenize.error",
             level=logging.ERROR,
-            run_id=run_id,
+            run_id=result.run_id,
             tenant=plan.tenant,
             dry_run=dry_run,
             error=error,
@@ -279,7 +260,7 @@ def run(
         log_event(
             log,
             "tokenize.success",
-            run_id=run_id,
+            run_id=result.run_id,
             tenant=plan.tenant,
             dry_run=dry_run,
             total_rows=result.total_rows,
