@@ -75,13 +75,21 @@ class JobHandlers(Protocol):
     once the handler succeeded, coalesced like any other trigger.
     """
 
-    def reconcile_product(self, product_id: str) -> Sequence[Trigger] | None: ...
+    def reconcile_product(self, product_id: str) -> Sequence[Trigger] | None:
+        """Converge one data product to the portal's current state."""
+        ...
 
-    def reconcile_access(self, consumer_id: str) -> Sequence[Trigger] | None: ...
+    def reconcile_access(self, consumer_id: str) -> Sequence[Trigger] | None:
+        """Converge one consumer's grants to the portal's current approvals."""
+        ...
 
-    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> Sequence[Trigger] | None: ...
+    def reconcile_output_port(self, producer_id: str, output_port_id: str) -> Sequence[Trigger] | None:
+        """Name the consumers an output-port decision concerns (returned as follow-up triggers)."""
+        ...
 
-    def resync(self) -> Sequence[Trigger]: ...
+    def resync(self) -> Sequence[Trigger]:
+        """Plan the reconciles that repair drift from the portal (enqueued without waking backed-off jobs)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -322,9 +330,13 @@ TASK_DATAHUB_STALLED = "datahub_retry_stalled_jobs"
 class DatasetHandlers(Protocol):
     """What the DataHub worker calls (``provisioner.datahub.handler.DatasetTokenizer``); sync, idempotent."""
 
-    def tokenize_dataset(self, dataset_urn: str, stamp: int) -> None: ...
+    def tokenize_dataset(self, dataset_urn: str, stamp: int) -> None:
+        """Tokenize the dataset as requested at ``stamp`` and report the run to DataHub."""
+        ...
 
-    def scan(self) -> int: ...
+    def scan(self) -> int:
+        """Queue the tagged datasets that have no run since the tag was set (lost events); return how many."""
+        ...
 
 
 def build_datahub_app(

@@ -199,7 +199,9 @@ def _login_refused(exc: psycopg.OperationalError) -> bool:
 class PlanExecutor(Protocol):
     """Runs a plan on a tenant that is not a PostgreSQL database (``engine.run`` records and logs the run)."""
 
-    def execute_plan(self, plan: Any, dry_run: bool, done: list[Any], progress: Any) -> None: ...
+    def execute_plan(self, plan: Any, dry_run: bool, done: list[Any], progress: Any) -> None:
+        """Run (or dry-run) ``plan``, appending each finished table's result to ``done``; raise on failure."""
+        ...
 
 
 @dataclass(frozen=True)
