@@ -29,6 +29,16 @@ from tests.fixtures.s3 import S3Server, free_port, wait_http
 SECRET = "cli-test-secret"
 
 
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, as an operator stops a process; SIGKILL after 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def as_url(conninfo: str) -> str:
     """The fixtures' conninfo (``host=/socket dbname=…``) as the URL PROVISIONER_DATABASE_URL expects."""
     parts = psycopg.conninfo.conninfo_to_dict(conninfo)
@@ -87,12 +97,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            _stop(self.proc)
         if self.proc.stderr is not None:
             self.proc.stderr.close()  # also after a test's own kill -9: no pipe left for the garbage collector
 
@@ -215,12 +220,7 @@ def test_a_separate_worker_provisions_and_serves_its_job_metrics(
             assert "provisioner_job_duration_seconds_count" in text
             assert product.status == "active"
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            _stop(worker)
 
 
 @pytest.mark.slow
@@ -508,9 +508,4 @@ def test_a_worker_resyncs_at_start_so_events_sent_while_it_was_down_are_not_lost
                 time.sleep(0.1)
             assert product.finalizers == ["provisioner"]
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            _stop(worker)
