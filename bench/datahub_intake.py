@@ -145,19 +145,7 @@ def bench_pipeline(url: str, n: int, tmp: Path, action_type: str) -> dict[str, A
     pipeline = Pipeline.create(
         {
             "name": "bench",
-            "source": {"type": datahub_events.SOURCE_TYPE, "config": {"path": str(path)}},
-            "filters": [
-                {
-                    "type": "event_type",
-                    "config": {
-                        "filter": {
-                            "EntityChangeEvent_v1": {
-                                "event": [{"category": "TAG", "operation": "ADD", "modifier": TAG}]
-                            },
-                        }
-                    },
-                }
-            ],
+            **datahub_events.tag_added_source(path, TAG),
             "action": {"type": action_type, "config": config(url) if "TokenizeAction" in action_type else {}},
             "options": {"failure_mode": "THROW", "failed_events_dir": str(tmp / "failed")},
         }

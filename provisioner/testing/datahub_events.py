@@ -23,6 +23,24 @@ from datahub_actions.source.event_source_registry import event_source_registry
 SOURCE_TYPE = "jsonl"
 
 
+def tag_added_source(path: Path, tag: str) -> dict[str, Any]:
+    """The ``source`` and ``filters`` of a pipeline config: the events in ``path`` that add ``tag`` (the plugin's
+    trigger), as a user's pipeline.yaml selects them."""
+    return {
+        "source": {"type": SOURCE_TYPE, "config": {"path": str(path)}},
+        "filters": [
+            {
+                "type": "event_type",
+                "config": {
+                    "filter": {
+                        "EntityChangeEvent_v1": {"event": [{"category": "TAG", "operation": "ADD", "modifier": tag}]},
+                    }
+                },
+            }
+        ],
+    }
+
+
 class JsonLinesEventSource(EventSource):
     """Events from a file, one enveloped event per line; blank lines are skipped."""
 

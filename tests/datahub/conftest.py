@@ -129,19 +129,7 @@ class Harness:
         path.write_text("".join(json.dumps(e) + "\n" for e in events))
         return {
             "name": "tokenize-now",
-            "source": {"type": datahub_events.SOURCE_TYPE, "config": {"path": str(path)}},
-            "filters": [
-                {
-                    "type": "event_type",
-                    "config": {
-                        "filter": {
-                            "EntityChangeEvent_v1": {
-                                "event": [{"category": "TAG", "operation": "ADD", "modifier": TAG}]
-                            },
-                        }
-                    },
-                }
-            ],
+            **datahub_events.tag_added_source(path, TAG),
             "action": {"type": "provisioner.datahub:TokenizeAction", "config": self.config},
             "datahub": {"server": self.gms.url},
             "options": {"failure_mode": "THROW", "failed_events_dir": str(self.tmp / "failed")},
