@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -65,6 +67,38 @@ def test_an_unexpected_error_is_recorded_with_its_type(state: StateStore) -> Non
     with pytest.raises(KeyError), state.recording("product", "p-3"):
         raise KeyError("bucket")
     assert _only_run(state, "p-3")["error"] == "unexpected error: KeyError: 'bucket'"
+
+
+# -- migration 015: a port's tokenization outcome names its run; the run holds the counts -------------------------
+
+
+def test_a_ports_outcome_takes_its_row_count_from_the_run_record(state: StateStore, pg_url: str) -> None:
+    recorder = RunRecorder(state.pool)
+    run_id, now = str(uuid.uuid4()), datetime.now(UTC)
+    recorder.start(run_id=run_id, tenant="t", policy="sales/orders", dry_run=False, tables=["s.c"], started_at=now)
+    recorder.finish(
+        run_id=run_id,
+        result="SUCCESS",
+        rows_by_column={"s.c.email": 7},
+        total_rows=7,
+        error=None,
+        finished_at=now,
+        duration_ms=1.0,
+    )
+    state.record_tokenize_outcome("op-1", "p-1", "SUCCESS", run_id, None)
+    state.record_tokenize_outcome("op-2", "p-1", "FAILURE", None, "the tenant is unreachable")
+
+    outcomes = state.tokenize_outcomes()
+    assert (outcomes["op-1"]["status"], outcomes["op-1"]["rows_changed"]) == ("SUCCESS", 7)
+    assert (outcomes["op-2"]["rows_changed"], outcomes["op-2"]["error"]) == (0, "the tenant is unreachable")
+    with psycopg.connect(pg_url) as conn:  # one place for the count: the outcome keeps no copy to disagree with
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'provisioner_tokenize_outcomes'"
+            )
+        }
+    assert "rows_changed" not in columns and {"run_id", "status", "error"} <= columns
 
 
 # -- migration 012: tokenize_runs is versioned, a product's readable prefixes come from its grants -----------------

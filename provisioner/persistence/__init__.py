@@ -12,7 +12,8 @@ provisioner_products              what each product was converged to            
 provisioner_grants                grant decisions: the one source of what a product   grants.py
                                   may read (its .env lists them; migration 012)
 provisioner_grant_waits           approved ports not granted yet, and why             grants.py
-provisioner_tokenize_outcomes     the last tokenization outcome per output port       grants.py
+provisioner_tokenize_outcomes     the last tokenization outcome per output port: its  grants.py
+                                  run and verdict (counts stay in tokenize_runs; 015)
 provisioner_runs                  one row per reconcile or command; ``recording``     runs.py
 provisioner_processes             run liveness: the heartbeat, "worker died"          processes.py
 provisioner_parked                products that failed permanently                    parked.py

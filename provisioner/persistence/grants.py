@@ -41,11 +41,10 @@ ON CONFLICT (consumer_id, output_port_id) DO UPDATE SET producer_id = EXCLUDED.p
 
 _RECORD_OUTCOME = """
 INSERT INTO provisioner_tokenize_outcomes
-    (output_port_id, producer_id, status, run_id, rows_changed, error, finished_at)
-VALUES (%s, %s, %s, %s, %s, %s, now())
+    (output_port_id, producer_id, status, run_id, error, finished_at)
+VALUES (%s, %s, %s, %s, %s, now())
 ON CONFLICT (output_port_id) DO UPDATE SET producer_id = EXCLUDED.producer_id,
-    status = EXCLUDED.status, run_id = EXCLUDED.run_id, rows_changed = EXCLUDED.rows_changed,
-    error = EXCLUDED.error, finished_at = now()
+    status = EXCLUDED.status, run_id = EXCLUDED.run_id, error = EXCLUDED.error, finished_at = now()
 """
 
 
@@ -132,15 +131,22 @@ def record_tokenize_outcome(
     producer_id: str,
     status: str,
     run_id: str | None,
-    rows: int,
     error: str | None,
 ) -> None:
-    """Remember the last tokenization outcome of an output port."""
-    conn.execute(_RECORD_OUTCOME, (output_port_id, producer_id, status, run_id, rows, error))
+    """Remember the last tokenization outcome of an output port: its run (which holds the counts) and verdict."""
+    conn.execute(_RECORD_OUTCOME, (output_port_id, producer_id, status, run_id, error))
+
+
+#: The row count is the run's (migration 015): 0 for an outcome without a run, or whose run is not in this database.
+_OUTCOMES = """
+SELECT o.*, COALESCE(t.total_rows, 0) AS rows_changed
+FROM provisioner_tokenize_outcomes o
+LEFT JOIN tokenize_runs t ON t.run_id::text = o.run_id
+"""
 
 
 def tokenize_outcomes(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
-    """Last tokenization outcome per output port id."""
+    """Last tokenization outcome per output port id, with ``rows_changed`` read from its run record."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT * FROM provisioner_tokenize_outcomes")
+        cur.execute(_OUTCOMES)
         return {r["output_port_id"]: dict(r) for r in cur.fetchall()}

@@ -96,11 +96,11 @@ class StateStore:
             return grants.all_waits(conn)
 
     def record_tokenize_outcome(
-        self, output_port_id: str, producer_id: str, status: str, run_id: str | None, rows: int, error: str | None
+        self, output_port_id: str, producer_id: str, status: str, run_id: str | None, error: str | None
     ) -> None:
-        """Remember the last tokenization outcome of an output port."""
+        """Remember the last tokenization outcome of an output port: its run (which holds the counts) and verdict."""
         with self.pool.connection() as conn:
-            grants.record_tokenize_outcome(conn, output_port_id, producer_id, status, run_id, rows, error)
+            grants.record_tokenize_outcome(conn, output_port_id, producer_id, status, run_id, error)
 
     def tokenize_outcomes(self) -> dict[str, dict[str, Any]]:
         """Last tokenization outcome per output port id."""

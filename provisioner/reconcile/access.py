@@ -249,7 +249,6 @@ class AccessReconciler:
                 producer.product_id,
                 outcome.status,
                 outcome.run_id,
-                outcome.rows_changed,
                 outcome.error,
             )
             if not outcome.ok:
