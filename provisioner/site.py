@@ -31,6 +31,7 @@ Connection pools, sized here and nowhere else (``pool_sizes``):
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
@@ -93,11 +94,69 @@ def configure_process_logging(settings: Settings) -> None:
 
 
 def resolve_database(settings: Settings) -> str:
-    """The database URL: the configured one, or the embedded server's (started if needed); migrated."""
-    url = db.start_embedded(settings.data_dir / "postgres").url if settings.embedded_database else settings.database_url
-    assert url is not None
+    """The database URL: the configured one (``database_conninfo``), or the embedded server's (started if needed);
+    migrated."""
+    if settings.embedded_database:
+        url = db.start_embedded(settings.data_dir / "postgres").url
+    else:
+        url = database_conninfo(settings)
     db.migrate(url)
     return url
+
+
+def database_conninfo(settings: Settings) -> str:
+    """PROVISIONER_DATABASE_URL as every connection of this process uses it (pools, the job queue, migrations, the
+    web app, the DataHub plugin's queue).
+
+    With ``PROVISIONER_DATABASE_AUTH=databricks-oauth`` it names a password file that this process keeps holding a
+    current Lakebase token (``tokenize.lakebase.Passfile``): libpq reads the file at every login, so each new
+    connection of any pool logs in with a token that has at least five minutes left, fetched anew before the
+    previous one expires (one credential call an hour), while open connections go on (Lakebase checks the token at
+    login only). The file is the process's own (mode 0600 in a private directory, removed at exit); ``sslmode``
+    defaults to ``require``. The URL itself carries no secret.
+    """
+    url = settings.database_url
+    if url is None:
+        raise SettingsError("PROVISIONER_DATABASE_URL is not set")
+    if settings.database_auth != "databricks-oauth":
+        return url
+    assert settings.database_lakebase is not None  # Settings.from_env refuses databricks-oauth without it
+    key = (url, settings.database_lakebase)
+    with _passfiles_lock:
+        if key not in _passfiles:
+            _passfiles[key] = _start_passfile(url, settings.database_lakebase)
+        return _passfiles[key]
+
+
+_passfiles: dict[tuple[str, str], str] = {}
+_passfiles_lock = threading.Lock()
+
+
+def _start_passfile(url: str, lakebase: str) -> str:
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from provisioner.tokenize import DatabricksOAuth, Passfile, TenantError, TenantUnavailable
+
+    endpoint = lakebase if lakebase.startswith("projects/") else None
+    provider = DatabricksOAuth(instance=None if endpoint else lakebase, endpoint=endpoint)
+    directory = Path(tempfile.mkdtemp(prefix="provisioner-lakebase-"))  # mode 0700: this process's own
+    atexit.register(shutil.rmtree, directory, True)
+    passfile = Passfile(url, provider, directory / "pgpass")
+    try:
+        passfile.start()
+    except TenantUnavailable as exc:
+        raise DatabaseUnavailable(f"PROVISIONER_DATABASE_URL: {exc}") from None
+    except TenantError as exc:  # a setting or a grant to change: no retry fixes it
+        raise SettingsError(f"PROVISIONER_DATABASE_LAKEBASE={lakebase}: {exc}") from None
+    atexit.register(passfile.stop)
+    params = conninfo_to_dict(url)
+    log_event(log, "db.lakebase_login", target=provider.target, host=params.get("host"), user=params.get("user"))
+    return make_conninfo(url, passfile=str(passfile.path), sslmode=params.get("sslmode") or "require")
 
 
 @contextmanager

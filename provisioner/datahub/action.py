@@ -33,18 +33,28 @@ log = logging.getLogger(__name__)
 
 
 def database_url_for(config: TokenizeActionConfig) -> str:
-    """The provisioner's database: the plugin config's ``database_url``, else PROVISIONER_DATABASE_URL."""
+    """The provisioner's database: the plugin config's ``database_url``, else PROVISIONER_DATABASE_URL.
+
+    ``provisioner datahub-actions`` puts the site's URL in the config (with its Lakebase login when
+    PROVISIONER_DATABASE_AUTH=databricks-oauth: a password file that process keeps current); DataHub's own
+    ``datahub actions`` runs the plugin without a site, so it cannot log in with Lakebase tokens.
+    """
     if config.database_url:
         return config.database_url
     from provisioner.settings import Settings
 
-    url = Settings.from_env().database_url
-    if not url:
+    settings = Settings.from_env()
+    if settings.database_auth == "databricks-oauth":
+        raise SettingsError(
+            "PROVISIONER_DATABASE_AUTH=databricks-oauth: run the pipeline with `provisioner datahub-actions -c "
+            "<pipeline.yaml>` (it keeps the Lakebase login fresh), not with `datahub actions`"
+        )
+    if not settings.database_url:
         raise SettingsError(
             "the DataHub plugin needs the provisioner's PostgreSQL: set PROVISIONER_DATABASE_URL or "
             "action.config.database_url (the embedded database serves one process only)"
         )
-    return url
+    return settings.database_url
 
 
 class TokenizeAction(Action):

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 from provisioner.errors import InvalidName, SettingsError
 from provisioner.logs import REDACTED, redact_text
 from provisioner.names import BucketName
@@ -54,6 +57,19 @@ class Settings:
         True,
         kinds.BOOL,
         "false: refuse to start without PROVISIONER_DATABASE_URL and PROVISIONER_S3_ENDPOINT (no embedded servers)",
+        area="process",
+    )
+    database_auth: str = setting(
+        "password",
+        kinds.choice("password", "databricks-oauth"),
+        "how the database URL logs in: its own password, or a fresh Lakebase OAuth token per new connection "
+        "(databricks-sdk; workspace auth from DATABRICKS_*)",
+        area="process",
+    )
+    database_lakebase: str | None = setting(
+        None,
+        kinds.NONBLANK,
+        "with databricks-oauth: the Lakebase instance name, or its endpoint (projects/…/branches/…/endpoints/…)",
         area="process",
     )
 
@@ -302,6 +318,19 @@ class Settings:
             raise SettingsError(
                 "PROVISIONER_S3_ACCESS_KEY is required when PROVISIONER_S3_ENDPOINT is set (the store admin's key)"
             )
+        if settings.database_auth == "databricks-oauth":
+            if settings.database_url is None or settings.database_lakebase is None:
+                raise SettingsError(
+                    "PROVISIONER_DATABASE_AUTH=databricks-oauth needs PROVISIONER_DATABASE_URL (the Lakebase host, "
+                    "database and role, no password) and PROVISIONER_DATABASE_LAKEBASE (instance name or endpoint)"
+                )
+            if _has_password(settings.database_url):
+                raise SettingsError(
+                    "PROVISIONER_DATABASE_URL carries a password while PROVISIONER_DATABASE_AUTH=databricks-oauth: "
+                    "remove it (each login gets a Lakebase token)"
+                )
+        elif settings.database_lakebase is not None:
+            raise SettingsError("PROVISIONER_DATABASE_LAKEBASE is set: set PROVISIONER_DATABASE_AUTH=databricks-oauth")
         if settings.tokenize_policy is not None and not settings.tokenize_policy.is_file():
             raise SettingsError(f"PROVISIONER_TOKENIZE_POLICY={settings.tokenize_policy} is not a readable file")
         return settings
@@ -315,6 +344,13 @@ class Settings:
     def embedded_store(self) -> bool:
         """True when no S3 endpoint is set and the embedded SeaweedFS must be started."""
         return self.s3_endpoint is None
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(conninfo_to_dict(url).get("password"))
+    except psycopg.Error:  # not parseable: libpq says why at the first connection
+        return False
 
 
 def shown_value(var: str, raw: str) -> str:

@@ -9,9 +9,22 @@ Typical use (the access-approval flow, the CLI, a DataHub Actions adapter)::
     if result.status != "SUCCESS":
         ...  # refuse the grant; result.error says why, result.retryable whether a retry may help
 
+Beside PostgreSQL: ``DatabricksTenant``/``DatabricksExecutor`` run the same tokens as one UPDATE per Delta table on a
+Databricks SQL warehouse (the databricks extra), and ``DatabricksOAuth`` logs in to Lakebase (or any PostgreSQL that
+takes a Databricks OAuth token) with a fresh one-hour token; ``Passfile`` keeps a libpq password file current with
+it for connections opened elsewhere (the provisioner's own database, site.py).
+
 This package imports nothing of the provisioner around it but errors, names and logs.
 """
 
+from provisioner.tokenize.databricks import (
+    DatabricksExecutor,
+    DatabricksTableTemporary,
+    PlaintextAfterUpdate,
+    WarehouseUnavailable,
+)
+from provisioner.tokenize.databricks_statements import SecretScopeKey, SessionViewKey
+from provisioner.tokenize.databricks_tenants import DatabricksTenant
 from provisioner.tokenize.engine import (
     RunResult,
     TableProgress,
@@ -29,6 +42,7 @@ from provisioner.tokenize.errors import (
     TenantUnavailable,
     TokenizeConfigError,
 )
+from provisioner.tokenize.lakebase import DatabricksOAuth, Passfile
 from provisioner.tokenize.policy import (
     PolicyEntry,
     PolicyFile,
@@ -53,7 +67,13 @@ __all__ = [
     "DEFAULT_KEY_ENV",
     "CommandPassword",
     "CredentialProvider",
+    "DatabricksExecutor",
+    "DatabricksOAuth",
+    "DatabricksTableTemporary",
+    "DatabricksTenant",
     "HmacPads",
+    "Passfile",
+    "PlaintextAfterUpdate",
     "PolicyEntry",
     "PolicyError",
     "PolicyFile",
@@ -62,6 +82,8 @@ __all__ = [
     "RunRecord",
     "RunRecorder",
     "RunResult",
+    "SecretScopeKey",
+    "SessionViewKey",
     "StaticPassword",
     "TableProgress",
     "TableResult",
@@ -78,6 +100,7 @@ __all__ = [
     "TokenizePlan",
     "TokenizePolicy",
     "Tokenizer",
+    "WarehouseUnavailable",
     "detokenize",
     "is_pii_tag",
     "load_policy_file",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -179,3 +181,73 @@ def test_a_passfile_serves_connections_opened_elsewhere(
         assert standin.issued == 2
         with psycopg.connect(url, passfile=str(tmp_path / "pgpass")) as second:
             assert whoami(second) == ROLE and whoami(first) == ROLE
+
+
+@pytest.fixture
+def lakebase_database(pg_server_url: str, login_role: str) -> Iterator[str]:
+    """A fresh database the login role owns (the provisioner migrates it as that role); its URL has no password."""
+    name = f"lakebase_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(ROLE)))
+    params = conninfo_to_dict(pg_server_url)
+    query = urlencode({"host": params.get("host") or "localhost", "port": params.get("port") or 5432})
+    yield f"postgresql://{ROLE}@/{name}?{query}&sslmode=disable"
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_the_provisioners_own_database_on_lakebase(
+    pg_server_url: str, lakebase_database: str, login_role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tokens live 302 s and are replaced 300 s before expiry: the site's refresher rotates one within seconds.
+    from provisioner.settings import Settings
+    from provisioner.site import Site
+
+    with LakebaseStandIn(pg_server_url, login_role, instance=f"inst-{uuid.uuid4().hex[:6]}", lifetime_s=302) as s:
+        monkeypatch.setenv("DATABRICKS_HOST", s.url)  # databricks-sdk's own authentication
+        monkeypatch.setenv("DATABRICKS_TOKEN", s.pat)
+        settings = Settings.from_env(
+            {
+                "PROVISIONER_DATABASE_URL": lakebase_database,
+                "PROVISIONER_DATABASE_AUTH": "databricks-oauth",
+                "PROVISIONER_DATABASE_LAKEBASE": s.instance,
+            }
+        )
+        with Site.open(settings, reconcile=False) as site:
+            assert "password" not in conninfo_to_dict(site.database_url)
+            with site.pool.connection() as conn:  # migrated and reached as the role, with the instance's token
+                assert whoami(conn) == ROLE
+                row = conn.execute("SELECT count(*) FROM provisioner_migrations").fetchone()
+                assert row is not None and row[0] > 0
+                issued = s.issued
+                assert issued >= 1
+                # The refresher fetches a new token before the old one expires: the role's password rotates.
+                deadline = time.monotonic() + 30
+                while s.issued == issued:
+                    assert time.monotonic() < deadline, "the token was not refreshed before its expiry"
+                    time.sleep(0.05)
+                assert whoami(conn) == ROLE  # the open connection outlives its token
+                with psycopg.connect(site.database_url) as fresh:  # a new login uses the new token
+                    assert whoami(fresh) == ROLE
+        with pytest.raises(psycopg.OperationalError):  # without the file, the URL alone cannot log in
+            psycopg.connect(lakebase_database, connect_timeout=5, passfile="/nonexistent").close()
+
+
+def test_database_auth_settings_are_checked() -> None:
+    from provisioner.errors import SettingsError
+    from provisioner.settings import Settings
+
+    url = "postgresql://me@lakebase.example.com/databricks_postgres"
+    with pytest.raises(SettingsError, match="PROVISIONER_DATABASE_LAKEBASE"):
+        Settings.from_env({"PROVISIONER_DATABASE_URL": url, "PROVISIONER_DATABASE_AUTH": "databricks-oauth"})
+    with pytest.raises(SettingsError, match="carries a password") as refused:
+        Settings.from_env(
+            {
+                "PROVISIONER_DATABASE_URL": "postgresql://me:s3cret@lakebase.example.com/db",
+                "PROVISIONER_DATABASE_AUTH": "databricks-oauth",
+                "PROVISIONER_DATABASE_LAKEBASE": "inst",
+            }
+        )
+    assert "s3cret" not in str(refused.value)
+    with pytest.raises(SettingsError, match="PROVISIONER_DATABASE_AUTH=databricks-oauth"):
+        Settings.from_env({"PROVISIONER_DATABASE_URL": url, "PROVISIONER_DATABASE_LAKEBASE": "inst"})
