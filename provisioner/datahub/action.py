@@ -5,8 +5,10 @@ imports it by that path). ``act()`` must return within milliseconds: the Kafka s
 its group when a poll waits longer than ``max.poll.interval.ms``, and every source delivers at least once. So it
 parses the event, makes one call to the provisioner's PostgreSQL (``provisioner_datahub_enqueue``: the request
 keyed by dataset urn and audit stamp, and a job in the ``datahub`` queue), and returns True once that is committed:
-the pipeline acknowledges the event to its source right after act() returns. Pipelines of one process share the
-queue and commit together what arrives at the same time (group commit, queue.py).
+the pipeline acknowledges the event to its source right after act() returns (Kafka stores its offset, pg_queue
+deletes the message), one event after the other, and no source has a later, selective acknowledgement (Kafka's
+offsets are cumulative). So act() cannot acknowledge in batches, and a durable act() costs at least one WAL flush
+(``synchronous_commit: on``, the default); docs/datahub.md and bench/RESULTS.md have the figures.
 
 When PostgreSQL cannot be reached, ``act()`` raises: with ``options.failure_mode: THROW`` (as the shipped pipelines
 set) the pipeline stops without acknowledging the event, and it is delivered again after a restart. Events that
@@ -25,7 +27,7 @@ from datahub_actions.pipeline.pipeline_context import PipelineContext
 
 from provisioner.datahub.config import TokenizeActionConfig
 from provisioner.datahub.events import request_from
-from provisioner.datahub.queue import RequestQueue, release_queue, shared_queue
+from provisioner.datahub.queue import RequestQueue
 from provisioner.errors import InvalidInput, SettingsError
 from provisioner.logs import log_event
 
@@ -69,16 +71,16 @@ class TokenizeAction(Action):
 
     @classmethod
     def create(cls, config_dict: dict[str, Any], ctx: PipelineContext) -> TokenizeAction:
-        """Validate the config (pydantic, DataHub's ConfigModel); the queue is the process's for that database (its
-        connection opens on first use), so several pipelines of one process share their commits."""
+        """Validate the config (pydantic, DataHub's ConfigModel) and open the queue connection lazily."""
         config = TokenizeActionConfig.model_validate(config_dict)
-        return cls(config, ctx, shared_queue(database_url_for(config), config.synchronous_commit))
+        return cls(config, ctx, RequestQueue(database_url_for(config), synchronous_commit=config.synchronous_commit))
 
     def act(self, event: EventEnvelope) -> bool:
         """Queue the request the event carries and return True once it is committed; raise when it cannot be queued.
 
         Committed before returning because the pipeline acknowledges the event to its source as soon as act()
-        returns True (there is no later acknowledgement): an acknowledged event is on disk in the queue.
+        returns True (there is no later acknowledgement): with ``synchronous_commit: on`` (the default) an
+        acknowledged event is on disk in the queue.
         """
         try:
             request = request_from(event, self.config.tag)
@@ -104,5 +106,5 @@ class TokenizeAction(Action):
         return True
 
     def close(self) -> None:
-        """Give back the shared queue (the last pipeline of the process closes its connection)."""
-        release_queue(self.queue)
+        """Close the queue connection."""
+        self.queue.close()

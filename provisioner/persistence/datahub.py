@@ -9,7 +9,7 @@ worker, over short connections (a job writes a few rows per run).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -30,21 +30,6 @@ def enqueue(
     """Record a request and queue its job; the job id, or None when the request was absorbed (a known key)."""
     row = conn.execute(_ENQUEUE, (dataset_urn, stamp, field_path, actor, origin)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
-
-
-def enqueue_many(
-    conn: psycopg.Connection[Any], params: Sequence[tuple[str, int, str | None, str | None, str]]
-) -> list[int | None]:
-    """``enqueue`` for many requests in one round trip (the caller's transaction); their job ids, in order."""
-    ids: list[int | None] = []
-    with conn.cursor() as cur:
-        cur.executemany(_ENQUEUE, params, returning=True)
-        while True:
-            row = cur.fetchone()
-            ids.append(None if row is None or row[0] is None else int(row[0]))
-            if not cur.nextset():
-                break
-    return ids
 
 
 class DatahubRuns:
