@@ -112,7 +112,8 @@ def database_conninfo(settings: Settings) -> str:
     current Lakebase token (``tokenize.lakebase.Passfile``): libpq reads the file at every login, so each new
     connection of any pool logs in with a token that has at least five minutes left, fetched anew before the
     previous one expires (one credential call an hour), while open connections go on (Lakebase checks the token at
-    login only). The file is the process's own (mode 0600 in a private directory, removed at exit); ``sslmode``
+    login only); a token the server refuses before its time is replaced within a minute (``Passfile.check``). The
+    file is the process's own (mode 0600 in a private directory, removed at exit); ``sslmode``
     defaults to ``require``. The URL itself carries no secret.
     """
     url = settings.database_url
@@ -146,7 +147,9 @@ def _start_passfile(url: str, lakebase: str) -> str:
     provider = DatabricksOAuth(instance=None if endpoint else lakebase, endpoint=endpoint)
     directory = Path(tempfile.mkdtemp(prefix="provisioner-lakebase-"))  # mode 0700: this process's own
     atexit.register(shutil.rmtree, directory, True)
-    passfile = Passfile(url, provider, directory / "pgpass")
+    params = conninfo_to_dict(url)
+    conninfo = make_conninfo(url, passfile=str(directory / "pgpass"), sslmode=params.get("sslmode") or "require")
+    passfile = Passfile(conninfo, provider, directory / "pgpass")
     try:
         passfile.start()
     except TenantUnavailable as exc:
@@ -154,9 +157,8 @@ def _start_passfile(url: str, lakebase: str) -> str:
     except TenantError as exc:  # a setting or a grant to change: no retry fixes it
         raise SettingsError(f"PROVISIONER_DATABASE_LAKEBASE={lakebase}: {exc}") from None
     atexit.register(passfile.stop)
-    params = conninfo_to_dict(url)
     log_event(log, "db.lakebase_login", target=provider.target, host=params.get("host"), user=params.get("user"))
-    return make_conninfo(url, passfile=str(passfile.path), sslmode=params.get("sslmode") or "require")
+    return conninfo
 
 
 @contextmanager

@@ -36,6 +36,8 @@ _log = logging.getLogger("provisioner.tokenize")
 AUTH = "databricks-oauth"
 DEFAULT_LIFETIME_S = 3600.0  # when the API does not say: Lakebase tokens last one hour
 _REFRESH_MARGIN_S = 300.0
+#: How often a ``Passfile`` checks that its token still logs in (a token revoked, or expired before its time).
+PROBE_SECONDS = 60.0
 # databricks-sdk error codes that a retry cannot fix (a person must change a setting or a grant).
 _PERMANENT = frozenset(
     {"UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
@@ -196,9 +198,20 @@ class Passfile:
     migrations, the job queue, the web app. libpq reads its password file (``passfile``, or ``PGPASSFILE``) at every
     login, so one line ``host:port:dbname:user:token`` for that server, rewritten (atomically, mode 0600) before the
     token expires, serves all of them unchanged. Connections to any other server never see the token.
+
+    Between refreshes, every ``probe_s`` seconds, it logs in once with the file (``check``): a token the server
+    refuses before its announced expiry (revoked, or rotated by another client) is replaced then, so new connections
+    recover within ``probe_s`` instead of at the next scheduled refresh.
     """
 
-    def __init__(self, conninfo: str, provider: DatabricksOAuth, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        provider: DatabricksOAuth,
+        path: str | os.PathLike[str],
+        *,
+        probe_s: float | None = None,
+    ) -> None:
         from psycopg.conninfo import conninfo_to_dict
 
         params = conninfo_to_dict(conninfo)
@@ -210,6 +223,8 @@ class Passfile:
             str(params.get("user") or "*"),
         ]
         self.provider, self.path = provider, Path(path)
+        self.conninfo = conninfo
+        self.probe_s = PROBE_SECONDS if probe_s is None else probe_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -226,6 +241,23 @@ class Passfile:
             os.close(fd)
         os.replace(tmp, self.path)
 
+    def check(self) -> bool:
+        """Log in once with the file; if the server refuses the token, write a new one. True when it did."""
+        import psycopg
+
+        from provisioner.tokenize.tenants import login_refused
+
+        try:
+            psycopg.connect(self.conninfo, passfile=str(self.path), connect_timeout=10).close()
+        except psycopg.OperationalError as exc:
+            if not login_refused(exc):
+                return False  # the server is away or busy: not the token's fault, and the pools will say so
+            self.provider.invalidate()
+            self.refresh()
+            log_event(_log, "lakebase.token_refused_replaced", level=logging.WARNING, target=self.provider.target)
+            return True
+        return False
+
     def start(self) -> None:
         """Write the file now and keep it fresh from a daemon thread until ``stop()``."""
         self.refresh()
@@ -241,11 +273,14 @@ class Passfile:
     def _run(self) -> None:
         while True:
             expires = self.provider.expires_at() or self.provider.clock() + DEFAULT_LIFETIME_S
-            wait = max(1.0, expires - self.provider.refresh_margin_s - self.provider.clock() + 1)
-            if self._stop.wait(wait):
+            due = expires - self.provider.refresh_margin_s - self.provider.clock() + 1
+            if self._stop.wait(max(1.0, min(due, self.probe_s))):
                 return
             try:
-                self.refresh()
+                if self.provider.clock() >= expires - self.provider.refresh_margin_s:
+                    self.refresh()
+                else:
+                    self.check()
             except (TenantError, TenantUnavailable, OSError) as exc:  # try again soon; logins go on meanwhile
                 log_event(_log, "lakebase.passfile_refresh_failed", level=logging.WARNING, error=str(exc))
                 if self._stop.wait(30):

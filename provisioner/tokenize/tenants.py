@@ -174,7 +174,7 @@ class TenantConnector:
                 return psycopg.connect(make_conninfo(**params), autocommit=autocommit)
             except psycopg.OperationalError as exc:
                 invalidate = getattr(self.credentials, "invalidate", None)
-                if invalidate is None or not _login_refused(exc):
+                if invalidate is None or not login_refused(exc):
                     raise
                 # A short-lived token refused at login (revoked, or expired before its time): one new token.
                 invalidate()
@@ -188,7 +188,8 @@ class TenantConnector:
             raise TenantUnavailable(f"cannot connect to tenant {self.tenant} ({self.redacted}): {message}") from None
 
 
-def _login_refused(exc: psycopg.OperationalError) -> bool:
+def login_refused(exc: psycopg.OperationalError) -> bool:
+    """True when PostgreSQL refused the login's credentials (not when it could not be reached)."""
     # 28P01 invalid_password, 28000 invalid_authorization_specification; connection errors carry no SQLSTATE
     # in every libpq version, so the message is checked too.
     state = getattr(exc, "sqlstate", None)

@@ -203,6 +203,7 @@ def test_the_provisioners_own_database_on_lakebase(
     from provisioner.settings import Settings
     from provisioner.site import Site
 
+    monkeypatch.setattr("provisioner.tokenize.lakebase.PROBE_SECONDS", 1.0)  # check the login every second
     with LakebaseStandIn(pg_server_url, login_role, instance=f"inst-{uuid.uuid4().hex[:6]}", lifetime_s=302) as s:
         monkeypatch.setenv("DATABRICKS_HOST", s.url)  # databricks-sdk's own authentication
         monkeypatch.setenv("DATABRICKS_TOKEN", s.pat)
@@ -229,8 +230,36 @@ def test_the_provisioners_own_database_on_lakebase(
                 assert whoami(conn) == ROLE  # the open connection outlives its token
                 with psycopg.connect(site.database_url) as fresh:  # a new login uses the new token
                     assert whoami(fresh) == ROLE
+                # A token refused before its time (here: expired now) is replaced by the refresher's next check.
+                s.expire()
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        psycopg.connect(site.database_url, connect_timeout=5).close()
+                        break
+                    except psycopg.OperationalError:
+                        assert time.monotonic() < deadline, "the refused token was not replaced"
+                        time.sleep(0.1)
+                assert whoami(conn) == ROLE
         with pytest.raises(psycopg.OperationalError):  # without the file, the URL alone cannot log in
             psycopg.connect(lakebase_database, connect_timeout=5, passfile="/nonexistent").close()
+
+
+def test_a_passfile_replaces_a_token_refused_before_its_time(
+    pg_server_url: str, standin: LakebaseStandIn, tmp_path: Path
+) -> None:
+    oauth = provider(standin, Clock())
+    url = psycopg.conninfo.make_conninfo(pg_server_url, user=ROLE, passfile=str(tmp_path / "pgpass"))
+    url = psycopg.conninfo.make_conninfo(**{k: v for k, v in conninfo_to_dict(url).items() if k != "password"})
+    passfile = Passfile(url, oauth, tmp_path / "pgpass")
+    passfile.refresh()
+    assert passfile.check() is False and standin.issued == 1  # the token logs in: nothing to do
+    standin.expire()  # the server refuses it now, although it announced an hour
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=5).close()
+    assert passfile.check() is True and standin.issued == 2
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        assert whoami(conn) == ROLE
 
 
 def test_database_auth_settings_are_checked() -> None:
