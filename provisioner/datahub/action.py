@@ -6,7 +6,7 @@ its group when a poll waits longer than ``max.poll.interval.ms``, and every sour
 parses the event, makes one call to the provisioner's PostgreSQL (``provisioner_datahub_enqueue``: the request
 keyed by dataset urn and audit stamp, and a job in the ``datahub`` queue), and returns True once that is committed:
 the pipeline acknowledges the event to its source right after act() returns (Kafka stores its offset, pg_queue
-deletes the message), one event after the other, and no source has a later, selective acknowledgement (Kafka's
+acknowledges the message), one event after the other, and no source has a later, selective acknowledgement (Kafka's
 offsets are cumulative). So act() cannot acknowledge in batches, and a durable act() costs at least one WAL flush
 (``synchronous_commit: on``, the default); docs/datahub.md and bench/RESULTS.md have the figures.
 

@@ -84,3 +84,17 @@ def test_a_lost_connection_is_reopened(pg_url: str) -> None:
     assert queue.enqueue(request(2)) is not None
     queue.close()
     assert stamps(pg_url) == [1001, 1002]
+
+
+def test_datahub_actions_without_the_site_refuses_a_lakebase_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DataHub's own `datahub actions` has no site to keep the token file fresh: one clear line, nothing opened.
+    from provisioner.datahub.action import database_url_for
+    from provisioner.datahub.config import TokenizeActionConfig
+    from provisioner.errors import SettingsError
+
+    monkeypatch.setenv("PROVISIONER_DATABASE_URL", "postgresql://me@lakebase.example.com/databricks_postgres")
+    monkeypatch.setenv("PROVISIONER_DATABASE_AUTH", "databricks-oauth")
+    monkeypatch.setenv("PROVISIONER_DATABASE_LAKEBASE", "inst")
+    config = TokenizeActionConfig.model_validate({"tenants": [{"tenant": "t1"}]})
+    with pytest.raises(SettingsError, match="provisioner datahub-actions"):
+        database_url_for(config)
