@@ -37,7 +37,7 @@ from provisioner.errors import SettingsError, StorageUnavailable
 from provisioner.logs import REDACTED, redact_text
 from provisioner.portal import PortalClient
 from provisioner.settings import Settings
-from provisioner.site import tenants, tokenize_options
+from provisioner.site import database_conninfo, tenants, tokenize_options
 from provisioner.storage import build_store
 from provisioner.storage.probe import probe_admin
 from provisioner.web.auth import url_token
@@ -146,8 +146,7 @@ def _settings_line(settings: Settings) -> str:
 
 def _database(settings: Settings) -> str:
     if not settings.embedded_database:
-        assert settings.database_url is not None
-        return db.probe(settings.database_url)
+        return db.probe(database_conninfo(settings))  # with its Lakebase login when it has one
     # Takes over the running server of the data dir, as every command does, or starts it. Its pending migrations
     # are no fault: the database is the provisioner's own, and every command applies them at start.
     return "embedded, " + db.probe(db.start_embedded(settings.data_dir / "postgres").url, pending_ok=True)

@@ -241,6 +241,10 @@ def test_the_provisioners_own_database_on_lakebase(
                         assert time.monotonic() < deadline, "the refused token was not replaced"
                         time.sleep(0.1)
                 assert whoami(conn) == ROLE
+            # `provisioner check` probes the database with the same login.
+            from provisioner.cli.check import _database
+
+            assert _database(settings)
         with pytest.raises(psycopg.OperationalError):  # without the file, the URL alone cannot log in
             psycopg.connect(lakebase_database, connect_timeout=5, passfile="/nonexistent").close()
 
