@@ -46,11 +46,16 @@ class FakeBigQueryHTTP:
     calls: list[Call] = field(default_factory=list)
     _pending: dict[str, list[Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
+    _faults: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
 
     # -- what tests use ------------------------------------------------------------------------------------------
     def change_before_next_patch(self, dataset_id: str, change: Callable[[dict[str, Any]], None]) -> None:
         """Before the next PATCH of ``dataset_id`` is answered, apply ``change`` as another writer (new etag)."""
         self._pending.setdefault(dataset_id, []).append(change)
+
+    def fail_next(self, n: int, status: int = 500, *, methods: tuple[str, ...] = ("GET", "POST", "PATCH")) -> None:
+        """Answer the next ``n`` requests of ``methods`` with ``status`` (a backend that fails), changing nothing."""
+        self._faults.extend([(status, methods)] * n)
 
     def patches(self, dataset_id: str) -> list[Call]:
         """The PATCH requests sent for ``dataset_id``, in order."""
@@ -72,6 +77,9 @@ class FakeBigQueryHTTP:
         path = parts.path
         body = json.loads(data) if data else None
         self.calls.append(Call(method, path, parse_qs(parts.query), dict(headers or {}), body))
+        if self._faults and method in self._faults[0][1]:
+            status, _ = self._faults.pop(0)
+            return _response(method, url, status, _error(status, "backendError", "the stand-in was told to fail"))
         segments = path.removeprefix(API_ROOT).strip("/").split("/")
         status, payload = self._route(method, segments, dict(headers or {}), body)
         return _response(method, url, status, payload)
