@@ -161,7 +161,11 @@ class Settings:
 
     # ---------------------------------------------------------------------------------- targets
     targets: tuple[str, ...] = setting(
-        ("s3",), kinds.TARGETS, "where products are provisioned: s3, optionally with bigquery", area="targets"
+        ("s3",),
+        kinds.TARGETS,
+        "where products are provisioned: s3, optionally with bigquery (docs/bigquery.md)",
+        area="targets",
+        shown="s3",
     )
     bigquery_project: str | None = setting(
         None, kinds.NONBLANK, "Google Cloud project holding the products' BigQuery datasets", area="targets"
