@@ -90,6 +90,11 @@ def test_s3_and_bigquery_together_for_one_product(site: Site, bq_emulator: Emula
         ("bigquery", "resources", "converged")
     ]
 
+    probes = site.reconcilers.probes()  # what `provisioner check` prints, one line per target
+    assert list(probes) == ["s3", "bigquery"]
+    assert probes["s3"] == f"ok: s3 store answers for bucket {site.config.bucket}"
+    assert probes["bigquery"].startswith(f"ok: bigquery project {PROJECT} answers at http://127.0.0.1:")
+
     site.reconcilers.reconcile_product(product_id)  # converged: nothing changes in either target
     again = site.state.last_runs(product_id, 1)[0]
     assert again["steps"] == [] and again["detail"]["outcome"] == "unchanged"
