@@ -211,7 +211,7 @@ class ProductReconciler:
             seeded = True
 
         # Every other target converges on its own: a failure there is recorded, and S3 above stands.
-        self.targets.ensure(run, product, self._target_product(product, namespace))
+        ready_now = self.targets.ensure(run, product, self._target_product(product, namespace))
 
         final_status = product.status
         if product.status == "pending":
@@ -239,7 +239,10 @@ class ProductReconciler:
             access_key_id=keys.access_key_id,
         )
         # The .env's key was issued for other grants (an access reconcile was interrupted): let it settle the key.
-        return [ReconcileAccess(product.id)] if keys.prefixes_stale else []
+        follow_up: list[Trigger] = [ReconcileAccess(product.id)] if keys.prefixes_stale else []
+        if ready_now:  # a target has this product's resources now: grants on them that waited can be written
+            follow_up += [ReconcileAccess(c) for c in self.state.consumers_of(product.id)]
+        return follow_up
 
     def _seed(self, namespace: Namespace, project: Path, *, fresh: bool) -> int:
         """Upload the template's example raw files once; never over a file the team already replaced."""

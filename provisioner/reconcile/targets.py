@@ -58,10 +58,17 @@ class TargetRunner:
     def _for(self, product: Product | None) -> list[Target]:
         return [t.target for t in self.targets if product is None or t.scope.admits(product)]
 
-    def ensure(self, run: Run, product: Product, subject: TargetProduct) -> None:
-        """Create each in-scope target's resources for ``product``."""
-        for target in self._for(product):
+    def ensure(self, run: Run, product: Product, subject: TargetProduct) -> bool:
+        """Create each in-scope target's resources for ``product``; True when a target has them now and had not
+        before (its consumers' grants, which waited for them, can be written now)."""
+        targets = self._for(product)
+        if not targets:
+            return False
+        before = {s.target for s in self.state.target_states(product.id) if _ready(s.aspect, s.state)}
+        for target in targets:
             self._run(run, target, subject, RESOURCES, lambda t=target: t.ensure(subject))  # type: ignore[misc]
+        after = {s.target for s in self.state.target_states(product.id) if _ready(s.aspect, s.state)}
+        return bool(after - before)
 
     def converge_grants(
         self, run: Run, consumer: Product | None, subject: TargetProduct, grants: Sequence[TargetGrant]
@@ -130,10 +137,7 @@ class TargetRunner:
         return {t.target.name: t.target.probe() for t in self.targets}
 
     def _has_resources(self, target: str, product_id: str) -> bool:
-        return any(
-            s.target == target and s.aspect == RESOURCES and s.state in ("converged", "waiting")
-            for s in self.state.target_states(product_id)
-        )
+        return any(s.target == target and _ready(s.aspect, s.state) for s in self.state.target_states(product_id))
 
     def _run(
         self,
@@ -177,3 +181,8 @@ class TargetRunner:
     def _write_env(subject: TargetProduct, values: Mapping[str, str]) -> None:
         if values and subject.project_dir is not None and subject.project_dir.is_dir():
             scaffold.write_env(subject.project_dir / ".env", values)
+
+
+def _ready(aspect: str, state: str) -> bool:
+    """A target state that says the product's resources exist there (a schema refusal waits, the dataset is there)."""
+    return aspect == RESOURCES and state in ("converged", "waiting")

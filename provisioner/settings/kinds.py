@@ -130,6 +130,13 @@ def _principals(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs.items()))
 
 
+def _bigquery_prefix(raw: str) -> str:
+    from provisioner.names import Namespace, bigquery_dataset_id
+
+    bigquery_dataset_id(raw, Namespace("x"))  # raises InvalidName, with the rule, for a prefix BigQuery refuses
+    return raw
+
+
 def _bearer_token(raw: str) -> str:
     if len(raw) < 16 or not raw.isascii() or not raw.isprintable() or " " in raw:
         raise ValueError("expected at least 16 printable ASCII characters without spaces (e.g. `openssl rand -hex 32`)")
@@ -166,6 +173,7 @@ POSITIVE_FLOAT = Kind(_positive_float, "number > 0")
 BOOL = Kind(_bool, "true | false")
 SECONDS_OR_OFF = Kind(_seconds_or_off, "whole number >= 0, or off")
 COMMA_LIST = Kind(_comma_list, "comma list")
+BIGQUERY_PREFIX = Kind(_bigquery_prefix, "a letter or _, then letters, digits or _")
 TARGETS = Kind(_targets, "comma list of s3, bigquery (s3 required)")
 PRINCIPALS = Kind(_principals, "comma list of namespace=group:|user:|serviceAccount:<email> or domain:<domain>")
 BEARER_TOKEN = Kind(_bearer_token, "16+ printable ASCII characters, no spaces")

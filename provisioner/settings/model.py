@@ -172,7 +172,7 @@ class Settings:
     )
     bigquery_location: str = setting("US", kinds.NONBLANK, "location of new BigQuery datasets", area="targets")
     bigquery_dataset_prefix: str = setting(
-        "dp", kinds.NONBLANK, "dataset ids are <prefix>_<namespace as a SQL name>", area="targets"
+        "dp", kinds.BIGQUERY_PREFIX, "dataset ids are <prefix>_<namespace as a SQL name>", area="targets"
     )
     bigquery_endpoint: str | None = setting(
         None,

@@ -78,7 +78,7 @@ class FakeBigQueryHTTP:
         body = json.loads(data) if data else None
         self.calls.append(Call(method, path, parse_qs(parts.query), dict(headers or {}), body))
         if self._faults and method in self._faults[0][1]:
-            status, _ = self._faults.pop(0)
+            status = self._faults.pop(0)[0]
             return _response(method, url, status, _error(status, "backendError", "the stand-in was told to fail"))
         segments = path.removeprefix(API_ROOT).strip("/").split("/")
         status, payload = self._route(method, segments, dict(headers or {}), body)
@@ -150,13 +150,13 @@ class FakeBigQueryHTTP:
         if table_id is None:
             listed = [t for (d, _), t in self.tables.items() if d == dataset_id]
             return 200, {"kind": "bigquery#tableList", "tables": listed, "totalItems": len(listed)}
-        resource = self.tables.get((dataset_id, table_id))
-        if resource is None:
+        found = self.tables.get((dataset_id, table_id))
+        if found is None:
             return 404, _error(404, "notFound", f"Not found: Table {dataset_id}.{table_id}")
         if method == "PATCH":
-            resource.update({k: v for k, v in body.items() if k != "etag"})
-            resource["etag"] = self._etag()
-        return 200, resource
+            found.update({k: v for k, v in body.items() if k != "etag"})
+            found["etag"] = self._etag()
+        return 200, found
 
 
 def _listed(resource: dict[str, Any]) -> dict[str, Any]:

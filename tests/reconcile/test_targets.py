@@ -223,6 +223,25 @@ def test_a_grant_is_recorded_before_it_is_written(site: Site, bq_fake: FakeBigQu
     assert [g.resource for g in held] == [f"dp_{Namespace(producer).sql_name}"]
 
 
+def test_a_grant_that_waited_for_the_producers_dataset_follows_once_it_exists(
+    site: Site, bq_fake: FakeBigQueryHTTP
+) -> None:
+    producer, consumer = _names()
+    _with_target(site, _faked(bq_fake, producer, consumer))
+    bq_fake.fail_next(1000, 503)  # BigQuery is down while both are provisioned and the port approved
+    _, consumer_id, _ = _approved_pair(site, producer, consumer)
+    producer_id = site.state.live_by_namespace(producer).product_id  # type: ignore[union-attr]
+    bq_fake._faults.clear()
+    site.reconcilers.reconcile_access(consumer_id)  # S3 grants; BigQuery has no dataset of the producer yet
+    assert "has no bigquery resources yet" in _bq(site.state.last_runs(consumer_id, 1)[0])["grants"]["waiting"][0]
+
+    follow_up = site.reconcilers.reconcile_product(producer_id)  # the dataset is created now
+    assert ReconcileAccess(consumer_id) in follow_up
+    site.reconcilers.reconcile_access(consumer_id)
+    dataset = f"dp_{Namespace(producer).sql_name}"
+    assert {"role": "READER", "groupByEmail": f"{consumer}@example.com"} in bq_fake.datasets[dataset]["access"]
+
+
 def test_a_consumer_without_a_principal_waits_and_s3_grants(site: Site, bq_fake: FakeBigQueryHTTP) -> None:
     producer, consumer = _names()
     _with_target(site, _faked(bq_fake, producer))  # no principal for the consumer

@@ -85,6 +85,7 @@ def test_targets_and_principals_are_checked_at_the_edge() -> None:
         ({"PROVISIONER_BIGQUERY_PRINCIPALS": "sales=sales@example.com"}, "must be group:<email>"),
         ({"PROVISIONER_BIGQUERY_PRINCIPALS": "Sales=group:a@example.com"}, "<product namespace>=<principal>"),
         ({"PROVISIONER_BIGQUERY_ENDPOINT": "not a url"}, "PROVISIONER_BIGQUERY_ENDPOINT"),
+        ({"PROVISIONER_BIGQUERY_DATASET_PREFIX": "data-products"}, "BigQuery dataset prefix"),
     ):
         with pytest.raises(SettingsError, match=message):
             Settings.from_env(env)
