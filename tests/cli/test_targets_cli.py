@@ -47,3 +47,29 @@ def test_provision_and_status_with_s3_and_bigquery(
     assert "bigquery" in out and "converged" in out
     assert f"dataset={PROJECT}.{dataset}" in out and "exists=True" in out
     assert f"{ns}@example.com" in out  # the team's WRITER entry, as BigQuery shows it
+
+
+def test_check_has_one_line_per_target_beside_s3(bq_emulator: Emulator) -> None:
+    from provisioner.cli.check import run_checks, target_checks
+    from provisioner.settings import Settings
+
+    assert target_checks(Settings.from_env({})) == []  # S3 alone: the store check covers it
+    up = Settings.from_env(
+        {
+            "PROVISIONER_TARGETS": "s3,bigquery",
+            "PROVISIONER_BIGQUERY_PROJECT": PROJECT,
+            "PROVISIONER_BIGQUERY_ENDPOINT": bq_emulator.endpoint,
+        }
+    )
+    [ok] = run_checks(target_checks(up))
+    assert (ok.name, ok.status) == ("target bigquery", "ok")
+    assert ok.line == f"bigquery project {PROJECT} answers at {bq_emulator.endpoint}"
+    down = Settings.from_env(
+        {
+            "PROVISIONER_TARGETS": "s3,bigquery",
+            "PROVISIONER_BIGQUERY_PROJECT": PROJECT,
+            "PROVISIONER_BIGQUERY_ENDPOINT": "http://127.0.0.1:9",
+        }
+    )
+    [failed] = run_checks(target_checks(down))
+    assert failed.status == "FAIL" and failed.line.startswith(f"BigQuery: project {PROJECT} at http://127.0.0.1:9")
