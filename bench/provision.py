@@ -9,6 +9,10 @@ stand-in over HTTP. Baselines measured in the same run:
 - lock hand-off (issue 12 §6): the gap between the end of a product's job and the start of the job queued behind
   its lock, with the notify-on-finish trigger of migration 005 and, in the same run, with that trigger disabled.
 Targets: >= 20 products/s through the worker; a no-op resync of 10,000 products in <= 30 s.
+
+Two provisioning targets (issue 18): products/s through the worker with S3 alone and with S3 + BigQuery (bqemulator,
+a real BigQuery REST server, provisioner/testing/bqemulator.py), in alternating rounds of the same run; S3 alone is
+the baseline. ``--only-targets`` runs just that part.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from provisioner.events import ReconcileAccess, ReconcileProduct
 from provisioner.names import BucketName
 from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient
-from provisioner.reconcile import ReconcileConfig, Reconcilers
+from provisioner.reconcile import ReconcileConfig, Reconcilers, ScopedTarget
 from provisioner.reconcile.products import fingerprint
 from provisioner.settings import default_template
 from provisioner.storage import build_store
@@ -183,6 +187,68 @@ def bare_reads(client: PortalClient, parallelism: int) -> float:
     return time.perf_counter() - started
 
 
+def two_targets(
+    client: PortalClient,
+    store: object,
+    pool_state: StateStore,
+    config: ReconcileConfig,
+    portal_state: PortalState,
+    url: str,
+    work: Path,
+    n: int,
+    concurrency: int,
+    rounds: int,
+) -> None:
+    """Products/s through the worker with S3 alone and with S3 + BigQuery (emulator), alternating rounds."""
+    from provisioner.targets.bigquery import BigQueryConfig, BigQueryTarget, build_client
+    from provisioner.testing.bqemulator import start_emulator
+
+    emulator = start_emulator(work / "bq", "bench-project")
+    try:
+        names = [f"tt{r}{kind}-{i:04d}" for r in range(rounds) for kind in "sb" for i in range(n)]
+        bq_config = BigQueryConfig(
+            project="bench-project",
+            endpoint=emulator.endpoint,
+            principals={ns: f"group:{ns}@example.com" for ns in names},
+        )
+        bigquery = ScopedTarget(BigQueryTarget(bq_config, build_client(bq_config)))
+        s3_only = Reconcilers(portal=client, store=store, state=pool_state, config=config)  # type: ignore[arg-type]
+        both = Reconcilers(
+            portal=client,
+            store=store,  # type: ignore[arg-type]
+            state=pool_state,
+            config=config,
+            targets=[bigquery],
+        )
+        both.reconcile_product(portal_state.create_product("Warm BQ", "warm-bq", notify=False).id)
+        times: dict[str, list[float]] = {"s": [], "b": []}
+        for r in range(rounds):
+            for kind, reconcilers in (("s", s3_only), ("b", both)):
+                ids = [
+                    portal_state.create_product(f"T {r}{kind}{i}", f"tt{r}{kind}-{i:04d}", notify=False).id
+                    for i in range(n)
+                ]
+                app = jobs.build_app(url, reconcilers, max_attempts=3, resync_seconds=0)
+                started = time.perf_counter()
+                with psycopg.connect(url) as conn, conn.transaction():
+                    jobs.enqueue(conn, [ReconcileProduct(i) for i in ids])
+                asyncio.run(jobs.run_worker(app, concurrency=concurrency, wait=False, install_signal_handlers=False))
+                times[kind].append(time.perf_counter() - started)
+                failed = [s for s in pool_state.target_states() if s.product_id in set(ids) and s.state != "converged"]
+                assert not failed, f"{len(failed)} BigQuery targets did not converge: {failed[:3]}"
+        datasets = sum(1 for _ in bigquery.target.client.list_datasets())  # type: ignore[attr-defined]
+        s3, bq = statistics.median(times["s"]), statistics.median(times["b"])
+        print(
+            f"two targets, {n} products per round, {rounds} rounds each, concurrency {concurrency}: "
+            f"S3 alone median {n / s3:.1f} products/s ({s3:.2f} s); S3 + BigQuery (emulator) median {n / bq:.1f} "
+            f"products/s ({bq:.2f} s); ratio {bq / s3:.2f}x the time of S3 alone; {datasets} datasets in the emulator"
+        )
+        print(f"  rounds S3 alone: {', '.join(f'{t:.2f}' for t in times['s'])} s")
+        print(f"  rounds S3 + BQ : {', '.join(f'{t:.2f}' for t in times['b'])} s")
+    finally:
+        emulator.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=60)
@@ -191,6 +257,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--worker-processes", type=int, default=2)
     parser.add_argument("--handoffs", type=int, default=10)
+    parser.add_argument("--only-targets", action="store_true", help="run only S3 alone vs S3 + BigQuery")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="provisioner-bench-"))
@@ -214,6 +281,20 @@ def main() -> None:
             )
             reconcilers = Reconcilers(portal=client, store=store, state=StateStore(pool), config=config)
             reconcilers.reconcile_product(portal_state.create_product("Warm", "warm-up", notify=False).id)
+            two_targets(
+                client,
+                store,
+                StateStore(pool),
+                config,
+                portal_state,
+                url,
+                work,
+                args.products,
+                args.concurrency,
+                args.repeat,
+            )
+            if args.only_targets:
+                return
 
             inline = provision_inline(reconcilers, portal_state, args.products)
             worker = provision_through_worker(reconcilers, portal_state, url, args.products, args.concurrency)

@@ -111,6 +111,14 @@ class ScaffoldError(PermanentError):
     """Rendering a project or writing its .env failed."""
 
 
+class TargetError(PermanentError):
+    """A provisioning target (BigQuery) refused a change: the message says what to fix."""
+
+
+class TargetUnavailable(TemporaryError):
+    """A provisioning target could not be reached or asked to try again (5xx, 429, a lost connection)."""
+
+
 class TokenizeError(PermanentError):
     """A tokenization run failed; nothing was written (its transaction rolled back)."""
 

@@ -216,3 +216,38 @@ class SqlName(str):
 def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+# -- BigQuery names (issue 18) -------------------------------------------------------------------------------------
+_BQ_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+_BQ_LABEL = re.compile(r"[a-z0-9_-]{0,63}")
+BQ_DATASET_LIMIT = 1024  # BigQuery: dataset ids are letters, digits and underscores, at most 1,024 characters
+BQ_LABEL_LIMIT = 63  # BigQuery: label keys and values are at most 63 of lowercase letters, digits, "_" and "-"
+
+
+def bigquery_dataset_id(prefix: str, namespace: Namespace) -> str:
+    """The product's BigQuery dataset: ``<prefix>_<sql name>`` (letters, digits, ``_``; deterministic).
+
+    The namespace's ``sql_name`` already holds only ``[a-z0-9_]`` and carries a hash when it had to change, so two
+    namespaces never share a dataset. ``prefix`` is a setting: letters, digits and ``_``, not starting with a digit.
+    """
+    if not _BQ_PREFIX.fullmatch(prefix):
+        raise InvalidName(
+            f"BigQuery dataset prefix {_show(prefix)} is invalid: use a letter or '_' followed by up to 99 letters, "
+            "digits or '_'"
+        )
+    name = f"{prefix}_{Namespace(namespace).sql_name}"
+    assert len(name) <= BQ_DATASET_LIMIT
+    return name
+
+
+def bigquery_label(value: str) -> str:
+    """``value`` as a BigQuery label value: lowercase ``[a-z0-9_-]``, at most 63 characters.
+
+    A value that already fits is itself; any other is lowered, its other characters become ``-``, and it ends with
+    ``-`` and 8 hex digits of its SHA-256 (so two values never share a label).
+    """
+    if _BQ_LABEL.fullmatch(value):
+        return value
+    readable = re.sub(r"[^a-z0-9_-]", "-", value.lower())[: BQ_LABEL_LIMIT - 9]
+    return f"{readable}-{_digest(value, 8)}"

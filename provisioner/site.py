@@ -45,7 +45,7 @@ from provisioner.errors import DatabaseUnavailable, SettingsError
 from provisioner.logs import configure_logging, log_event, redact_text
 from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient
-from provisioner.reconcile import PortTokenizer, ReconcileConfig, Reconcilers, no_port_tokenizer
+from provisioner.reconcile import PortTokenizer, ReconcileConfig, Reconcilers, ScopedTarget, no_port_tokenizer
 from provisioner.reconcile.scope import Scope
 from provisioner.retention import RetentionPolicy
 from provisioner.settings import Settings
@@ -229,6 +229,33 @@ def reconcile_config(settings: Settings, s3_endpoint: str) -> ReconcileConfig:
     )
 
 
+def extra_targets(settings: Settings) -> list[ScopedTarget]:
+    """The provisioning targets beside S3 named by PROVISIONER_TARGETS, each with its scope (reconcile/targets.py).
+
+    A target's client library is imported here only when the target is configured: the core install needs none.
+    """
+    found: list[ScopedTarget] = []
+    if "bigquery" in settings.targets:
+        from provisioner.targets.bigquery import BigQueryConfig, BigQueryTarget, build_client
+
+        assert settings.bigquery_project is not None  # Settings refuse bigquery without a project
+        config = BigQueryConfig(
+            project=settings.bigquery_project,
+            location=settings.bigquery_location,
+            dataset_prefix=settings.bigquery_dataset_prefix,
+            endpoint=settings.bigquery_endpoint,
+            principals=dict(settings.bigquery_principals),
+        )
+        target = BigQueryTarget(config, build_client(config))  # fails fast when the extra is not installed
+        scope = Scope(
+            domains=settings.bigquery_scope_domains,
+            types=settings.bigquery_scope_types,
+            tags=settings.bigquery_scope_tags,
+        )
+        found.append(ScopedTarget(target, scope))
+    return found
+
+
 def port_tokenizer(settings: Settings, recorder: Callable[[], RunRecorder]) -> PortTokenizer:
     """The tokenizer the access flow runs before a grant, from PROVISIONER_TOKENIZE_* and tenant settings."""
     if settings.tokenize_policy is None:
@@ -341,7 +368,14 @@ class Site:
             state = StateStore(self.pool, owner=self.owner)
             config = reconcile_config(settings, endpoint)
             tokenizer = port_tokenizer(settings, self.run_recorder)
-            reconcilers = Reconcilers(portal=portal, store=store, state=state, config=config, tokenizer=tokenizer)
+            reconcilers = Reconcilers(
+                portal=portal,
+                store=store,
+                state=state,
+                config=config,
+                tokenizer=tokenizer,
+                targets=extra_targets(settings),
+            )
             log_event(
                 log,
                 "services.opened",
@@ -349,6 +383,7 @@ class Site:
                 s3_endpoint=endpoint,
                 bucket=settings.s3_bucket,
                 scope=config.scope.describe(),
+                targets=list(settings.targets),
             )
             yield Reconciling(store, endpoint, portal, state, reconcilers)
 
@@ -378,6 +413,10 @@ class Site:
     def s3_endpoint(self) -> str:
         """The store's endpoint as project .env files name it."""
         return self._reconciling().s3_endpoint
+
+    def target_probes(self) -> dict[str, str]:
+        """One line per provisioning target (``ok: …`` or what is wrong), for ``provisioner check``; never raises."""
+        return self.reconcilers.probes()
 
     def store_probe(self) -> Callable[[], object] | None:
         """Raises when the object store cannot be reached (for /readyz); None when this site has no store."""

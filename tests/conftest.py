@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.seaweed",
     "tests.fixtures.portal",
     "tests.fixtures.spark",
+    "tests.fixtures.bigquery",
 ]
 
 

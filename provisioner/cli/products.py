@@ -14,10 +14,11 @@ from rich.table import Table
 from provisioner.errors import ProvisionerError
 from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
 from provisioner.names import Namespace
-from provisioner.persistence.records import Parked
+from provisioner.persistence.records import Parked, TargetState
 from provisioner.settings import Settings
 from provisioner.site import Site
 from provisioner.storage.policy import ReadGrant
+from provisioner.targets.base import TargetProduct
 
 
 def register(subparsers: Any) -> None:
@@ -203,6 +204,10 @@ def _status(args: argparse.Namespace) -> int:
         parked = [p for p in site.reconcilers.products.parking.all().values() if _shows(args.namespace, p)]
         if parked:
             console.print(_parked_table(parked))
+        shown_ids = {r.product_id: r.namespace for r in records if not args.namespace or r.namespace == args.namespace}
+        states = [s for s in site.state.target_states() if s.product_id in shown_ids]
+        if states:  # only with targets beside S3 (PROVISIONER_TARGETS)
+            console.print(_targets_table(states, shown_ids))
         if args.namespace:
             record = next((r for r in records if r.namespace == args.namespace), None)
             if record is None:
@@ -221,7 +226,39 @@ def _status(args: argparse.Namespace) -> int:
                     f"{run['started_at']:%Y-%m-%d %H:%M:%S}",
                 )
             console.print(runs)
+            _print_reports(console, site, record.product_id, Namespace(record.namespace))
     return 0
+
+
+def _targets_table(states: list[TargetState], namespaces: dict[str, str]) -> Table:
+    """Each target's last outcome per product (reconcile/targets.py): converged, waiting (and why), failed, deleted."""
+    table = Table("namespace", "target", "aspect", "state", "steps", "why", "updated")
+    for s in states:
+        detail = s.detail
+        why = detail.get("error") or "; ".join(detail.get("waiting", []))
+        when = f"{s.updated_at:%Y-%m-%d %H:%M:%S}" if s.updated_at else "-"
+        table.add_row(
+            namespaces.get(s.product_id, s.product_id),
+            s.target,
+            s.aspect,
+            s.state,
+            names(detail.get("steps", [])),
+            why,
+            when,
+        )
+    return table
+
+
+def _print_reports(console: Console, site: Site, product_id: str, namespace: Namespace) -> None:
+    """What exists now in each target beside S3, asked of the target itself (for drift)."""
+    for scoped in site.reconcilers.targets.targets:
+        target = scoped.target
+        try:
+            report = dict(target.report(TargetProduct(product_id, namespace)))
+        except ProvisionerError as exc:
+            console.print(f"{target.name}: {exc}")
+            continue
+        console.print(f"{target.name}: " + ", ".join(f"{k}={v}" for k, v in report.items()))
 
 
 def _shows(namespace: str | None, parked: Parked) -> bool:

@@ -86,3 +86,27 @@ class DatahubRun:
     dpi_urn: str | None
     detail: Mapping[str, Any] = field(default_factory=dict)
     reported: bool = False
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """One row of ``provisioner_target_state``: a target's last outcome for one product and aspect."""
+
+    target: str
+    product_id: str
+    aspect: str  # resources | grants
+    state: str  # converged | failed | deleted | waiting | skipped
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TargetGrantRecord:
+    """One row of ``provisioner_target_grants``: ``principal`` (the consumer's) may read ``resource`` (the
+    producer's), granted by ``target``."""
+
+    target: str
+    consumer_id: str
+    producer_id: str
+    resource: str
+    principal: str

@@ -12,8 +12,15 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from provisioner.persistence import grants, locks, orphans, parked, products, runs
-from provisioner.persistence.records import GrantRecord, GrantWait, Parked, ProductRecord
+from provisioner.persistence import grants, locks, orphans, parked, products, runs, targets
+from provisioner.persistence.records import (
+    GrantRecord,
+    GrantWait,
+    Parked,
+    ProductRecord,
+    TargetGrantRecord,
+    TargetState,
+)
 from provisioner.persistence.runs import Run
 
 
@@ -148,6 +155,39 @@ class StateStore:
         """An orphan user was removed from the store."""
         with self.pool.connection() as conn:
             orphans.forget_orphan(conn, user_name)
+
+    # -- targets (migration 013) ------------------------------------------------------------
+    def save_target_state(
+        self, target: str, product_id: str, aspect: str, state: str, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Record a target's last outcome for one product and aspect (resources, grants)."""
+        with self.pool.connection() as conn:
+            targets.save_state(conn, target, product_id, aspect, state, detail or {})
+
+    def target_states(self, product_id: str | None = None) -> list[TargetState]:
+        """Every target's last outcome (of one product when given)."""
+        with self.pool.connection() as conn:
+            return targets.states(conn, product_id)
+
+    def target_grants_held(self, target: str, consumer_id: str) -> list[TargetGrantRecord]:
+        """The reads ``target`` granted ``consumer_id`` (or was about to)."""
+        with self.pool.connection() as conn:
+            return targets.grants_held(conn, target, consumer_id)
+
+    def target_grants_on(self, target: str, producer_id: str) -> list[TargetGrantRecord]:
+        """The reads ``target`` granted on ``producer_id``'s resources."""
+        with self.pool.connection() as conn:
+            return targets.grants_on(conn, target, producer_id)
+
+    def replace_target_grants(self, target: str, consumer_id: str, held: Iterable[TargetGrantRecord]) -> None:
+        """Make ``held`` the complete set of reads ``target`` granted ``consumer_id``, in one transaction."""
+        with self.pool.connection() as conn, conn.transaction():
+            targets.replace_held(conn, target, consumer_id, list(held))
+
+    def forget_target_grants_on(self, target: str, producer_id: str) -> None:
+        """Forget the reads ``target`` granted on ``producer_id``'s resources (they were removed)."""
+        with self.pool.connection() as conn:
+            targets.forget_grants_on(conn, target, producer_id)
 
     # -- runs -------------------------------------------------------------------------------
     def recording(self, kind: str, subject: str, namespace: str | None = None) -> AbstractContextManager[Run]:

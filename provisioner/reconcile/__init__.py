@@ -23,9 +23,17 @@ from provisioner.reconcile.inputs import PortTokenizer, ReconcileConfig, Tokeniz
 from provisioner.reconcile.parking import holds
 from provisioner.reconcile.products import ProductReconciler
 from provisioner.reconcile.resync import Resync
+from provisioner.reconcile.targets import ScopedTarget, TargetRunner
 from provisioner.storage.base import StoreAdmin
 
-__all__ = ["PortTokenizer", "ReconcileConfig", "Reconcilers", "TokenizeOutcome", "no_port_tokenizer"]
+__all__ = [
+    "PortTokenizer",
+    "ReconcileConfig",
+    "Reconcilers",
+    "ScopedTarget",
+    "TokenizeOutcome",
+    "no_port_tokenizer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +53,19 @@ class Reconcilers:
         state: StateStore,
         config: ReconcileConfig,
         tokenizer: PortTokenizer = no_port_tokenizer,
+        targets: Sequence[ScopedTarget] = (),
     ) -> None:
+        """``targets``: the provisioning targets beside S3 (reconcile/targets.py), each with its scope."""
         self.state = state
         self.store = store
         self.config = config
         self.portal = portal
-        self.products = ProductReconciler(portal=portal, store=store, state=state, config=config)
+        self.targets = TargetRunner(state, targets)
+        self.products = ProductReconciler(portal=portal, store=store, state=state, config=config, targets=self.targets)
         self.access = AccessReconciler(
             portal=portal, store=store, state=state, config=config, products=self.products, tokenizer=tokenizer
         )
-        self.resyncer = Resync(portal=portal, state=state, config=config, store=store)
+        self.resyncer = Resync(portal=portal, state=state, config=config, store=store, targets=bool(targets))
 
     def reconcile_product(self, product_id: str, *, force: bool = False) -> Sequence[Trigger]:
         """Provision, update or clean up one product; ``force`` tries a parked product again."""
@@ -92,6 +103,10 @@ class Reconcilers:
     def reconcile_output_port(self, producer_id: str, output_port_id: str) -> Sequence[Trigger]:
         """Name the consumers an output-port decision concerns."""
         return self.access.reconcile_output_port(producer_id, output_port_id)
+
+    def probes(self) -> dict[str, str]:
+        """Every target's health in one line each, S3 first (``ok: …`` or what is wrong); never raises."""
+        return {"s3": self.products.s3.probe(), **self.targets.probes()}
 
     def resync(self) -> Sequence[Trigger]:
         """Plan the reconciles that repair drift from the portal."""

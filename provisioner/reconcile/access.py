@@ -31,11 +31,12 @@ from provisioner.persistence.runs import Run
 from provisioner.persistence.state import StateStore
 from provisioner.portal import InputPort, PortalClient
 from provisioner.reconcile import credentials
-from provisioner.reconcile.grants import APPROVED, readable_prefixes
+from provisioner.reconcile.grants import APPROVED, as_target_grant, readable_prefixes
 from provisioner.reconcile.inputs import OPEN_ACCESS_TYPES, PortTokenizer, ReconcileConfig
 from provisioner.reconcile.products import DELETING, ProductReconciler
 from provisioner.storage.base import StoreAdmin
 from provisioner.storage.policy import PolicyTooLarge, ReadGrant, fits
+from provisioner.targets.base import TargetProduct
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,14 @@ class AccessReconciler:
             self._plan_port(run, plan, consumer_id, namespace, port, decided.get(port_id))
         final = self._fit(plan, consumer_id, namespace)
         removed = sorted(set(decided) - {g.output_port_id for g in final})
-        self._apply(run, record, namespace, [g for g in plan.added if g in final], final)
+        try:
+            self._apply(run, record, namespace, [g for g in plan.added if g in final], final)
+        finally:
+            # Every other target converges on its own, whatever S3 did: the same decided grants (tokenized first).
+            if self.products.targets:
+                reads = [t for t in (as_target_grant(g) for g in final) if t is not None]
+                subject = self.products._target_product(consumer, namespace)
+                self.products.targets.converge_grants(run, consumer, subject, reads)
         self.state.replace_waits(consumer_id, plan.waits)
 
         run.detail.update(
@@ -319,11 +327,12 @@ class AccessReconciler:
         if added:
             self.state.add_grants(consumer_id, added)  # 1. decisions first: a row alone never opens anything
         grants = [read_grant(g) for g in final]
-        if self.store.ensure_user(cfg.bucket, namespace, grants):  # 2. the policy, from approvals ∩ decisions
-            run.step("policy")
-            policy_changed = True
-        else:
-            policy_changed = False
+        # 2. the policy, from approvals ∩ decisions
+        s3 = self.products.s3.converge_grants(
+            TargetProduct(consumer_id, namespace), [t for t in (as_target_grant(g) for g in final) if t is not None]
+        )
+        run.steps.extend(s3.steps)
+        policy_changed = bool(s3.steps)
         prefixes = readable_prefixes(cfg.bucket, grants)
         keys = credentials.settle_key(self.store, cfg, namespace, prefixes, policy_changed=policy_changed)  # 3.
         if keys.created:

@@ -17,17 +17,25 @@ from provisioner.persistence.records import GrantRecord
 from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient
 from provisioner.storage.policy import ReadGrant
+from provisioner.targets.base import TargetGrant
 
 APPROVED = "approved"
 
 
 def current_grants(portal: PortalClient, state: StateStore, consumer_id: str) -> list[ReadGrant]:
     """The grants ``consumer_id``'s store policy must hold now (sorted); no portal call when it decided none."""
+    return sorted(
+        {ReadGrant(g.producer_namespace, g.output_port_namespace) for g in current_reads(portal, state, consumer_id)}
+    )
+
+
+def current_reads(portal: PortalClient, state: StateStore, consumer_id: str) -> list[TargetGrant]:
+    """The reads ``consumer_id`` holds now, with their producers, as every target is given them (sorted)."""
     decided = state.grants_of(consumer_id)
     if not decided:
         return []
     approved = {p.output_port_id: p for p in portal.input_ports(consumer_id) if p.status == APPROVED}
-    grants: set[ReadGrant] = set()
+    grants: set[TargetGrant] = set()
     for row in decided:
         port = approved.get(row.output_port_id)
         if port is None:
@@ -35,10 +43,18 @@ def current_grants(portal: PortalClient, state: StateStore, consumer_id: str) ->
         grant = _still_valid(state, row, port.output_port.namespace)
         if grant is not None:
             grants.add(grant)
-    return sorted(grants)
+    return sorted(grants, key=lambda g: (g.producer_namespace, g.output_port_namespace, g.producer_id))
 
 
-def _still_valid(state: StateStore, row: GrantRecord, port_namespace: str) -> ReadGrant | None:
+def as_target_grant(row: GrantRecord) -> TargetGrant | None:
+    """A grant decision as targets are given it (None when its names are outside the rule: never granted)."""
+    try:
+        return TargetGrant(row.producer_id, Namespace(row.producer_namespace), Namespace(row.output_port_namespace))
+    except InvalidName:
+        return None
+
+
+def _still_valid(state: StateStore, row: GrantRecord, port_namespace: str) -> TargetGrant | None:
     # A decision was taken for one producer and one port name; another name is another folder, decided afresh.
     producer = state.product(row.producer_id)
     if producer is None or producer.state != "provisioned":
@@ -46,7 +62,7 @@ def _still_valid(state: StateStore, row: GrantRecord, port_namespace: str) -> Re
     if (producer.namespace, port_namespace) != (row.producer_namespace, row.output_port_namespace):
         return None
     try:
-        return ReadGrant(Namespace(producer.namespace), Namespace(port_namespace))
+        return TargetGrant(producer.product_id, Namespace(producer.namespace), Namespace(port_namespace))
     except InvalidName:
         return None
 

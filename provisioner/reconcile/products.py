@@ -16,16 +16,19 @@ from provisioner import scaffold
 from provisioner.errors import InvalidName, PermanentError, ProvisionerError, classify
 from provisioner.events import ReconcileAccess, ReconcileProduct, Trigger
 from provisioner.logs import log_event
-from provisioner.names import Namespace, archive_prefix, shared_user_name
+from provisioner.names import Namespace, shared_user_name
 from provisioner.persistence.records import ProductRecord
 from provisioner.persistence.runs import Run
 from provisioner.persistence.state import StateStore
 from provisioner.portal import PortalClient, Product
 from provisioner.reconcile import credentials
-from provisioner.reconcile.grants import current_grants, readable_prefixes
+from provisioner.reconcile.grants import current_reads, readable_prefixes
 from provisioner.reconcile.inputs import ReconcileConfig
 from provisioner.reconcile.parking import ParkingLot, holds
+from provisioner.reconcile.targets import TargetRunner
 from provisioner.storage.base import StoreAdmin
+from provisioner.targets.base import TargetGrant, TargetProduct
+from provisioner.targets.s3 import S3Target, read_grants
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,19 @@ def fingerprint(namespace: str, status: str, finalized: bool, name: str) -> str:
 class ProductReconciler:
     """Provisions, updates and cleans up data products."""
 
-    def __init__(self, *, portal: PortalClient, store: StoreAdmin, state: StateStore, config: ReconcileConfig) -> None:
+    def __init__(
+        self,
+        *,
+        portal: PortalClient,
+        store: StoreAdmin,
+        state: StateStore,
+        config: ReconcileConfig,
+        targets: TargetRunner | None = None,
+    ) -> None:
         self.portal = portal
         self.store = store
+        self.s3 = S3Target(store, config.bucket)
+        self.targets = targets if targets is not None else TargetRunner(state)  # the targets beside S3
         self.state = state
         self.config = config
         self.parking = ParkingLot(state)
@@ -147,23 +160,15 @@ class ProductReconciler:
         if cfg.finalizer not in product.finalizers:
             self.portal.add_finalizer(product.id, cfg.finalizer)
             run.step("finalizer")
-        if self.store.ensure_bucket(cfg.bucket):
-            run.step("bucket")
-        # A product never recorded is new to the store too, unless an earlier attempt crashed mid-way: write
-        # without looking first (three calls fewer), and fall back to the checks when the user already exists.
-        fresh = record is None
-        if fresh:
-            self.store.put_object(cfg.bucket, namespace.prefix, b"")  # the empty marker: rewriting it is harmless
-            run.step("prefix")
-        elif self.store.ensure_prefix(cfg.bucket, namespace):
-            run.step("prefix")
         # Read grants from current truth: the portal's approvals now, intersected with the grant decisions taken
         # here (reconcile/grants.py); never from a record alone, so a revoked port is not put back.
-        grants = current_grants(self.portal, self.state, product.id)
-        read_prefixes = readable_prefixes(cfg.bucket, grants)
-        user_created = fresh and self.store.create_user(cfg.bucket, namespace, grants)
-        if user_created or self.store.ensure_user(cfg.bucket, namespace, grants):
-            run.step("user")
+        reads = current_reads(self.portal, self.state, product.id)
+        read_prefixes = readable_prefixes(cfg.bucket, read_grants(reads))
+        # A product never recorded is new to the store too (first_time), unless an earlier attempt crashed mid-way.
+        fresh = record is None
+        s3 = self.s3.ensure(self._target_product(product, namespace, reads=tuple(reads), first_time=fresh))
+        run.steps.extend(s3.steps)
+        user_created = bool(s3.detail["user_created"])
 
         project = credentials.project_dir(cfg, namespace)
         added = scaffold.render_project(
@@ -205,6 +210,9 @@ class ProductReconciler:
                 run.detail["seeded_objects"] = uploaded
             seeded = True
 
+        # Every other target converges on its own: a failure there is recorded, and S3 above stands.
+        ready_now = self.targets.ensure(run, product, self._target_product(product, namespace))
+
         final_status = product.status
         if product.status == "pending":
             self.portal.set_status(product.id, ACTIVE)
@@ -231,7 +239,10 @@ class ProductReconciler:
             access_key_id=keys.access_key_id,
         )
         # The .env's key was issued for other grants (an access reconcile was interrupted): let it settle the key.
-        return [ReconcileAccess(product.id)] if keys.prefixes_stale else []
+        follow_up: list[Trigger] = [ReconcileAccess(product.id)] if keys.prefixes_stale else []
+        if ready_now:  # a target has this product's resources now: grants on them that waited can be written
+            follow_up += [ReconcileAccess(c) for c in self.state.consumers_of(product.id)]
+        return follow_up
 
     def _seed(self, namespace: Namespace, project: Path, *, fresh: bool) -> int:
         """Upload the template's example raw files once; never over a file the team already replaced."""
@@ -303,6 +314,25 @@ class ProductReconciler:
         # Consumers that could read this product's prefix must lose that statement and rotate their keys.
         return [ReconcileAccess(c) for c in consumers]
 
+    def _target_product(
+        self,
+        product: Product,
+        namespace: Namespace,
+        *,
+        reads: tuple[TargetGrant, ...] = (),
+        first_time: bool = False,
+    ) -> TargetProduct:
+        """The product as targets are given it."""
+        return TargetProduct(
+            product_id=product.id,
+            namespace=namespace,
+            name=product.name,
+            description=product.description,
+            project_dir=credentials.project_dir(self.config, namespace),
+            reads=reads,
+            first_time=first_time,
+        )
+
     @staticmethod
     def _names_of(product: Product | None, record: ProductRecord | None) -> list[Namespace]:
         """The namespaces a product's resources may be named for: the recorded one, and the portal's."""
@@ -323,23 +353,12 @@ class ProductReconciler:
         which no product policy reaches, so a later product with the same namespace starts from an empty prefix.
         """
         cfg = self.config
-        for key in self.store.list_keys(namespace):
-            self.store.delete_key(namespace, key.access_key_id)
-            run.step("key_deleted")
-        if self.store.delete_user(namespace):
-            run.step("user_deleted")
-        if cfg.delete_data:
-            deleted = self.store.delete_prefix(cfg.bucket, namespace)
-            if deleted:
-                run.detail["objects_deleted"] = deleted
-                run.step("data_deleted")
-        else:
-            target = archive_prefix(namespace, product_id)
-            moved = self.store.move_prefix(cfg.bucket, namespace, target)
-            if moved:
-                run.detail["objects_archived"] = moved
-                run.detail["data_archive"] = f"s3://{cfg.bucket}/{target}"
-                run.step("data_archived")
+        # Access to the other targets' resources goes first; each converges on its own.
+        subject = TargetProduct(product_id, namespace, project_dir=credentials.project_dir(cfg, namespace))
+        self.targets.clean_up(run, subject, delete_data=cfg.delete_data)
+        s3 = self.s3.clean_up(TargetProduct(product_id, namespace), delete_data=cfg.delete_data, held=())
+        run.steps.extend(s3.steps)
+        run.detail.update(s3.detail)
         archived = scaffold.archive_project(cfg.products_dir, namespace)
         if archived is not None:
             run.step("project_archived")

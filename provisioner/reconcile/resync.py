@@ -42,12 +42,14 @@ class Resync:
         config: ReconcileConfig,
         parallelism: int = 8,
         store: StoreAdmin | None = None,
+        targets: bool = False,
     ) -> None:
         self.portal = portal
         self.state = state
         self.config = config
         self.parallelism = parallelism
         self.store = store  # to find orphan store users; None leaves them alone
+        self.targets = targets  # targets beside S3 are configured: look for their failures too
         self.parking = ParkingLot(state)
 
     def plan(self) -> list[Trigger]:
@@ -95,6 +97,8 @@ class Resync:
         # Producers reconciled by this same plan count as provisioned: one resync repairs a missed approval too.
         soon = {t.product_id for t in triggers if isinstance(t, ReconcileProduct)}
         triggers.extend(self._access_drift(consumers, records, soon))
+        if self.targets:
+            triggers.extend(self._failed_targets(triggers, {p.id for p in products}))
         if users is not None:
             triggers.extend(self._orphan_users(users, products, list(records.values())))
         log_event(log, "resync.planned", products=len(products), reconciles=len(triggers), parked=left_parked)
@@ -114,6 +118,19 @@ class Resync:
             return []
         removed = set(report.removed)
         return [ReconcileProduct(p.id) for p in self.portal.list_products() if claimed_users([p], []) & removed]
+
+    def _failed_targets(self, planned: list[Trigger], listed: set[str]) -> list[Trigger]:
+        """Products a target beside S3 failed for last time (reconcile/targets.py): converge them again."""
+        out: list[Trigger] = []
+        for s in self.state.target_states():
+            if s.state != "failed" or s.product_id not in listed:
+                continue
+            trigger: Trigger = (
+                ReconcileProduct(s.product_id) if s.aspect == "resources" else ReconcileAccess(s.product_id)
+            )
+            if trigger not in planned and trigger not in out:
+                out.append(trigger)
+        return out
 
     def _needs_reconcile(self, product: Product, record: ProductRecord | None, now: datetime) -> bool:
         finalized = self.config.finalizer in product.finalizers

@@ -27,6 +27,7 @@ AREAS: dict[str, str] = {
     "portal": "Portal",
     "scope": "Scope: which portal products are ours",
     "store": "Store (S3 and its admin API)",
+    "targets": "Provisioning targets beside S3 (BigQuery)",
     "projects": "Projects",
     "resync": "Resync",
     "jobs": "Jobs and workers",

@@ -87,6 +87,56 @@ def _comma_list(raw: str) -> tuple[str, ...]:
     return values
 
 
+_TARGETS = ("s3", "bigquery")  # provisioner/targets TARGET_NAMES (a test keeps the two equal)
+
+
+def _targets(raw: str) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(v.strip().lower() for v in raw.split(",") if v.strip()))
+    unknown = [v for v in values if v not in _TARGETS]
+    if unknown:
+        raise ValueError(f"unknown target(s) {', '.join(unknown)}: choose from {', '.join(_TARGETS)}")
+    if "s3" not in values:
+        # S3 holds the project's key and .env and the product's record; a product without it is not supported yet.
+        raise ValueError("s3 must be one of the targets (it carries the project's credentials)")
+    return values
+
+
+_PRINCIPAL = re.compile(
+    r"(group|user|serviceAccount):[^@\s,=]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}|domain:[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+)
+_PRINCIPAL_KEY = re.compile(r"[a-z0-9+.@_-]{1,64}")
+
+
+def _principals(raw: str) -> tuple[tuple[str, str], ...]:
+    """``namespace=kind:email`` pairs, comma separated (kind: group, user, serviceAccount; or domain:example.com)."""
+    pairs: dict[str, str] = {}
+    for item in (v.strip() for v in raw.split(",")):
+        if not item:
+            continue
+        key, sep, principal = item.partition("=")
+        key, principal = key.strip(), principal.strip()
+        if not sep or not _PRINCIPAL_KEY.fullmatch(key) or ".." in key:
+            raise ValueError(f"entry {item!r} must be <product namespace>=<principal>")
+        if not _PRINCIPAL.fullmatch(principal):
+            raise ValueError(
+                f"principal {principal!r} of {key!r} must be group:<email>, user:<email>, serviceAccount:<email> "
+                "or domain:<domain>"
+            )
+        if key in pairs and pairs[key] != principal:
+            raise ValueError(f"namespace {key!r} is mapped twice")
+        pairs[key] = principal
+    if not pairs:
+        raise ValueError("expected at least one <namespace>=<principal> entry")
+    return tuple(sorted(pairs.items()))
+
+
+def _bigquery_prefix(raw: str) -> str:
+    from provisioner.names import Namespace, bigquery_dataset_id
+
+    bigquery_dataset_id(raw, Namespace("x"))  # raises InvalidName, with the rule, for a prefix BigQuery refuses
+    return raw
+
+
 def _bearer_token(raw: str) -> str:
     if len(raw) < 16 or not raw.isascii() or not raw.isprintable() or " " in raw:
         raise ValueError("expected at least 16 printable ASCII characters without spaces (e.g. `openssl rand -hex 32`)")
@@ -123,6 +173,9 @@ POSITIVE_FLOAT = Kind(_positive_float, "number > 0")
 BOOL = Kind(_bool, "true | false")
 SECONDS_OR_OFF = Kind(_seconds_or_off, "whole number >= 0, or off")
 COMMA_LIST = Kind(_comma_list, "comma list")
+BIGQUERY_PREFIX = Kind(_bigquery_prefix, "a letter or _, then letters, digits or _")
+TARGETS = Kind(_targets, "comma list of s3, bigquery (s3 required)")
+PRINCIPALS = Kind(_principals, "comma list of namespace=group:|user:|serviceAccount:<email> or domain:<domain>")
 BEARER_TOKEN = Kind(_bearer_token, "16+ printable ASCII characters, no spaces")
 FINALIZER = Kind(_finalizer, "1-63 of letters, digits, . _ - /")
 PATH = Kind(Path, "path")

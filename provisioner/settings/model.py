@@ -175,6 +175,45 @@ class Settings:
     s3_embedded_port: int = setting(9000, kinds.PORT, "port of the embedded SeaweedFS S3 + IAM API", area="store")
     delete_data: bool = setting(False, kinds.BOOL, "delete a product's objects when it is deleted", area="store")
 
+    # ---------------------------------------------------------------------------------- targets
+    targets: tuple[str, ...] = setting(
+        ("s3",),
+        kinds.TARGETS,
+        "where products are provisioned: s3, optionally with bigquery (docs/bigquery.md)",
+        area="targets",
+        shown="s3",
+    )
+    bigquery_project: str | None = setting(
+        None, kinds.NONBLANK, "Google Cloud project holding the products' BigQuery datasets", area="targets"
+    )
+    bigquery_location: str = setting("US", kinds.NONBLANK, "location of new BigQuery datasets", area="targets")
+    bigquery_dataset_prefix: str = setting(
+        "dp", kinds.BIGQUERY_PREFIX, "dataset ids are <prefix>_<namespace as a SQL name>", area="targets"
+    )
+    bigquery_endpoint: str | None = setting(
+        None,
+        kinds.URL,
+        "BigQuery API endpoint with anonymous credentials (an emulator); unset: Google's, with ADC",
+        area="targets",
+        shown="(Google, ADC)",
+    )
+    bigquery_principals: tuple[tuple[str, str], ...] = setting(
+        (),
+        kinds.PRINCIPALS,
+        "the BigQuery principal of each product's team, by namespace (docs/bigquery.md)",
+        area="targets",
+        shown="(none)",
+    )
+    bigquery_scope_domains: tuple[str, ...] = setting(
+        (), kinds.COMMA_LIST, "BigQuery only for products of these domains", area="targets", shown="(all)"
+    )
+    bigquery_scope_types: tuple[str, ...] = setting(
+        (), kinds.COMMA_LIST, "BigQuery only for products of these types", area="targets", shown="(all)"
+    )
+    bigquery_scope_tags: tuple[str, ...] = setting(
+        (), kinds.COMMA_LIST, "BigQuery only for products with one of these tags", area="targets", shown="(all)"
+    )
+
     # ---------------------------------------------------------------------------------- projects
     products_dir: Path = setting(
         Path(".provisioner/products"),
@@ -331,6 +370,8 @@ class Settings:
                 )
         elif settings.database_lakebase is not None:
             raise SettingsError("PROVISIONER_DATABASE_LAKEBASE is set: set PROVISIONER_DATABASE_AUTH=databricks-oauth")
+        if "bigquery" in settings.targets and settings.bigquery_project is None:
+            raise SettingsError("PROVISIONER_BIGQUERY_PROJECT is required when PROVISIONER_TARGETS includes bigquery")
         if settings.tokenize_policy is not None and not settings.tokenize_policy.is_file():
             raise SettingsError(f"PROVISIONER_TOKENIZE_POLICY={settings.tokenize_policy} is not a readable file")
         return settings
