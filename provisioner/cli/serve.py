@@ -50,25 +50,22 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
         "you like, on as many machines: a product is never reconciled by two of them at once.",
     )
     p.add_argument(
-        "--concurrency", type=_positive, help="jobs run at once, 1 or more (default PROVISIONER_WORKER_CONCURRENCY, 4)"
+        "--concurrency", type=_whole, help="jobs run at once, 1 or more (default PROVISIONER_WORKER_CONCURRENCY, 4)"
     )
     p.set_defaults(func=_worker)
 
 
-def _positive(raw: str) -> int:
-    """An argparse type: a whole number of 1 or more (a worker of 0 jobs would take work and never do it)."""
+def _whole(raw: str) -> int:
+    """An argparse type: a whole number (its range is checked by the command, for one line and exit code 1)."""
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{raw} is not 1 or more")
-    return value
 
 
 def _port(raw: str) -> int:
-    value = _positive(raw)
-    if value > 65535:
+    value = _whole(raw)
+    if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"{raw} is not a port (1-65535)")
     return value
 
@@ -126,6 +123,9 @@ def is_loopback(host: str) -> bool:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.concurrency is not None and args.concurrency < 1:
+        # A worker of 0 jobs would register, take no job, and look healthy.
+        raise SettingsError(f"--concurrency {args.concurrency}: a worker runs 1 or more jobs at once")
     settings = Settings.from_env()
     configure_process_logging(settings)
     with Site.open(settings, own_store=True) as site:

@@ -47,7 +47,7 @@ def _postgres_url(raw: str) -> str:
     # The hint names PostgreSQL's own form: an http:// example here sent people the wrong way.
     scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
     if scheme not in ("postgresql", "postgres"):
-        raise ValueError("expected a PostgreSQL URL such as postgresql://user:password@host:5432/dbname")
+        raise ValueError("expected a PostgreSQL URL such as postgresql://user@host:5432/dbname")
     return raw
 
 
