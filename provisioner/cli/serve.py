@@ -184,7 +184,8 @@ def where(site: Site, host: str, port: int) -> dict[str, Any]:
     base = f"http://{socket.gethostname() if host in ('0.0.0.0', '::', '') else host}:{port}"
     v2 = f"{base}/webhooks/portal/v2"
     if s.webhook_secret is not None:
-        v2 += f"?token=<`provisioner webhook-url --base {base}` prints it>"
+        # The URL's token is a credential: never logged; the command that prints it is named instead.
+        v2 += f" (with the token that `provisioner webhook-url --base {base}` prints)"
     if site.reconciling is None:
         store = "none in this process (--no-worker)"
     elif s.embedded_store:
