@@ -95,6 +95,12 @@ def configure_process_logging(settings: Settings) -> None:
         logging.getLogger("procrastinate").setLevel(logging.WARNING)
 
 
+def nothing_recorded_yet(settings: Settings) -> bool:
+    """True when the embedded database was never created in the data dir: a command that only reads has nothing
+    to read, and must not create (start) one to show empty tables."""
+    return settings.embedded_database and not (settings.data_dir / "postgres" / "PG_VERSION").is_file()
+
+
 def resolve_database(settings: Settings) -> str:
     """The database URL: the configured one, or the embedded server's (started if needed); migrated."""
     url: str | None = settings.database_url

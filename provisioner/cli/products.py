@@ -18,7 +18,7 @@ from provisioner.names import Namespace
 from provisioner.persistence.records import Parked
 from provisioner.reconcile.parking import ParkingLot
 from provisioner.settings import Settings
-from provisioner.site import Site
+from provisioner.site import Site, nothing_recorded_yet
 from provisioner.storage.policy import ReadGrant
 
 
@@ -202,8 +202,11 @@ def _resync(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     console = Console()
     _check_namespace(args.namespace)
+    settings = Settings.from_env()
+    if nothing_recorded_yet(settings):
+        return say_nothing_recorded(settings, args.namespace)
     # Reads only: no store, no portal client (and nothing started beside a running service).
-    with Site.open(Settings.from_env(), reconcile=False) as site:
+    with Site.open(settings, reconcile=False) as site:
         records = site.state.all_products()
         last = site.state.last_run_per_subject()
         bucket = site.settings.s3_bucket
@@ -282,7 +285,10 @@ def _rotate(args: argparse.Namespace) -> int:
 def _grants(args: argparse.Namespace) -> int:
     console = Console()
     _check_namespace(args.namespace)
-    with Site.open(Settings.from_env(), reconcile=False) as site:
+    settings = Settings.from_env()
+    if nothing_recorded_yet(settings):
+        return say_nothing_recorded(settings, args.namespace)
+    with Site.open(settings, reconcile=False) as site:
         products = {r.product_id: r for r in site.state.all_products()}
         grants = site.state.all_grants()
         known = {r.namespace for r in products.values()} | {g.producer_namespace for g in grants}
@@ -331,6 +337,22 @@ def _grants(args: argparse.Namespace) -> int:
             port = f"{w.producer_namespace or w.producer_id}/{w.output_port_namespace or w.output_port_id}"
             since = f" (since {w.since:%Y-%m-%d %H:%M:%S})" if w.since else ""
             console.print(f"  {consumer_namespace(w.consumer_id)} waits for {port}{since}: {w.reason}", soft_wrap=True)
+    return 0
+
+
+def say_nothing_recorded(settings: Settings, namespace: str | None = None) -> int:
+    """What a read-only command says on a data dir where nothing ran yet; exit code 1 when it asked for a name."""
+    where = settings.data_dir / "postgres"
+    if namespace is not None:
+        print(
+            f"provisioner: namespace {namespace!r} is not provisioned here (no database in {where} yet)",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"nothing recorded yet: no database in {where} (`provisioner serve` creates it; "
+        "or set PROVISIONER_DATABASE_URL)"
+    )
     return 0
 
 

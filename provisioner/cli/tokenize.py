@@ -11,9 +11,10 @@ from typing import Any
 
 from rich.console import Console
 
+from provisioner.cli.products import say_nothing_recorded
 from provisioner.errors import SettingsError
 from provisioner.settings import Settings, check_hmac_key
-from provisioner.site import Site, tenants, tokenize_options
+from provisioner.site import Site, nothing_recorded_yet, tenants, tokenize_options
 from provisioner.tokenize import TableProgress, TokenizeOptions, load_policy_file, plan, run
 
 
@@ -114,6 +115,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.last < 1:
         raise SettingsError("--last must be 1 or more")
     settings = Settings.from_env()
+    if nothing_recorded_yet(settings):
+        return 0 if args.json else say_nothing_recorded(settings)
     with Site.open(settings, reconcile=False) as site:
         records = site.run_recorder().last(args.last)
     if args.json:

@@ -224,3 +224,21 @@ def _read_until(fd: int, marker: bytes | None, timeout: float = 60) -> bytes:
             break
         out += chunk
     return out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["status"], 0, "nothing recorded yet: no database in"),
+        (["grants"], 0, "nothing recorded yet: no database in"),
+        (["runs"], 0, "nothing recorded yet: no database in"),
+        (["status", "sales"], 1, "namespace 'sales' is not provisioned here"),
+    ],
+)
+def test_read_only_commands_start_nothing_on_a_fresh_data_dir(
+    tmp_path: Path, args: list[str], code: int, says: str
+) -> None:
+    result = _run(_env(tmp_path), *args)
+    assert result.returncode == code, result.stderr
+    assert says in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists(), "a command that only reads created (started) a database or a store"
