@@ -98,7 +98,7 @@ def test_a_short_hmac_key_passes_when_explicitly_allowed(tmp_path: Path) -> None
 def test_a_data_dir_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    line = _one_line(_run(_env(tmp_path, PROVISIONER_DATA_DIR=str(blocker / "data")), "status"))
+    line = _one_line(_run(_env(tmp_path, PROVISIONER_DATA_DIR=str(blocker / "data")), "provision", "some-product"))
     assert f"PROVISIONER_DATA_DIR={blocker / 'data'} is not writable" in line
 
 
