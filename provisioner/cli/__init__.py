@@ -83,7 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _set_up_logging(command: str) -> None:
     """Logging for the whole process (before any part logs) and one warning per unknown PROVISIONER_* variable."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError:
+        # The command reads the settings again and says what is wrong in its own way (`check` as its first line).
+        fmt = os.environ.get("PROVISIONER_LOG_FORMAT", "auto").strip().lower()
+        configure_logging("WARNING", fmt=fmt if fmt in ("human", "json") else "auto")
+        return
     level = settings.log_level
     if command not in LONG_RUNNING and "PROVISIONER_LOG_LEVEL" not in os.environ:
         level = "WARNING"  # a command's own output says what happened; INFO lines would drown it
