@@ -340,9 +340,6 @@ def test_provisioner_environment_parses_with_the_example_values(
     mounts = {target: source for source, target in bind_mounts(services["provisioner"])}
     assert policy_in_container in mounts, "the tokenize policy path must be a mounted file"
     env["PROVISIONER_TOKENIZE_POLICY"] = str(ROOT / mounts[policy_in_container])
-    # The image copies templates/ to /app/templates (Dockerfile); settings check that the template is there.
-    assert env["PROVISIONER_TEMPLATE"] == "/app/templates/sqlmesh"
-    env["PROVISIONER_TEMPLATE"] = str(ROOT / "templates" / "sqlmesh")
     settings = Settings.from_env(env)
     assert settings.store_kind == "minio"
     assert settings.s3_endpoint == "http://rustfs:9000" == settings.s3_public_endpoint
