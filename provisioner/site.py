@@ -125,7 +125,7 @@ def open_store(settings: Settings, *, attach: bool = True) -> Iterator[tuple[Sto
             from provisioner.storage.embedded import start_embedded_store
 
             embedded = start_embedded_store(
-                writable_dir(settings.data_dir, "s3"),
+                writable_dir(settings.data_dir, "") / "s3",
                 settings.s3_embedded_port,
                 attach=attach,
                 in_memory=settings.store_in_memory,

