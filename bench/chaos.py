@@ -379,6 +379,7 @@ def main() -> None:
         PROVISIONER_PRODUCTS_DIR=str(work / "products"),
         PROVISIONER_TOKENIZE_POLICY=str(work / "policy.yaml"),
         PROVISIONER_TOKENIZE_KEY=KEY,
+        PROVISIONER_TOKENIZE_ALLOW_SHORT_KEY="true",
         PROVISIONER_TENANT_DEMO_DSN=tenant_dsn,
         PROVISIONER_RESYNC_SECONDS="60",
         PROVISIONER_LOG_LEVEL="WARNING",

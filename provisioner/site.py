@@ -31,10 +31,12 @@ Connection pools, sized here and nowhere else (``pool_sizes``):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -86,17 +88,25 @@ def pool_sizes(settings: Settings, *, reconcile: bool, datahub_concurrency: int 
 
 
 def configure_process_logging(settings: Settings) -> None:
-    """JSON logs at PROVISIONER_LOG_LEVEL for a long-running process (``serve``, ``worker``)."""
-    configure_logging(settings.log_level)
+    """Logs at PROVISIONER_LOG_LEVEL for a long-running process (``serve``, ``worker``), as PROVISIONER_LOG_FORMAT
+    says (auto: human lines on a terminal, JSON lines otherwise)."""
+    configure_logging(settings.log_level, fmt=settings.log_format)
     if settings.log_level != "DEBUG":
         # procrastinate logs every job start and end; job.started/job.succeeded already say it once.
         logging.getLogger("procrastinate").setLevel(logging.WARNING)
+
+
+def nothing_recorded_yet(settings: Settings) -> bool:
+    """True when the embedded database was never created in the data dir: a command that only reads has nothing
+    to read, and must not create (start) one to show empty tables."""
+    return settings.embedded_database and not (settings.data_dir / "postgres" / "PG_VERSION").is_file()
 
 
 def resolve_database(settings: Settings) -> str:
     """The database URL: the configured one (``database_conninfo``), or the embedded server's (started if needed);
     migrated."""
     if settings.embedded_database:
+        writable_dir(settings.data_dir, "")
         url = db.start_embedded(settings.data_dir / "postgres").url
     else:
         url = database_conninfo(settings)
@@ -162,14 +172,32 @@ def _start_passfile(url: str, lakebase: str) -> str:
 
 
 @contextmanager
-def open_store(settings: Settings) -> Iterator[tuple[StoreAdmin, str]]:
-    """The store admin client and the endpoint to write into .env files; starts the embedded store if needed."""
+def open_store(settings: Settings, *, attach: bool = True) -> Iterator[tuple[StoreAdmin, str]]:
+    """The store admin client and the endpoint to write into .env files.
+
+    With no endpoint configured this is the embedded store of the data dir: ``attach`` uses the one a live
+    process (``serve``) runs, and leaves it running; otherwise, or when none runs, this process starts its own
+    and stops it on exit. A long-running process (``serve``, ``worker``) passes ``attach=False``: it owns its store.
+    """
     with ExitStack() as stack:
         if settings.embedded_store:
             from provisioner.storage.embedded import start_embedded_store
 
-            embedded = start_embedded_store(settings.data_dir / "s3", settings.s3_embedded_port)
+            embedded = start_embedded_store(
+                writable_dir(settings.data_dir, "") / "s3",
+                settings.s3_embedded_port,
+                attach=attach,
+                in_memory=settings.store_in_memory,
+            )
             stack.callback(embedded.stop)
+            if embedded.backend == "moto":
+                log_event(
+                    log,
+                    "storage.in_memory",
+                    level=logging.WARNING,
+                    warning="PROVISIONER_STORE_IN_MEMORY is on: the store keeps users, keys and data in memory; "
+                    "they are LOST when this process exits and the keys written into .env files stop working",
+                )
             endpoint, access, secret, kind = embedded.endpoint, embedded.access_key, embedded.secret_key, "aws-iam"
         else:
             # Settings refuse an endpoint without its keys.
@@ -179,6 +207,22 @@ def open_store(settings: Settings) -> Iterator[tuple[StoreAdmin, str]]:
             kind = settings.store_kind
         store = build_store(kind, endpoint=endpoint, access_key=access, secret_key=secret, region=settings.s3_region)
         yield store, settings.s3_public_endpoint or endpoint
+
+
+def writable_dir(data_dir: Path, name: str) -> Path:
+    """``data_dir/name``, created; SettingsError (one line) when PROVISIONER_DATA_DIR cannot hold it."""
+    path = data_dir / name
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(
+            f"PROVISIONER_DATA_DIR={data_dir} is not writable ({path}: {exc.strerror or exc}); "
+            "choose a directory this user may write"
+        ) from None
+    return path
 
 
 def tokenize_options(settings: Settings, key: str | None, key_env: str | None = None) -> TokenizeOptions:
@@ -331,13 +375,16 @@ class Site:
         heartbeat: bool | None = None,
         database_url: str | None = None,
         datahub_concurrency: int = 0,
+        own_store: bool = False,
     ) -> Iterator[Site]:
         """Open the site; close every part on exit, last opened first.
 
         ``reconcile``: start the store, open the portal client, build the reconcilers. ``heartbeat``: register the
         process so that its run records fail when it dies (default: when it reconciles). ``database_url``: a
         database the caller resolved already (it is used as it is). ``datahub_concurrency``: DataHub jobs this
-        process runs at once (for the pool size).
+        process runs at once (for the pool size). ``own_store``: a long-running process (``serve``, ``worker``,
+        the demo) runs its own embedded store and refuses to borrow another live process's; a command attaches to
+        the running one (``open_store``).
         """
         url = database_url or resolve_database(settings)
         sizes = pool_sizes(settings, reconcile=reconcile, datahub_concurrency=datahub_concurrency)
@@ -350,14 +397,14 @@ class Site:
                 owner = stack.enter_context(db.ProcessHeartbeat(pool)).owner
             site = cls(settings, url, pool, sizes, owner)
             if reconcile:
-                site = replace(site, reconciling=stack.enter_context(site._open_reconciling()))
+                site = replace(site, reconciling=stack.enter_context(site._open_reconciling(attach=not own_store)))
             yield site
 
     @contextmanager
-    def _open_reconciling(self) -> Iterator[Reconciling]:
+    def _open_reconciling(self, *, attach: bool) -> Iterator[Reconciling]:
         settings = self.settings
         with ExitStack() as stack:
-            store, endpoint = stack.enter_context(open_store(settings))
+            store, endpoint = stack.enter_context(open_store(settings, attach=attach))
             portal = PortalClient(
                 settings.portal_url,
                 api_key=settings.portal_api_key,
@@ -401,8 +448,10 @@ class Site:
 
     @property
     def state(self) -> StateStore:
-        """What the provisioner recorded about products, grants and runs."""
-        return self._reconciling().state
+        """What the provisioner recorded about products, grants and runs (also on a site that only reads)."""
+        if self.reconciling is None:
+            return StateStore(self.pool, owner=self.owner)
+        return self.reconciling.state
 
     @property
     def store(self) -> StoreAdmin:

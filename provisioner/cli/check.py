@@ -16,10 +16,10 @@ is the line; ``Skipped`` says it does not apply). ``build_checks`` lists them in
 More checks plug in as more ``Check`` entries (a provisioning target's ``probe()``, which returns one line, is
 one: ``Check(f"target {name}", target.probe)``).
 
-On embedded defaults it works beside a running service: the embedded PostgreSQL of the data dir is taken over
-as every command does, and a SeaweedFS the service started for the data dir is used (``storage.running``) rather
-than a second one started on its busy port. Secrets never appear: every line is redacted, and the values of the
-secret settings are masked wherever they would show.
+On embedded defaults it works beside a running service: the embedded PostgreSQL of the data dir is taken over as
+every command does, and a SeaweedFS the service started for the data dir is used
+(``storage.embedded.running_store``) rather than a second one started on its busy port. Secrets never appear: every
+line is redacted, and the values of the secret settings are masked wherever they would show.
 """
 
 from __future__ import annotations
@@ -171,11 +171,10 @@ def _store(settings: Settings, stack: ExitStack) -> str:
 
 def _embedded_store(settings: Settings, stack: ExitStack) -> tuple[str, str, str, str]:
     """The embedded store to probe: the one a running service started for this data dir, or one started now."""
-    from provisioner.storage.embedded import _port_free, start_seaweedfs
-    from provisioner.storage.running import running_store
+    from provisioner.storage.embedded import _port_free, running_store, start_seaweedfs
 
     data_dir, port = settings.data_dir / "s3", settings.s3_embedded_port
-    running = running_store(data_dir, port)
+    running = running_store(data_dir)
     if running is not None:
         return running.endpoint, running.access_key, running.secret_key, f"embedded store (running) {running.endpoint}"
     if not _port_free(port):

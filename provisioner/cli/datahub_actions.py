@@ -59,7 +59,9 @@ def cmd_datahub_actions(args: argparse.Namespace) -> int:
     except ImportError:
         raise SettingsError(MISSING_EXTRA) from None
     settings = Settings.from_env()
-    configure_logging(settings.log_level)  # after the imports: one of the framework's modules calls basicConfig
+    configure_logging(
+        settings.log_level, fmt=settings.log_format
+    )  # after the imports: one of the framework's modules calls basicConfig
     if args.concurrency < 1:
         raise SettingsError("--concurrency must be 1 or more")
     path = Path(args.config)

@@ -1,9 +1,9 @@
 """`provisioner demo`: the whole flow on this machine in a few seconds, with no external service.
 
-Embedded PostgreSQL (queue, state, and a tenant database with PII), the embedded S3 store (SeaweedFS, or moto
-when it cannot start), a portal stand-in serving the portal's API shapes and sending its webhooks, and the real
-web intake and worker. The portal stand-in creates three products and approves one access request; the demo
-then shows what the provisioner did and checks it.
+Embedded PostgreSQL (queue, state, and a tenant database with PII), the embedded S3 store (SeaweedFS; moto's
+in-memory store only with PROVISIONER_STORE_IN_MEMORY=true), a portal stand-in serving the portal's API shapes and
+sending its webhooks, and the real web intake and worker. The portal stand-in creates three products and approves
+one access request; the demo then shows what the provisioner did and checks it.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run(console: Console, work: Path, args: argparse.Namespace) -> int:
     base = Settings.from_env()
-    configure_logging("WARNING")
+    configure_logging("WARNING", fmt=base.log_format)
     settings = dataclasses.replace(
         base,
         data_dir=work,
@@ -127,7 +127,7 @@ def _run(console: Console, work: Path, args: argparse.Namespace) -> int:
         settings = dataclasses.replace(
             settings, portal_url=standin.url, tokenize_policy=policy, tenants={"demo": {"DSN": tenant_dsn}}
         )
-        with Site.open(settings, database_url=url) as site:
+        with Site.open(settings, database_url=url, own_store=True) as site:
             console.print(f"PostgreSQL: embedded; S3 store: {site.s3_endpoint}; portal stand-in: {standin.url}")
             console.print(f"provisioner: http://127.0.0.1:{settings.port} (web intake + worker)")
             return asyncio.run(_serve_and_play(console, site, portal_state, args))
@@ -180,7 +180,7 @@ async def _play_beside(
             await asyncio.sleep(0.02)
         ok = await asyncio.to_thread(_play, console, site, portal, args.timeout)
         if args.keep:
-            console.print("[bold]--keep[/]: everything keeps running; Ctrl+C to stop.")
+            _print_attach(console, site, write_cli_env(site))
             with contextlib.suppress(asyncio.CancelledError):
                 await server_task
         return 0 if ok else 1
@@ -191,6 +191,38 @@ async def _play_beside(
             await worker_task
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await server_task
+
+
+def write_cli_env(site: Site) -> Path:
+    """The settings a CLI in another shell needs to work beside this demo, as ``demo.env`` (mode 0600: it holds
+    the demo's HMAC key and webhook secret). The data dir is enough to attach to the database and the store."""
+    s = site.settings
+    values = {
+        "PROVISIONER_DATA_DIR": str(s.data_dir),
+        "PROVISIONER_PORTAL_URL": s.portal_url,
+        "PROVISIONER_WEBHOOK_SECRET": s.webhook_secret or "",
+        "PROVISIONER_TOKENIZE_KEY": s.tokenize_key or "",
+        "PROVISIONER_TOKENIZE_POLICY": str(s.tokenize_policy or ""),
+        "PROVISIONER_TENANT_DEMO_DSN": s.tenants["demo"]["DSN"],
+    }
+    from provisioner.scaffold import write_env
+
+    path = s.data_dir / "demo.env"
+    write_env(path, values)
+    return path
+
+
+def _print_attach(console: Console, site: Site, env_file: Path) -> None:
+    """How to use this running demo from another shell: the CLI, the projects, the web endpoints."""
+    s = site.settings
+    console.rule("[bold]--keep: everything keeps running until Ctrl+C")
+    console.print(f"projects (one folder per product, each with its .env): {s.products_dir}")
+    console.print(f"provisioner: http://127.0.0.1:{s.port}/status/products, /readyz, /metrics")
+    console.print(f"portal stand-in: {s.portal_url}")
+    console.print("attach the CLI from another shell (it uses this demo's database and store):")
+    console.print(f"  set -a; . {env_file}; set +a", soft_wrap=True, highlight=False)
+    console.print("  provisioner status; provisioner grants; provisioner runs", highlight=False)
+    console.print("Ctrl+C stops everything.")
 
 
 def _granted(state: StateStore, consumer_id: str) -> bool:

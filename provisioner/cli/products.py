@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -11,12 +12,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from provisioner.errors import ProvisionerError
+from provisioner.errors import InvalidInput, ProvisionerError
 from provisioner.events import ReconcileAccess, ReconcileOutputPort, ReconcileProduct, ResyncAll, Trigger
 from provisioner.names import Namespace
 from provisioner.persistence.records import Parked, TargetState
+from provisioner.reconcile.parking import ParkingLot
 from provisioner.settings import Settings
-from provisioner.site import Site
+from provisioner.site import Site, nothing_recorded_yet
 from provisioner.storage.policy import ReadGrant
 from provisioner.targets.base import TargetProduct
 
@@ -84,6 +86,8 @@ def _provision(args: argparse.Namespace) -> int:
     with Site.open(Settings.from_env()) as site:
         parking = site.reconcilers.products.parking
         product_ids = sorted(parking.all()) if args.parked else [_product_id(site, args.product)]
+        if not args.parked:
+            _require_known(site, args.product, product_ids[0])
         if args.parked and not product_ids:
             console.print("no parked product")
         failures = 0
@@ -119,6 +123,22 @@ def _product_id(site: Site, given: str) -> str:
     return parked[0].product_id if len(parked) == 1 else given
 
 
+def _require_known(site: Site, given: str, product_id: str) -> None:
+    """Refuse (InvalidInput, before any side effect) a product that is neither recorded here nor in the portal.
+
+    A typo must not reconcile: for a product the portal does not know, a reconcile is a clean-up, recorded
+    as a run, and would leave a status row for a product that never was.
+    """
+    if site.state.product(product_id) is not None or site.reconcilers.products.parking.get(product_id) is not None:
+        return
+    if site.reconciling is not None and site.reconciling.portal.get_product(product_id) is not None:
+        return
+    raise InvalidInput(
+        f"no data product {given!r}: the portal at {site.settings.portal_url} has no product with this id, and no "
+        "product with this namespace is provisioned or parked here (`provisioner status` lists them)"
+    )
+
+
 def run_triggers(site: Site, triggers: list[Trigger], progress: Progress | None = None) -> int:
     """Run ``triggers`` and their follow-ups in this process; return how many reconciles ran."""
     queue: deque[Trigger] = deque(triggers)
@@ -151,7 +171,11 @@ def run_triggers(site: Site, triggers: list[Trigger], progress: Progress | None 
 def _resync(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     with Site.open(Settings.from_env()) as site:
-        triggers = list(site.reconcilers.resync())
+        # Listing and comparing every portal product can take long against a slow portal: say so first.
+        console.print(f"resync: reading the products of the portal at {site.settings.portal_url} ...")
+        with console.status("reading the portal's products and comparing them with what was provisioned"):
+            triggers = list(site.reconcilers.resync())
+        console.print(f"resync: {len(triggers)} product(s) or grant(s) to reconcile")
         if args.enqueue:
             from provisioner.jobs import enqueue
 
@@ -169,13 +193,21 @@ def _resync(args: argparse.Namespace) -> int:
                     failures += 1
                     console.print(f"[red]{trigger}: {exc}[/]")
                 progress.advance(task)
+                done = int(progress.tasks[0].completed)
+                if not console.is_terminal and done % max(1, len(triggers) // 10) == 0:
+                    console.print(f"resync: {done}/{len(triggers)} reconciled")  # no live bar without a terminal
         console.print(f"resync: {len(triggers)} reconcile(s), {failures} failed")
     return 1 if failures else 0
 
 
 def _status(args: argparse.Namespace) -> int:
     console = Console()
-    with Site.open(Settings.from_env()) as site:
+    _check_namespace(args.namespace)
+    settings = Settings.from_env()
+    if nothing_recorded_yet(settings):
+        return say_nothing_recorded(settings, args.namespace)
+    # Reads only: no store, no portal client (and nothing started beside a running service).
+    with Site.open(settings, reconcile=False) as site:
         records = site.state.all_products()
         last = site.state.last_run_per_subject()
         bucket = site.settings.s3_bucket
@@ -201,7 +233,7 @@ def _status(args: argparse.Namespace) -> int:
                 r.state,
             )
         console.print(table)
-        parked = [p for p in site.reconcilers.products.parking.all().values() if _shows(args.namespace, p)]
+        parked = [p for p in ParkingLot(site.state).all().values() if _shows(args.namespace, p)]
         if parked:
             console.print(_parked_table(parked))
         shown_ids = {r.product_id: r.namespace for r in records if not args.namespace or r.namespace == args.namespace}
@@ -213,7 +245,7 @@ def _status(args: argparse.Namespace) -> int:
             if record is None:
                 if parked:
                     return 0
-                console.print(f"namespace {args.namespace!r} is not provisioned here")
+                print(f"provisioner: namespace {args.namespace!r} is not provisioned here", file=sys.stderr)
                 return 1
             runs = Table("run", "kind", "status", "steps", "error", "started")
             for run in site.state.last_runs(record.product_id, limit=10):
@@ -289,8 +321,18 @@ def _rotate(args: argparse.Namespace) -> int:
 
 def _grants(args: argparse.Namespace) -> int:
     console = Console()
-    with Site.open(Settings.from_env()) as site:
+    _check_namespace(args.namespace)
+    settings = Settings.from_env()
+    if nothing_recorded_yet(settings):
+        return say_nothing_recorded(settings, args.namespace)
+    with Site.open(settings, reconcile=False) as site:
         products = {r.product_id: r for r in site.state.all_products()}
+        grants = site.state.all_grants()
+        known = {r.namespace for r in products.values()} | {g.producer_namespace for g in grants}
+        if args.namespace and args.namespace not in known:
+            # As `status NOPE` does: a typo is not an empty table.
+            print(f"provisioner: namespace {args.namespace!r} is not provisioned here", file=sys.stderr)
+            return 1
         outcomes = site.state.tokenize_outcomes()
         bucket = site.settings.s3_bucket
 
@@ -302,7 +344,7 @@ def _grants(args: argparse.Namespace) -> int:
             return not args.namespace or args.namespace in (consumer_ns, producer_ns)
 
         table = Table("consumer", "reads", "output port", "last tokenization", "granted because")
-        for g in site.state.all_grants():
+        for g in grants:
             consumer_ns = consumer_namespace(g.consumer_id)
             if not wanted(consumer_ns, g.producer_namespace):
                 continue
@@ -333,6 +375,28 @@ def _grants(args: argparse.Namespace) -> int:
             since = f" (since {w.since:%Y-%m-%d %H:%M:%S})" if w.since else ""
             console.print(f"  {consumer_namespace(w.consumer_id)} waits for {port}{since}: {w.reason}", soft_wrap=True)
     return 0
+
+
+def say_nothing_recorded(settings: Settings, namespace: str | None = None) -> int:
+    """What a read-only command says on a data dir where nothing ran yet; exit code 1 when it asked for a name."""
+    where = settings.data_dir / "postgres"
+    if namespace is not None:
+        print(
+            f"provisioner: namespace {namespace!r} is not provisioned here (no database in {where} yet)",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"nothing recorded yet: no database in {where} (`provisioner serve` creates it; "
+        "or set PROVISIONER_DATABASE_URL)"
+    )
+    return 0
+
+
+def _check_namespace(given: str | None) -> None:
+    """A namespace argument as the portal would accept it (InvalidName, one line, exit 1, otherwise)."""
+    if given is not None:
+        Namespace(given)
 
 
 def names(items: Sequence[str]) -> str:

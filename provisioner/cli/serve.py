@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
+import ipaddress
 import logging
 import math
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry
 
 from provisioner import jobs
-from provisioner.logs import log_event
+from provisioner.errors import SettingsError
+from provisioner.logs import log_event, redact_text
 from provisioner.settings import Settings
 from provisioner.site import Site, configure_process_logging
 from provisioner.web.health import ReadinessCheck, blocking_check, worker_check
@@ -34,7 +39,7 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
         "data under PROVISIONER_DATA_DIR/postgres. A worker runs in the same process unless --no-worker is given.",
     )
     p.add_argument("--host", help="address to bind (default PROVISIONER_HOST, 0.0.0.0)")
-    p.add_argument("--port", type=int, help="port to bind (default PROVISIONER_PORT, 8090)")
+    p.add_argument("--port", type=_port, help="port to bind (default PROVISIONER_PORT, 8090)")
     p.add_argument("--no-worker", action="store_true", help="only receive webhooks; run `provisioner worker` apart")
     p.set_defaults(func=_serve)
 
@@ -44,29 +49,86 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
         description="Run jobs from the PostgreSQL queue until stopped (Ctrl+C or SIGTERM). Start as many workers as "
         "you like, on as many machines: a product is never reconciled by two of them at once.",
     )
-    p.add_argument("--concurrency", type=int, help="jobs run at once (default PROVISIONER_WORKER_CONCURRENCY, 4)")
+    p.add_argument(
+        "--concurrency", type=_whole, help="jobs run at once, 1 or more (default PROVISIONER_WORKER_CONCURRENCY, 4)"
+    )
     p.set_defaults(func=_worker)
+
+
+def _whole(raw: str) -> int:
+    """An argparse type: a whole number (its range is checked by the command, for one line and exit code 1)."""
+    try:
+        return int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+
+
+def _port(raw: str) -> int:
+    value = _whole(raw)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"{raw} is not a port (1-65535)")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_process_logging(settings)
+    host, port = args.host or settings.host, args.port or settings.port
+    # Before anything starts: a busy port found after PostgreSQL and the store are up left them for nothing.
+    require_free_port(host, port)
+    if settings.webhook_secret is None and not is_loopback(host):
+        log_event(
+            log,
+            "serve.auth_off",
+            level=logging.WARNING,
+            warning=f"webhook authentication is OFF while listening on {host}: anyone who reaches port {port} can "
+            "trigger provisioning. Turn it on: set PROVISIONER_WEBHOOK_SECRET to a random value (`openssl rand "
+            "-hex 32`), then paste the URL `provisioner webhook-url --base http://<this host>:<port>` prints into the "
+            "portal; or listen on 127.0.0.1 only (--host)",
+        )
     # A process that runs no worker builds no reconcilers (so no store or portal client either).
     with (
-        Site.open(settings, reconcile=not args.no_worker) as site,
+        Site.open(settings, reconcile=not args.no_worker, own_store=True) as site,
         asyncio.Runner(loop_factory=_loop_factory()) as runner,
     ):
         site.enqueue_resync()
-        runner.run(
-            serve(site, host=args.host or settings.host, port=args.port or settings.port, worker=not args.no_worker)
-        )
+        runner.run(serve(site, host=host, port=port, worker=not args.no_worker))
     return 0
 
 
+def require_free_port(host: str, port: int) -> None:
+    """SettingsError (one line) when ``host:port`` cannot be bound (in use, or an address not of this machine)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        # As uvicorn binds: connections of an earlier run lingering in TIME_WAIT do not count as busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            raise SettingsError(
+                f"{host}:{port} {reason}: stop what listens there (another `provisioner serve`?) or choose "
+                "another port with --port or PROVISIONER_PORT"
+            ) from None
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _worker(args: argparse.Namespace) -> int:
+    if args.concurrency is not None and args.concurrency < 1:
+        # A worker of 0 jobs would register, take no job, and look healthy.
+        raise SettingsError(f"--concurrency {args.concurrency}: a worker runs 1 or more jobs at once")
     settings = Settings.from_env()
     configure_process_logging(settings)
-    with Site.open(settings) as site:
+    with Site.open(settings, own_store=True) as site:
         metrics = None
         if settings.worker_metrics_port is not None:
             # A worker apart from `serve` (serve --no-worker) has no web app: job metrics get their own endpoint.
@@ -116,6 +178,53 @@ class _Server(uvicorn.Server):
                 self._captured_signals.clear()
 
 
+def where(site: Site, host: str, port: int) -> dict[str, Any]:
+    """What an operator needs at start: the data dir, the database, the store and the webhook URLs (no secret)."""
+    s = site.settings
+    base = f"http://{socket.gethostname() if host in ('0.0.0.0', '::', '') else host}:{port}"
+    v2 = f"{base}/webhooks/portal/v2"
+    if s.webhook_secret is not None:
+        # The URL's token is a credential: never logged; the command that prints it is named instead.
+        v2 += f" (with the token that `provisioner webhook-url --base {base}` prints)"
+    if site.reconciling is None:
+        store = "none in this process (--no-worker)"
+    elif s.embedded_store:
+        kind = "in-memory moto, LOST at exit" if s.store_in_memory else f"SeaweedFS, data in {s.data_dir / 's3'}"
+        store = f"{site.s3_endpoint} (embedded {kind})"
+    else:
+        store = f"{site.s3_endpoint} ({s.store_kind})"
+    return {
+        "data_dir": str(s.data_dir.resolve()),
+        "database": f"embedded, data in {s.data_dir / 'postgres'}"
+        if s.embedded_database
+        else redact_text(site.database_url),
+        "store": store,
+        "webhook_v1": f"{base}/webhooks/portal",
+        "webhook_v2": v2,
+        "portal": s.portal_url,
+    }
+
+
+def say_if_portal_unreachable(portal_url: str, timeout: float = 3.0) -> bool:
+    """Log once, with what to do, when nothing answers at the portal's URL; True when something does.
+
+    Any HTTP answer counts: this is about reaching the portal, not about its API key (`provisioner check`).
+    """
+    try:
+        httpx.get(portal_url, timeout=timeout)
+    except httpx.TransportError as exc:
+        log_event(
+            log,
+            "portal.unreachable",
+            level=logging.WARNING,
+            warning=f"no portal answers at {portal_url} ({type(exc).__name__}): webhooks are still taken and "
+            "queued, and provisioning waits until the portal answers. Set PROVISIONER_PORTAL_URL to your portal; "
+            "to try the provisioner without one, run `make demo`",
+        )
+        return False
+    return True
+
+
 def uvicorn_config(app: Any, *, host: str, port: int, body_timeout_seconds: float) -> uvicorn.Config:
     """uvicorn's settings for ``serve``: no access log (a v2 URL carries its token), bounded waits.
 
@@ -149,6 +258,10 @@ async def serve(site: Site, *, host: str, port: int, worker: bool) -> None:
     async with site.open_web(registry, readiness) as app:
         server = _Server(uvicorn_config(app, host=host, port=port, body_timeout_seconds=s.body_timeout_seconds))
         log_event(log, "serve.started", host=host, port=port, worker=worker, auth=s.webhook_secret is not None)
+        log_event(log, "serve.where", **where(site, host, port))
+        if worker:
+            probe = asyncio.create_task(asyncio.to_thread(say_if_portal_unreachable, s.portal_url))
+            probe.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failed probe only says less
         worker_task = None
         if worker:
             job_app = site.job_app(jobs.JobMetrics(registry))

@@ -11,9 +11,10 @@ from typing import Any
 
 from rich.console import Console
 
+from provisioner.cli.products import say_nothing_recorded
 from provisioner.errors import SettingsError
-from provisioner.settings import Settings
-from provisioner.site import Site, tenants, tokenize_options
+from provisioner.settings import Settings, check_hmac_key
+from provisioner.site import Site, nothing_recorded_yet, tenants, tokenize_options
 from provisioner.tokenize import TableProgress, TokenizeOptions, load_policy_file, plan, run
 
 
@@ -26,8 +27,10 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
             "Rewrite the PII columns named by a policy file into deterministic tokens, one transaction per "
             "table. Values that are already tokens, NULLs and empty strings are left alone, so a rerun changes "
             "nothing. Tenant connections come from PROVISIONER_TENANT_<ID>_DSN (or _HOST/_USER/_PASSWORD), the "
-            "HMAC key from PROVISIONER_TOKENIZE_KEY (or the file's key_env). Exit code 0 when every run "
-            "succeeded, 1 otherwise."
+            "HMAC key from PROVISIONER_TOKENIZE_KEY (or the file's key_env). Values are rewritten in place and "
+            "cannot be turned back: on a terminal, a run without --dry-run shows what it will rewrite and asks "
+            "first (--yes does not ask). Without a terminal (a script, CI, cron) it does not ask: the command "
+            "line is the decision. Exit code 0 when every run succeeded, 1 otherwise (also when the answer was no)."
         ),
     )
     tok.add_argument("--policy", required=True, metavar="FILE", help="YAML policy file (see docs/tokenization.md)")
@@ -35,6 +38,7 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
         "--dry-run", action="store_true", help="count the rows and values that would change; write nothing"
     )
     tok.add_argument("--tenant", metavar="T", help="run only the policies of this tenant")
+    tok.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation on a terminal")
     tok.set_defaults(func=cmd_tokenize)
 
     runs = subparsers.add_parser(
@@ -50,6 +54,8 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
 def options_from(settings: Settings, key_env: str) -> TokenizeOptions:
     """Token options from the settings; the key comes from ``key_env`` when the policy file names another one."""
     key = settings.tokenize_key if key_env == "PROVISIONER_TOKENIZE_KEY" else os.environ.get(key_env) or None
+    if key is not None and settings.tokenize_mode == "hmac":
+        check_hmac_key(key, key_env, settings.tokenize_allow_short_key)
     return tokenize_options(settings, key, key_env)
 
 
@@ -63,6 +69,16 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     options = options_from(settings, policy_file.key_env)
     plans = [plan(p, options) for p in policies]  # a missing key fails here, before anything runs
     connect = tenants(settings)
+    if not args.dry_run and not args.yes and sys.stdin.isatty():
+        summary = "; ".join(f"tenant {p.tenant}: {p.column_count} column(s) of {p.policy.name}" for p in plans)
+        print(f"tokenize rewrites values in place, and tokens cannot be turned back into values ({summary}).")
+        try:
+            answer = input("Tokenize now? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("provisioner: nothing tokenized (not confirmed; --dry-run shows what would change)", file=sys.stderr)
+            return 1
     # The run records carry this process's heartbeat id: if it is killed, its RUNNING records become FAILURE.
     with Site.open(settings, reconcile=False, heartbeat=True) as site:
         recorder = site.run_recorder()
@@ -99,6 +115,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.last < 1:
         raise SettingsError("--last must be 1 or more")
     settings = Settings.from_env()
+    if nothing_recorded_yet(settings):
+        return 0 if args.json else say_nothing_recorded(settings)
     with Site.open(settings, reconcile=False) as site:
         records = site.run_recorder().last(args.last)
     if args.json:

