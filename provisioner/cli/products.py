@@ -18,7 +18,7 @@ from provisioner.names import Namespace
 from provisioner.persistence.records import Parked, TargetState
 from provisioner.reconcile.parking import ParkingLot
 from provisioner.settings import Settings
-from provisioner.site import Site, nothing_recorded_yet
+from provisioner.site import Site, extra_targets, nothing_recorded_yet
 from provisioner.storage.policy import ReadGrant
 from provisioner.targets.base import TargetProduct
 
@@ -282,8 +282,11 @@ def _targets_table(states: list[TargetState], namespaces: dict[str, str]) -> Tab
 
 
 def _print_reports(console: Console, site: Site, product_id: str, namespace: Namespace) -> None:
-    """What exists now in each target beside S3, asked of the target itself (for drift)."""
-    for scoped in site.reconcilers.targets.targets:
+    """What exists now in each target beside S3, asked of the target itself (for drift).
+
+    Built from settings, not from the site's reconcilers: ``status`` opens no store (it may run beside ``serve``).
+    """
+    for scoped in extra_targets(site.settings):
         target = scoped.target
         try:
             report = dict(target.report(TargetProduct(product_id, namespace)))
