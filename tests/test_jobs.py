@@ -299,9 +299,10 @@ async def test_a_job_behind_its_entitys_lock_starts_when_the_lock_is_freed(pg_ur
     fetch, access_queued, went_idle = app.job_manager.fetch_job, False, asyncio.Event()
 
     async def observed_fetch(*args: Any, **kwargs: Any) -> Any:
-        after_insert = access_queued
         job = await fetch(*args, **kwargs)
-        if after_insert and job is None:
+        # Read after the fetch: a fetch already under way when the job was inserted counts too (the worker may not
+        # fetch again before the lock is freed; waiting for a later fetch made this test flaky).
+        if access_queued and job is None:
             went_idle.set()
         return job
 
