@@ -27,6 +27,7 @@ import pytest
 from provisioner.scaffold import read_env
 from provisioner.storage.botocall import make_client
 from provisioner.testing.portal import PortalState, StandinServer, serve_standin
+from tests.cli.test_serve import _processes_of
 from tests.fixtures.s3 import free_port
 
 pytestmark = pytest.mark.slow
@@ -59,16 +60,6 @@ class Served:
 
     def healthy(self) -> bool:
         return self.proc.poll() is None and httpx.get(f"{self.base}/readyz", timeout=10).status_code == 200
-
-
-def _processes_of(data_dir: Path) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if str(data_dir) in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(proc.name))
-    return found
 
 
 @pytest.fixture(scope="module")
