@@ -561,12 +561,30 @@ async def run_worker(
 
 
 class _Worker(procrastinate.worker.Worker):
-    """procrastinate's worker, saying so when the end of a job could not be written.
+    """procrastinate's worker, saying so when the end of a job could not be written, and losing no wake-up.
 
     When the database goes away while a job ends, writing its status fails inside procrastinate's job task,
     whose exception nobody awaits: asyncio would report it only when the task is garbage collected. The job
     stays marked as running; ``run_worker`` hands it back to the queue when the worker restarts.
+
+    procrastinate clears its new-job event after every fetch. A NOTIFY that arrives while a fetch is under way
+    (the fetch's snapshot taken before that job's commit: a coalesced trigger pulling a retry forward, a job freed
+    by its entity's lock) was therefore lost until the next poll. The worker fetches again when one came.
     """
+
+    _notified = 0
+
+    async def _handle_notification(self, *, channel: str, notification: Any) -> None:
+        if notification.get("type") == "job_inserted":
+            self._notified += 1
+        await super()._handle_notification(channel=channel, notification=notification)
+
+    async def _fetch_and_process_jobs(self) -> None:
+        while True:
+            seen = self._notified
+            await super()._fetch_and_process_jobs()  # type: ignore[no-untyped-call]  # unannotated upstream
+            if self._notified == seen or self._stop_event.is_set():
+                return
 
     async def _process_job(self, context: JobContext) -> None:
         try:

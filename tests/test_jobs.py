@@ -269,6 +269,38 @@ async def test_a_new_trigger_runs_a_job_waiting_for_its_retry_now(pg_url: str) -
         await _stop(worker)
 
 
+async def test_a_trigger_notified_while_the_worker_fetches_is_not_lost(pg_url: str) -> None:
+    """procrastinate clears its new-job event after each fetch: a NOTIFY landing during a fetch must still wake it."""
+    handlers = _Signalled(failures=[TemporaryError("portal down")])
+    app = jobs.build_app(pg_url, handlers, max_attempts=5, resync_seconds=0, backoff_seconds=3600)
+    fetch, armed, sent = app.job_manager.fetch_job, False, asyncio.Event()
+
+    async def fetch_then_trigger(*args: Any, **kwargs: Any) -> Any:
+        nonlocal armed
+        job = await fetch(*args, **kwargs)  # its snapshot: the retry an hour away, nothing due
+        if armed and job is None:
+            armed = False
+            with psycopg.connect(pg_url) as conn:  # the portal is back: pulled forward, committed, NOTIFY sent
+                assert jobs.enqueue(conn, [ReconcileProduct(P1)])[0].coalesced
+            await asyncio.sleep(0.5)  # the notification reaches the worker before this fetch returns
+            sent.set()
+        return job
+
+    app.job_manager.fetch_job = fetch_then_trigger  # type: ignore[method-assign]
+    worker = await _background_worker(app)
+    try:
+        with psycopg.connect(pg_url) as conn:
+            jobs.enqueue(conn, [ReconcileProduct(P1)])
+        await _until(lambda: _jobs(pg_url) == [("reconcile_product", "todo", 1, {"product_id": P1})])
+        armed = True
+        with psycopg.connect(pg_url) as conn:  # wake the worker for one fetch that finds nothing due
+            conn.execute("SELECT provisioner_notify_job_ready(queue_name, id) FROM procrastinate_jobs")
+        await asyncio.wait_for(sent.wait(), 20)
+        assert await asyncio.to_thread(handlers.wait_calls, 2, 10), "the notification during the fetch was lost"
+    finally:
+        await _stop(worker)
+
+
 async def test_a_resync_trigger_does_not_shorten_a_retrys_backoff(pg_url: str) -> None:
     handlers = _Signalled(failures=[TemporaryError("store down")])
     with psycopg.connect(pg_url) as conn:
